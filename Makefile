@@ -1,0 +1,59 @@
+# Switchboard: every command a checkout supports. `make help` lists them.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+
+.DEFAULT_GOAL := help
+.PHONY: help install services setup demo test test-fast lint format chaos bench topology definitions clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@rm -f $(VENV)/.installed-* && touch $@
+
+install: $(STAMP) ## create the virtualenv and install pinned dependencies
+
+services: ## start PostgreSQL and RabbitMQ if needed, enable the RabbitMQ plugins
+	@bash tools/ensure-services.sh
+
+setup: install services ## virtualenv, plugins, database, migrations, vhost, policies, topology
+	$(BIN)/python -m services.admin setup
+
+topology: install services ## apply topology and policies to the local broker, regenerate rabbitmq/definitions.json
+	$(BIN)/python -m services.admin topology
+	$(BIN)/python -m services.admin definitions
+
+definitions: install ## regenerate rabbitmq/definitions.json from the topology in code
+	$(BIN)/python -m services.admin definitions
+
+demo: setup ## run every process, feed a 10 000-message campaign, show live progress and the summary
+	$(BIN)/python -m tools.demo $(DEMO_ARGS)
+
+test: install services ## the whole suite against the local RabbitMQ and PostgreSQL
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: install ## unit and property tests only (no broker, no database)
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+lint: install ## ruff (lint + format check) and mypy (strict on shared/)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy shared services tools
+
+format: install ## apply ruff's formatting and safe fixes
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+chaos: setup ## the chaos harness: kills and restarts while 20 000 logs flow, then checks the invariants
+	$(BIN)/python -m tools.chaos $(CHAOS_ARGS)
+
+bench: setup ## throughput benchmark against the raw broker/database baseline
+	$(BIN)/python -m tools.bench $(BENCH_ARGS)
+
+clean: ## remove the virtualenv and caches
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis var reports

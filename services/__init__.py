@@ -1,0 +1,1 @@
+"""Switchboard's processes, one package each: ``python -m services.<name>``."""

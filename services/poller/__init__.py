@@ -1,0 +1,1 @@
+"""The poller: claims due PENDING logs in PostgreSQL and publishes them to the ``dispatch`` shards."""

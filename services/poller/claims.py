@@ -1,0 +1,145 @@
+"""The claim and reclaim statements (SQL at the edge; ordering rules stated in the WHERE clauses)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from shared.settings import Ordering
+
+_RETURNING = """
+RETURNING l.id, l.attempts, l.tenant, l.campaign_id, l.channel, l.recipient, l.payload,
+          l.priority, l.provider, l.created_at
+"""
+
+# Strict ordering: a log is claimable only when no earlier log of its recipient is still open.
+STRICT_GATE = """
+  AND NOT EXISTS (
+      SELECT 1 FROM communication_logs e
+      WHERE e.recipient = c.recipient
+        AND e.status IN ('PENDING', 'PROCESSING')
+        AND e.id < c.id)
+"""
+
+
+def claim_sql(ordering: Ordering, aged: bool) -> str:
+    """One batch of PENDING rows: of one priority, or (``aged``) the oldest-due of any lower priority."""
+    selector = (
+        "c.priority > 0 AND c.next_attempt_at <= now() - make_interval(secs => $3)"
+        if aged
+        else "c.priority = $3 AND c.next_attempt_at <= now()"
+    )
+    gate = STRICT_GATE if ordering == Ordering.STRICT else ""
+    return f"""
+UPDATE communication_logs AS l
+SET status = 'PROCESSING', attempts = l.attempts + 1,
+    lease_until = now() + make_interval(secs => $2), updated_at = now()
+FROM (
+    SELECT c.id FROM communication_logs c
+    WHERE c.status = 'PENDING' AND {selector} {gate}
+    ORDER BY c.next_attempt_at
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+) AS picked
+WHERE l.id = picked.id
+{_RETURNING}"""
+
+
+RECLAIM_SQL = f"""
+UPDATE communication_logs AS l
+SET lease_until = now() + make_interval(secs => $2), updated_at = now()
+FROM (
+    SELECT c.id FROM communication_logs c
+    WHERE c.status = 'PROCESSING' AND c.lease_until < now()
+    ORDER BY c.lease_until
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+) AS picked
+WHERE l.id = picked.id
+{_RETURNING}"""
+
+# Publishing failed: let the lease run out now so the next loop re-publishes (same attempt).
+EXPIRE_LEASES_SQL = """
+UPDATE communication_logs SET lease_until = now()
+WHERE id = ANY($1::bigint[]) AND status = 'PROCESSING'
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedLog:
+    id: int
+    attempt: int
+    tenant: str
+    campaign_id: int | None
+    channel: str
+    recipient: str
+    payload: dict[str, Any]
+    priority: int
+    provider: str | None
+    created_at: datetime
+
+    @classmethod
+    def from_record(cls, r: asyncpg.Record) -> ClaimedLog:
+        return cls(
+            id=r["id"],
+            attempt=r["attempts"],
+            tenant=r["tenant"],
+            campaign_id=r["campaign_id"],
+            channel=r["channel"],
+            recipient=r["recipient"],
+            payload=r["payload"] if isinstance(r["payload"], dict) else {"value": r["payload"]},
+            priority=r["priority"],
+            provider=r["provider"],
+            created_at=r["created_at"],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimPlan:
+    """How many rows to take from each source in one poll (pure; see :func:`plan_claim`)."""
+
+    aged: int
+    per_priority: int
+
+
+def plan_claim(batch_size: int, starvation_share: float, starvation_enabled: bool) -> ClaimPlan:
+    aged = max(1, int(batch_size * starvation_share)) if starvation_enabled and starvation_share > 0 else 0
+    return ClaimPlan(aged=min(aged, batch_size), per_priority=batch_size)
+
+
+async def claim(
+    conn: asyncpg.Connection,
+    *,
+    batch_size: int,
+    lease_s: float,
+    ordering: Ordering,
+    starvation_after_s: float,
+    starvation_share: float,
+) -> list[ClaimedLog]:
+    """Claim up to ``batch_size`` due rows in one transaction: aged rows first, then by priority."""
+    plan = plan_claim(batch_size, starvation_share, starvation_after_s > 0)
+    claimed: list[ClaimedLog] = []
+    async with conn.transaction():
+        if plan.aged:
+            rows = await conn.fetch(claim_sql(ordering, aged=True), plan.aged, lease_s, starvation_after_s)
+            claimed.extend(ClaimedLog.from_record(r) for r in rows)
+        for priority in (0, 1, 2):
+            room = batch_size - len(claimed)
+            if room <= 0:
+                break
+            rows = await conn.fetch(claim_sql(ordering, aged=False), room, lease_s, priority)
+            claimed.extend(ClaimedLog.from_record(r) for r in rows)
+    return claimed
+
+
+async def reclaim_expired(conn: asyncpg.Connection, *, batch_size: int, lease_s: float) -> list[ClaimedLog]:
+    rows = await conn.fetch(RECLAIM_SQL, batch_size, lease_s)
+    return [ClaimedLog.from_record(r) for r in rows]
+
+
+async def expire_leases(conn: asyncpg.Connection, ids: list[int]) -> None:
+    if ids:
+        await conn.execute(EXPIRE_LEASES_SQL, ids)

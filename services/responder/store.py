@@ -1,0 +1,108 @@
+"""The responder's SQL: lock the logs of a batch, write the plan, all in one transaction."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from services.responder.plan import LogRow, WritePlan
+from shared.models import Status
+
+LOCK_LOGS_SQL = """
+SELECT id, status, attempts, max_attempts, provider, tenant, campaign_id, channel, recipient, created_at
+FROM communication_logs WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE
+"""
+
+UPDATE_LOGS_SQL = """
+UPDATE communication_logs AS l SET
+    status = u.status,
+    next_attempt_at = CASE WHEN u.status = 'PENDING'
+                           THEN now() + make_interval(secs => u.delay_s) ELSE l.next_attempt_at END,
+    lease_until = NULL,
+    provider = COALESCE(u.provider, l.provider),
+    vendor_ref = COALESCE(u.vendor_ref, l.vendor_ref),
+    last_error_code = u.error_code,
+    last_error = u.error_message,
+    sent_at = CASE WHEN u.status = 'SENT' THEN now() ELSE l.sent_at END,
+    updated_at = now()
+FROM unnest($1::bigint[], $2::text[], $3::float8[], $4::text[], $5::text[], $6::text[], $7::text[])
+     AS u(id, status, delay_s, provider, vendor_ref, error_code, error_message)
+WHERE l.id = u.id
+"""
+
+INSERT_ATTEMPTS_SQL = """
+INSERT INTO delivery_attempts (log_id, attempt, provider, outcome, error_code, error_message, fallback_reason,
+                               latency_ms, cost, vendor_ref, replay, finished_at)
+SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+                     $8::float8[], $9::numeric[], $10::text[], $11::bool[], $12::timestamptz[])
+ON CONFLICT (log_id, attempt) DO NOTHING
+"""
+
+INSERT_RECEIPTS_SQL = """
+INSERT INTO delivery_receipts (log_id, attempt, provider, vendor_ref, status, provider_status)
+SELECT l, a, p, v, 'ACCEPTED', 'accepted' FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[]) AS r(l, a, p, v)
+ON CONFLICT (log_id, attempt, status) DO NOTHING
+"""
+
+UPDATE_CAMPAIGNS_SQL = """
+UPDATE campaigns AS c SET
+    sent_count = c.sent_count + d.sent, failed_count = c.failed_count + d.failed,
+    bounced_count = c.bounced_count + d.bounced, retry_count = c.retry_count + d.retries,
+    updated_at = now()
+FROM unnest($1::bigint[], $2::int[], $3::int[], $4::int[], $5::int[]) AS d(id, sent, failed, bounced, retries)
+WHERE c.id = d.id
+"""
+
+INSERT_OUTBOX_SQL = """
+INSERT INTO dead_letter_outbox (log_id, attempt, body)
+SELECT * FROM unnest($1::bigint[], $2::int[], $3::jsonb[])
+ON CONFLICT (log_id, attempt) DO NOTHING
+"""
+
+
+async def lock_logs(conn: asyncpg.Connection, ids: list[int]) -> dict[int, LogRow]:
+    rows = await conn.fetch(LOCK_LOGS_SQL, sorted(set(ids)))
+    return {
+        r["id"]: LogRow(
+            id=r["id"], status=Status(r["status"]), attempts=r["attempts"], max_attempts=r["max_attempts"],
+            provider=r["provider"], tenant=r["tenant"], campaign_id=r["campaign_id"], channel=r["channel"],
+            recipient=r["recipient"], created_at=r["created_at"],
+        )
+        for r in rows
+    }
+
+
+async def write_plan(conn: asyncpg.Connection, plan: WritePlan) -> None:
+    if plan.updates:
+        u = plan.updates
+        await conn.execute(
+            UPDATE_LOGS_SQL,
+            [x.log_id for x in u], [x.status.value for x in u], [x.delay_s for x in u],
+            [x.provider for x in u], [x.vendor_ref for x in u], [x.error_code for x in u],
+            [x.error_message for x in u],
+        )
+    if plan.attempts:
+        o = [a.outcome for a in plan.attempts]
+        await conn.execute(
+            INSERT_ATTEMPTS_SQL,
+            [x.log_id for x in o], [x.attempt for x in o], [x.provider for x in o], [x.outcome.value for x in o],
+            [x.error_code for x in o], [x.error_message for x in o], [a.fallback_reason for a in plan.attempts],
+            [x.latency_ms for x in o], [x.cost for x in o], [x.vendor_ref for x in o], [x.replay for x in o],
+            [x.finished_at for x in o],
+        )
+    if plan.receipts:
+        r = plan.receipts
+        await conn.execute(
+            INSERT_RECEIPTS_SQL, [x.log_id for x in r], [x.attempt for x in r], [x.provider for x in r],
+            [x.vendor_ref for x in r],
+        )
+    if plan.campaign_deltas:
+        ids = list(plan.campaign_deltas)
+        d = [plan.campaign_deltas[i] for i in ids]
+        await conn.execute(UPDATE_CAMPAIGNS_SQL, ids, [x[0] for x in d], [x[1] for x in d], [x[2] for x in d],
+                           [x[3] for x in d])
+    if plan.dead_letters:
+        dl = plan.dead_letters
+        await conn.execute(
+            INSERT_OUTBOX_SQL, [x.log_id for x in dl], [x.attempt for x in dl],
+            [x.model_dump(mode="json") for x in dl],
+        )

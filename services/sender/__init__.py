@@ -1,0 +1,1 @@
+"""The sender: takes dispatch messages from its shards, calls providers, publishes outcomes."""

@@ -1,0 +1,1 @@
+"""Switchboard's common package: settings, database, topology, messages and the pure decisions."""

@@ -1,0 +1,77 @@
+"""RabbitMQ at the edge: connections, idempotent declaration, confirmed publishing."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
+from aiormq.exceptions import DeliveryError
+from pamqp.commands import Basic
+
+from shared.errors import PublishError
+from shared.topology import CONTENT_TYPE, Topology
+
+
+async def connect(url: str, name: str) -> AbstractRobustConnection:
+    """A connection that reconnects by itself (and restores its channels and consumers)."""
+    return await aio_pika.connect_robust(url, client_properties={"connection_name": name}, timeout=10)
+
+
+async def confirming_channel(connection: AbstractRobustConnection) -> AbstractChannel:
+    """A channel on which every publish is confirmed and an unroutable message is an error."""
+    return await connection.channel(publisher_confirms=True, on_return_raises=True)
+
+
+async def declare(channel: AbstractChannel, topology: Topology) -> None:
+    """Declare every exchange, queue and binding; safe to run any number of times."""
+    exchanges: dict[str, AbstractExchange] = {}
+    for spec in topology.exchanges():
+        exchanges[spec.name] = await channel.declare_exchange(spec.name, spec.type, durable=True)
+    for queue_spec in topology.queues():
+        queue = await channel.declare_queue(queue_spec.name, durable=True, arguments=queue_spec.arguments)
+        if queue_spec.bound_to:
+            await queue.bind(exchanges[queue_spec.bound_to], routing_key=queue_spec.binding_key)
+
+
+def make_message(
+    body: bytes,
+    *,
+    message_id: str,
+    message_type: str,
+    headers: dict[str, Any] | None = None,
+    correlation_id: str | None = None,
+) -> aio_pika.Message:
+    return aio_pika.Message(
+        body,
+        content_type=CONTENT_TYPE,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        message_id=message_id,
+        correlation_id=correlation_id,
+        type=message_type,
+        headers=headers or {},
+    )
+
+
+async def publish_confirmed(
+    exchange: AbstractExchange, items: Sequence[tuple[aio_pika.Message, str]], timeout: float = 30.0
+) -> list[BaseException | None]:
+    """Publish every (message, routing key) with mandatory flag and wait for all confirms at once.
+
+    Returns, per item, ``None`` when the broker confirmed it, or the error (nack, return of an
+    unroutable message, lost channel, timeout). Publishes are pipelined: one window, not a round
+    trip per message.
+    """
+
+    async def one(message: aio_pika.Message, key: str) -> None:
+        try:
+            confirmation = await exchange.publish(message, routing_key=key, mandatory=True, timeout=timeout)
+        except DeliveryError as exc:  # a nack, or a return of an unroutable message
+            raise PublishError(f"broker refused message {message.message_id}: {exc!r}") from exc
+        if not isinstance(confirmation, Basic.Ack):
+            raise PublishError(f"broker did not confirm message {message.message_id}: {confirmation!r}")
+
+    results = await asyncio.gather(*(one(m, k) for m, k in items), return_exceptions=True)
+    return [r if isinstance(r, BaseException) else None for r in results]

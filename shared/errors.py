@@ -1,0 +1,74 @@
+"""Switchboard's exception tree.
+
+SwitchboardError
+ ├── ConfigurationError
+ ├── MessageError
+ │    ├── MalformedMessage
+ │    └── PayloadTooLarge
+ ├── ProviderError
+ │    ├── TransientProviderError
+ │    │    └── RateLimited(retry_after)
+ │    ├── RecoverableProviderError
+ │    └── PermanentProviderError
+ │         └── InvalidRecipient
+ └── PublishError
+"""
+
+from __future__ import annotations
+
+
+class SwitchboardError(Exception):
+    """Base of every error Switchboard raises on purpose."""
+
+
+class ConfigurationError(SwitchboardError):
+    """Settings or routing configuration that cannot work."""
+
+
+class MessageError(SwitchboardError):
+    """A message on the wire that cannot be used; it goes to the DLQ, never back to the queue."""
+
+
+class MalformedMessage(MessageError):
+    """Bytes that are not JSON, or JSON that does not fit the message schema."""
+
+
+class PayloadTooLarge(MessageError):
+    """A message larger than the configured limit."""
+
+
+class ProviderError(SwitchboardError):
+    """A provider refused or failed a send."""
+
+    def __init__(self, code: str, message: str = "") -> None:
+        super().__init__(f"{code}: {message}" if message else code)
+        self.code = code
+        self.message = message
+
+
+class TransientProviderError(ProviderError):
+    """Timeouts, 5xx, connection resets: retry the same provider after a backoff."""
+
+
+class RateLimited(TransientProviderError):
+    """HTTP 429: retry no sooner than ``retry_after`` seconds."""
+
+    def __init__(self, code: str, message: str = "", retry_after: float | None = None) -> None:
+        super().__init__(code, message)
+        self.retry_after = retry_after
+
+
+class RecoverableProviderError(ProviderError):
+    """Provider unavailable, circuit open, quota spent: retry on the next provider of the chain."""
+
+
+class PermanentProviderError(ProviderError):
+    """Invalid address, blocked, spam, hard bounce: never retry."""
+
+
+class InvalidRecipient(PermanentProviderError):
+    """A recipient that no provider could deliver to (checked before any provider call)."""
+
+
+class PublishError(SwitchboardError):
+    """RabbitMQ did not confirm a publish (nack, return, or lost channel)."""

@@ -1,0 +1,147 @@
+"""Typed messages exchanged over RabbitMQ, and their wire encoding (orjson)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, TypeVar
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from shared.errors import MalformedMessage, PayloadTooLarge
+
+SCHEMA_VERSION = 1
+
+
+class Channel(StrEnum):
+    SMS = "sms"
+    MMS = "mms"
+    EMAIL = "email"
+    WHATSAPP = "whatsapp"
+    WEBHOOK = "webhook"
+
+
+class Status(StrEnum):
+    PENDING = "PENDING"
+    PROCESSING = "PROCESSING"
+    SENT = "SENT"
+    DELIVERED = "DELIVERED"
+    FAILED = "FAILED"
+    BOUNCED = "BOUNCED"
+    CANCELLED = "CANCELLED"
+
+
+TERMINAL_STATUSES = frozenset({Status.SENT, Status.DELIVERED, Status.FAILED, Status.BOUNCED, Status.CANCELLED})
+
+
+class OutcomeClass(StrEnum):
+    SUCCESS = "success"
+    TRANSIENT = "transient"
+    RECOVERABLE = "recoverable"
+    PERMANENT = "permanent"
+
+
+class DeadLetterReason(StrEnum):
+    PERMANENT_ERROR = "permanent_error"
+    ATTEMPTS_EXHAUSTED = "attempts_exhausted"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    v: int = SCHEMA_VERSION
+
+
+class DispatchMessage(Message):
+    """One claimed communication log on its way to a sender (exchange ``dispatch``)."""
+
+    log_id: int = Field(gt=0)
+    attempt: int = Field(ge=1)
+    tenant: str
+    campaign_id: int | None = None
+    channel: str
+    recipient: str = Field(min_length=1, max_length=320)
+    payload: dict[str, Any]
+    priority: int = Field(ge=0, le=2)
+    provider: str | None = None
+    created_at: datetime
+    claimed_at: datetime
+
+    @property
+    def idempotency_key(self) -> str:
+        return idempotency_key(self.log_id, self.attempt)
+
+
+class OutcomeMessage(Message):
+    """What happened when a sender tried one attempt (exchange ``responses``)."""
+
+    log_id: int = Field(gt=0)
+    attempt: int = Field(ge=1)
+    recipient: str
+    channel: str
+    provider: str | None
+    outcome: OutcomeClass
+    error_code: str | None = None
+    error_message: str | None = None
+    retry_after_s: float | None = Field(default=None, ge=0)
+    bounced: bool = False
+    vendor_ref: str | None = None
+    latency_ms: float = Field(default=0.0, ge=0)
+    cost: float = Field(default=0.0, ge=0)
+    replay: bool = False
+    finished_at: datetime = Field(default_factory=utcnow)
+
+
+class DeadLetter(Message):
+    """The full context of a log that will not be delivered (exchange ``dlx``, queue ``dlq``)."""
+
+    log_id: int
+    attempt: int
+    max_attempts: int
+    tenant: str
+    campaign_id: int | None
+    channel: str
+    recipient: str
+    provider: str | None
+    status: Status
+    reason: DeadLetterReason
+    error_class: OutcomeClass
+    error_code: str | None
+    error_message: str | None
+    created_at: datetime
+    dead_lettered_at: datetime
+
+
+def idempotency_key(log_id: int, attempt: int) -> str:
+    return f"{log_id}-{attempt}"
+
+
+def encode(message: BaseModel) -> bytes:
+    return orjson.dumps(message.model_dump(mode="json"))
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def decode(model: type[M], body: bytes, max_bytes: int | None = None) -> M:
+    """Parse ``body`` into ``model`` or raise a :class:`MessageError` that says why."""
+    if max_bytes is not None and len(body) > max_bytes:
+        raise PayloadTooLarge(f"message of {len(body)} bytes exceeds the limit of {max_bytes}")
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedMessage(f"not JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise MalformedMessage(f"expected a JSON object, got {type(data).__name__}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()
+        )
+        raise MalformedMessage(f"invalid {model.__name__}: {problems}") from exc

@@ -1,0 +1,95 @@
+"""Process plumbing shared by every service: signals, health and metrics endpoints, the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from shared.logs import configure_logging, get_logger
+from shared.metrics import READY
+from shared.settings import Settings, get_settings
+
+ReadinessCheck = Callable[[], bool]
+
+
+class Health:
+    """What ``/readyz`` reports: every registered check must pass."""
+
+    def __init__(self) -> None:
+        self._checks: dict[str, ReadinessCheck] = {}
+
+    def add(self, name: str, check: ReadinessCheck) -> None:
+        self._checks[name] = check
+
+    def failing(self) -> list[str]:
+        return [name for name, check in self._checks.items() if not check()]
+
+
+async def start_health_server(settings: Settings, health: Health) -> web.AppRunner | None:
+    """Serve ``/metrics``, ``/healthz`` and ``/readyz``; port 0 in settings means no server."""
+    if not settings.metrics_port:
+        return None
+
+    async def metrics(_: web.Request) -> web.Response:
+        failing = health.failing()
+        READY.set(0 if failing else 1)
+        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(_: web.Request) -> web.Response:
+        failing = health.failing()
+        READY.set(0 if failing else 1)
+        if failing:
+            return web.json_response({"status": "not ready", "failing": failing}, status=503)
+        return web.json_response({"status": "ready"})
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, settings.metrics_host, settings.metrics_port).start()
+    return runner
+
+
+ServiceMain = Callable[[Settings, Health, asyncio.Event], Awaitable[None]]
+
+
+def run_service(name: str, main: ServiceMain) -> None:
+    """Run ``main`` until it returns; SIGTERM/SIGINT set the stop event it watches. Exits 0 when clean."""
+    settings = get_settings()
+    configure_logging(name, settings.log_level)
+    log = get_logger()
+
+    async def runner() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        health = Health()
+        http = await start_health_server(settings, health)
+        log.info("service_starting", metrics_port=settings.metrics_port, vhost=settings.vhost())
+        try:
+            await main(settings, health, stop)
+        finally:
+            if http is not None:
+                await http.cleanup()
+        log.info("service_stopped")
+
+    try:
+        import uvloop
+
+        uvloop.run(runner())
+    except KeyboardInterrupt:
+        pass
+    except Exception as exc:
+        log.exception("service_crashed", error=repr(exc))
+        sys.exit(1)

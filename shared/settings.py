@@ -1,0 +1,103 @@
+"""Configuration for every process, read from ``SWITCHBOARD_*`` environment variables."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from functools import lru_cache
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Ordering(StrEnum):
+    STRICT = "strict"
+    BEST_EFFORT = "best_effort"
+
+
+class Settings(BaseSettings):
+    """Every knob of Switchboard; defaults work against the local services of a dev machine."""
+
+    model_config = SettingsConfigDict(env_prefix="SWITCHBOARD_", extra="ignore")
+
+    database_url: SecretStr = SecretStr("postgresql://postgres@127.0.0.1:5432/switchboard")
+    rabbitmq_url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/switchboard")
+    rabbitmq_management_url: str = "http://127.0.0.1:15672"
+    rabbitmq_management_user: str = "guest"
+    rabbitmq_management_password: SecretStr = SecretStr("guest")
+    provider_url: str = "http://127.0.0.1:8081"
+
+    shards: int = Field(4, ge=1, le=64)
+    # Which shard queues this sender/responder consumes; empty means all of them.
+    consume_shards: list[int] = Field(default_factory=list)
+    # ...and, with standby_all, it subscribes to the rest after a delay as a single-active-consumer standby.
+    standby_all: bool = True
+    standby_delay_s: float = Field(2.0, ge=0)
+    delivery_limit: int = Field(10, ge=1)
+    batch_size: int = Field(500, ge=1, le=10_000)
+    prefetch: int = Field(200, ge=1, le=5_000)
+    poll_interval_s: float = Field(0.2, gt=0)
+    lease_s: float = Field(120.0, gt=0)
+    max_dispatch_depth: int = Field(20_000, ge=1)
+    starvation_after_s: float = Field(30.0, ge=0)
+    starvation_share: float = Field(0.1, ge=0, le=1)
+    ordering: Ordering = Ordering.STRICT
+
+    max_attempts: int = Field(5, ge=1, le=100)
+    backoff_base_s: float = Field(5.0, ge=0)
+    backoff_cap_s: float = Field(300.0, ge=0)
+    backoff_jitter: float = Field(0.2, ge=0, le=1)
+
+    provider_timeout_s: float = Field(10.0, gt=0)
+    provider_concurrency: int = Field(256, ge=1)
+    max_payload_bytes: int = Field(64 * 1024, ge=1)
+    # channel -> ordered fallback chain of provider names
+    provider_chains: dict[str, list[str]] = Field(
+        default_factory=lambda: {
+            "sms": ["mocksms", "mocksms2"],
+            "mms": ["mocksms", "mocksms2"],
+            "email": ["mockmail", "mockmail2"],
+            "whatsapp": ["mockwa"],
+        }
+    )
+
+    responder_batch_size: int = Field(500, ge=1, le=10_000)
+    responder_batch_wait_s: float = Field(0.02, ge=0)
+
+    metrics_port: int = Field(0, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
+    log_level: str = "INFO"
+
+    mock_host: str = "127.0.0.1"
+    mock_port: int = Field(8081, ge=0, le=65535)
+    mock_seed: int = 42
+    mock_latency_ms: float = Field(20.0, ge=0)
+    mock_latency_jitter_ms: float = Field(10.0, ge=0)
+    mock_transient_rate: float = Field(0.04, ge=0, le=1)
+    mock_permanent_rate: float = Field(0.03, ge=0, le=1)
+    mock_rate_limit_rate: float = Field(0.02, ge=0, le=1)
+    mock_retry_after_s: float = Field(1.0, ge=0)
+    mock_ledger_path: str = ""
+
+    def database_dsn(self) -> str:
+        return self.database_url.get_secret_value()
+
+    def amqp_url(self) -> str:
+        return self.rabbitmq_url.get_secret_value()
+
+    def vhost(self) -> str:
+        path = urlsplit(self.amqp_url()).path
+        return path[1:] if len(path) > 1 else "/"
+
+    def shard_ids(self) -> list[int]:
+        return sorted(set(self.consume_shards)) if self.consume_shards else list(range(self.shards))
+
+    def with_vhost(self, vhost: str) -> str:
+        """The AMQP URL pointing at another vhost (used by tests and tools)."""
+        parts = urlsplit(self.amqp_url())
+        return urlunsplit((parts.scheme, parts.netloc, "/" + quote(vhost, safe=""), parts.query, ""))
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

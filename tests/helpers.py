@@ -1,0 +1,92 @@
+"""Helpers for tests that run against the real RabbitMQ and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import asyncpg
+import httpx
+import orjson
+
+INSERT_SQL = """
+INSERT INTO communication_logs (tenant, campaign_id, channel, recipient, payload, priority, max_attempts,
+                                next_attempt_at)
+SELECT t, c, ch, r, p, pr, m, COALESCE(n, now())
+FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::jsonb[], $6::smallint[], $7::int[],
+            $8::timestamptz[]) AS x(t, c, ch, r, p, pr, m, n)
+RETURNING id
+"""
+
+
+async def insert_logs(conn: asyncpg.Connection | asyncpg.Pool, rows: Sequence[dict[str, Any]]) -> list[int]:
+    """Insert logs (keys: channel, recipient; optional tenant, campaign_id, payload, priority, max_attempts,
+    next_attempt_at) in one statement; returns their ids in order."""
+    records = await conn.fetch(
+        INSERT_SQL,
+        [r.get("tenant", "default") for r in rows],
+        [r.get("campaign_id") for r in rows],
+        [r["channel"] for r in rows],
+        [r["recipient"] for r in rows],
+        [r.get("payload", {"body": "hello"}) for r in rows],
+        [r.get("priority", 1) for r in rows],
+        [r.get("max_attempts", 5) for r in rows],
+        [r.get("next_attempt_at") for r in rows],
+    )
+    return [r["id"] for r in records]
+
+
+async def wait_until(
+    predicate: Callable[[], Awaitable[bool]], timeout: float = 60.0, interval: float = 0.25, what: str = "condition"
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await predicate():
+            return
+        await asyncio.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+async def all_terminal(pool: asyncpg.Pool) -> bool:
+    open_count = await pool.fetchval(
+        "SELECT count(*) FROM communication_logs WHERE status IN ('PENDING', 'PROCESSING')"
+    )
+    return bool(open_count == 0)
+
+
+async def status_counts(pool: asyncpg.Pool) -> dict[str, int]:
+    rows = await pool.fetch("SELECT status, count(*) AS n FROM communication_logs GROUP BY status")
+    return {r["status"]: r["n"] for r in rows}
+
+
+async def ledger(mock_url: str) -> list[dict[str, Any]]:
+    async with httpx.AsyncClient(timeout=30) as client:
+        response = await client.get(f"{mock_url}/ledger")
+        response.raise_for_status()
+        rows: list[dict[str, Any]] = orjson.loads(response.content)
+        return rows
+
+
+async def drain_queue(amqp_url: str, queue: str, timeout: float = 2.0) -> list[Any]:
+    """Take every message off ``queue`` (acking them) and return the aio-pika messages."""
+    import aio_pika
+
+    connection = await aio_pika.connect(amqp_url)
+    messages = []
+    try:
+        channel = await connection.channel()
+        q = await channel.get_queue(queue, ensure=False)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            message = await q.get(fail=False, timeout=5)
+            if message is None:
+                await asyncio.sleep(0.1)
+                continue
+            messages.append(message)
+            await message.ack()
+            deadline = time.monotonic() + timeout
+    finally:
+        await connection.close()
+    return messages

@@ -1,0 +1,216 @@
+"""Running a whole Switchboard locally: an isolated environment (vhost + database) and its processes.
+
+Used by the demo, the chaos harness, the benchmark and the end-to-end tests, so that every one of
+them starts, watches and stops the real processes the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import httpx
+
+from shared.db import drop_database
+from shared.management import Management
+from shared.settings import Settings
+from shared.setup import prepare_broker, prepare_database
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _with_database(dsn: str, name: str) -> str:
+    head, _, _ = dsn.rpartition("/")
+    return f"{head}/{name}"
+
+
+@dataclass
+class Environment:
+    """A vhost and a database of their own, and the ``SWITCHBOARD_*`` variables pointing at them."""
+
+    name: str
+    settings: Settings
+    env: dict[str, str]
+
+    @property
+    def database_url(self) -> str:
+        return self.settings.database_dsn()
+
+    @property
+    def amqp_url(self) -> str:
+        return self.settings.amqp_url()
+
+    @property
+    def vhost(self) -> str:
+        return self.settings.vhost()
+
+
+def environment_settings(name: str, base: Settings | None = None, **overrides: str) -> dict[str, str]:
+    base = base or Settings()
+    env = {
+        "SWITCHBOARD_DATABASE_URL": _with_database(base.database_dsn(), name.replace("-", "_")),
+        "SWITCHBOARD_RABBITMQ_URL": base.with_vhost(name),
+        "SWITCHBOARD_RABBITMQ_MANAGEMENT_URL": base.rabbitmq_management_url,
+    }
+    env.update({k if k.startswith("SWITCHBOARD_") else f"SWITCHBOARD_{k.upper()}": v for k, v in overrides.items()})
+    return env
+
+
+async def create_environment(prefix: str = "sb", **overrides: str) -> Environment:
+    name = f"{prefix}-{uuid.uuid4().hex[:10]}"
+    env = environment_settings(name, **overrides)
+    settings = Settings(**{k.removeprefix("SWITCHBOARD_").lower(): v for k, v in env.items()})
+    await prepare_database(settings)
+    await prepare_broker(settings)
+    return Environment(name, settings, env)
+
+
+async def destroy_environment(environment: Environment) -> None:
+    async with Management(environment.settings) as management:
+        await management.delete_vhost(environment.vhost)
+    await drop_database(environment.database_url)
+
+
+@dataclass
+class ManagedProcess:
+    name: str
+    service: str
+    env: dict[str, str]
+    log_path: Path
+    port: int
+    popen: subprocess.Popen[bytes] | None = None
+    log_file: IO[bytes] | None = None
+    starts: int = 0
+
+    @property
+    def pid(self) -> int | None:
+        return self.popen.pid if self.popen else None
+
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def start(self) -> None:
+        if self.alive():
+            return
+        self.log_file = self.log_path.open("ab")
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", f"services.{self.service}"],
+            cwd=ROOT,
+            env={**os.environ, **self.env},
+            stdout=self.log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        self.starts += 1
+
+    def signal(self, sig: int) -> None:
+        if self.alive():
+            assert self.popen is not None
+            self.popen.send_signal(sig)
+
+    def wait(self, timeout: float) -> int | None:
+        if self.popen is None:
+            return None
+        try:
+            return self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def close_log(self) -> None:
+        if self.log_file is not None:
+            self.log_file.close()
+            self.log_file = None
+
+
+@dataclass
+class Stack:
+    """The processes of one environment: start, wait until ready, kill, restart, stop."""
+
+    environment: Environment
+    log_dir: Path
+    processes: dict[str, ManagedProcess] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+
+    def add(self, service: str, name: str | None = None, **overrides: str) -> ManagedProcess:
+        name = name or service
+        port = free_port()
+        env = dict(self.environment.env)
+        env.update({k if k.startswith("SWITCHBOARD_") else f"SWITCHBOARD_{k.upper()}": v
+                    for k, v in overrides.items()})
+        if service == "mock_provider":
+            env["SWITCHBOARD_MOCK_PORT"] = str(port)
+        else:
+            env["SWITCHBOARD_METRICS_PORT"] = str(port)
+        process = ManagedProcess(name, service, env, self.log_dir / f"{name}.log", port)
+        self.processes[name] = process
+        return process
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.processes[name].port}"
+
+    async def start(self, *names: str, timeout: float = 30.0) -> None:
+        targets = [self.processes[n] for n in (names or self.processes)]
+        for process in targets:
+            process.start()
+        await asyncio.gather(*(self.wait_ready(p.name, timeout) for p in targets))
+
+    async def wait_ready(self, name: str, timeout: float = 30.0) -> None:
+        process = self.processes[name]
+        deadline = time.monotonic() + timeout
+        async with httpx.AsyncClient(timeout=2.0) as client:
+            while time.monotonic() < deadline:
+                if not process.alive():
+                    raise RuntimeError(f"{name} exited with {process.popen.returncode if process.popen else None}; "
+                                       f"see {process.log_path}")
+                try:
+                    response = await client.get(f"http://127.0.0.1:{process.port}/readyz")
+                    if response.status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(0.1)
+        raise TimeoutError(f"{name} not ready after {timeout}s; see {process.log_path}")
+
+    def kill(self, name: str) -> None:
+        self.processes[name].signal(signal.SIGKILL)
+        self.processes[name].wait(10)
+
+    async def restart(self, name: str, timeout: float = 30.0) -> None:
+        process = self.processes[name]
+        process.close_log()
+        process.start()
+        await self.wait_ready(name, timeout)
+
+    def stop(self, *names: str, timeout: float = 15.0) -> dict[str, int | None]:
+        """SIGTERM, wait; SIGKILL what is still running. Returns each exit code (None if it had to be killed)."""
+        targets = [self.processes[n] for n in (names or self.processes)]
+        for process in targets:
+            process.signal(signal.SIGTERM)
+        codes: dict[str, int | None] = {}
+        deadline = time.monotonic() + timeout
+        for process in targets:
+            code = process.wait(max(deadline - time.monotonic(), 0.1))
+            if code is None and process.alive():
+                process.signal(signal.SIGKILL)
+                process.wait(5)
+            codes[process.name] = code
+            process.close_log()
+        return codes
