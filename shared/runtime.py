@@ -12,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from shared.logs import configure_logging, get_logger
 from shared.metrics import READY
+from shared.resilience import sleep_or_stop
 from shared.settings import Settings, get_settings
 
 ReadinessCheck = Callable[[], bool]
@@ -60,6 +61,12 @@ async def start_health_server(settings: Settings, health: Health) -> web.AppRunn
     return runner
 
 
+def early_stop_requested() -> bool:
+    """True when SIGTERM arrived before the event loop's handler was installed (see services/__init__)."""
+    services = sys.modules.get("services")
+    return bool(getattr(services, "EARLY_STOP", None))
+
+
 ServiceMain = Callable[[Settings, Health, asyncio.Event], Awaitable[None]]
 
 
@@ -74,6 +81,8 @@ def run_service(name: str, main: ServiceMain) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        if early_stop_requested():
+            stop.set()
         health = Health()
         http = await start_health_server(settings, health)
         log.info("service_starting", metrics_port=settings.metrics_port, vhost=settings.vhost())
@@ -93,3 +102,22 @@ def run_service(name: str, main: ServiceMain) -> None:
     except Exception as exc:
         log.exception("service_crashed", error=repr(exc))
         sys.exit(1)
+
+
+async def subscribe_shards(
+    subscribe: Callable[[list[int]], Awaitable[None]], settings: Settings, stop: asyncio.Event
+) -> tuple[list[int], list[int]]:
+    """Subscribe to this replica's shards now and, with ``standby_all``, to the others after a delay.
+
+    Shard queues are single-active-consumer: whoever subscribes first is active and the rest wait
+    as standbys. Subscribing late to the other replicas' shards makes this one their standby, so a
+    crashed replica's shards move over at once. Returns (active, standby) shard lists.
+    """
+    preferred = settings.shard_ids()
+    await subscribe(preferred)
+    others = [n for n in range(settings.shards) if n not in preferred] if settings.standby_all else []
+    if others:
+        if await sleep_or_stop(stop, settings.standby_delay_s):
+            return preferred, []
+        await subscribe(others)
+    return preferred, others

@@ -16,16 +16,28 @@ from shared.amqp import confirming_channel, connect, declare
 from shared.backoff import BackoffPolicy
 from shared.db import create_pool
 from shared.errors import MessageError
+from shared.poison import reject_poison
 from shared.logs import get_logger
 from shared.models import OutcomeMessage, decode
 from shared.recipients import recipient_hash
 from shared.resilience import Backoff, retry_until_stopped, sleep_or_stop
-from shared.runtime import Health, run_service
+from shared.runtime import Health, run_service, subscribe_shards
 from shared.settings import Settings
 from shared.topology import DEAD_LETTER_EXCHANGE, RESPONSES_EXCHANGE, Topology, shard_queue
 
 log = get_logger("responder")
 RELAY_INTERVAL_S = 2.0
+# Errors that mean "the database is not there right now": wait and retry, never give the message up.
+DATABASE_UNAVAILABLE = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+    asyncpg.DeadlockDetectedError,
+    asyncpg.SerializationError,
+)
 
 
 class Responder:
@@ -87,10 +99,7 @@ class Responder:
             try:
                 good.append((message, decode(OutcomeMessage, message.body, self.settings.max_payload_bytes)))
             except MessageError as exc:
-                metrics.POISON.labels(stage="responder", error=type(exc).__name__).inc()
-                log.error("poison_message", queue=message.routing_key, message_id=message.message_id,
-                          error=str(exc)[:500], action="rejected to dlq")
-                await message.reject(requeue=False)
+                await reject_poison(message, exc, "responder", self.dlx)
         return good
 
     async def apply(self, outcomes: list[OutcomeMessage]) -> WritePlan:
@@ -108,14 +117,34 @@ class Responder:
                 plan = await self.apply(outcomes)
                 self.db_ok = True
                 return plan
-            except (asyncpg.PostgresConnectionError, OSError, asyncpg.InterfaceError,
-                    asyncpg.CannotConnectNowError, asyncpg.DeadlockDetectedError,
-                    asyncpg.SerializationError, TimeoutError) as exc:
+            except DATABASE_UNAVAILABLE as exc:
                 self.db_ok = False
                 delay = backoff.next()
                 log.warning("apply_failed", error=repr(exc), retry_in_s=round(delay, 2), batch=len(outcomes))
                 if await sleep_or_stop(stop, delay):
                     return None
+
+    async def apply_batch(
+        self, decoded: list[tuple[AbstractIncomingMessage, OutcomeMessage]], stop: asyncio.Event
+    ) -> list[WritePlan] | None:
+        """Apply the batch in one transaction; if the database refuses it (not an outage), apply
+        its outcomes one by one so that only the offending ones are dead-lettered."""
+        try:
+            plan = await self.apply_until_done([o for _, o in decoded], stop)
+            return None if plan is None else [plan]
+        except asyncpg.PostgresError as exc:
+            log.error("batch_refused", error=repr(exc), batch=len(decoded), action="applying one by one")
+        plans = []
+        for message, outcome in decoded:
+            try:
+                plan = await self.apply_until_done([outcome], stop)
+            except asyncpg.PostgresError as exc:
+                await reject_poison(message, exc, "responder", self.dlx)
+                continue
+            if plan is None:
+                return None
+            plans.append(plan)
+        return plans
 
     def report(self, plan: WritePlan) -> None:
         metrics.APPLY_BATCH.observe(len(plan.attempts) + len(plan.ignored))
@@ -157,14 +186,16 @@ class Responder:
                 decoded = await self.decode_batch(batch)
                 if not decoded:
                     continue
-                plan = await self.apply_until_done([o for _, o in decoded], stop)
-                if plan is None:
+                plans = await self.apply_batch(decoded, stop)
+                if plans is None:
                     return  # stopping: unacked messages go back to the queue when the channel closes
                 for message, _ in decoded:
-                    await message.ack()
+                    if not message.processed:
+                        await message.ack()
                 metrics.MESSAGES_OUT.labels(stage="responder").inc(len(decoded))
-                self.report(plan)
-                if plan.dead_letters:
+                for plan in plans:
+                    self.report(plan)
+                if any(plan.dead_letters for plan in plans):
                     try:
                         await self.relay()
                     except Exception as exc:  # the relay loop will pick them up
@@ -194,9 +225,10 @@ async def main(settings: Settings, health: Health, stop: asyncio.Event) -> None:
     health.add("postgres", lambda: responder.db_ok)
     try:
         await retry_until_stopped("topology", responder.start, stop)
-        await responder.subscribe(settings.shard_ids())
-        log.info("responder_ready", shards=settings.shard_ids())
-        await responder.run(stop)
+        run = asyncio.create_task(responder.run(stop))
+        active, standby = await subscribe_shards(responder.subscribe, settings, stop)
+        log.info("responder_ready", shards=active, standby=standby)
+        await run
         await responder.stop_consuming()
     finally:
         await connection.close()

@@ -1,0 +1,374 @@
+"""The chaos harness (``make chaos``): kill and restart everything while logs flow, then check the invariants.
+
+Loopback only and bounded in time. Starts two replicas of each process type and the mock provider
+(failure mix plus an outage window of one provider), inserts logs across channels, priorities and
+recipients, SIGKILLs random processes at random instants and restarts them, restarts RabbitMQ and
+PostgreSQL, waits for quiescence and checks: nothing lost, nothing sent twice, strict order kept,
+every FAILED/BOUNCED log with exactly one dead letter, nothing stuck in PROCESSING.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+import random
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import asyncpg
+import httpx
+import orjson
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from shared.db import create_pool
+from shared.topology import DEAD_LETTER_QUEUE, DISPATCH_EXCHANGE, RESPONSES_EXCHANGE, shard_queue
+from tools.invariants import InvariantReport, check
+from tools.stack import Environment, Stack, create_environment, destroy_environment
+
+console = Console()
+PROCESS_TYPES = ("poller", "sender", "responder")
+
+
+@dataclass
+class ChaosConfig:
+    logs: int = 20_000
+    recipients: int = 4_000
+    kills_per_type: int = 3
+    restart_broker: bool = True
+    restart_database: bool = True
+    outage_provider: str = "mocksms"
+    outage_s: float = 20.0
+    chaos_window_s: float = 60.0
+    quiesce_timeout_s: float = 600.0
+    seed: int = 7
+    shards: int = 4
+    report_path: Path = Path("reports/chaos.json")
+    log_dir: Path = Path("var/chaos")
+    keep_environment: bool = False
+
+
+@dataclass
+class ChaosLog:
+    started: float = field(default_factory=time.monotonic)
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, kind: str, target: str, **extra: Any) -> None:
+        event = {"t": round(time.monotonic() - self.started, 2), "event": kind, "target": target, **extra}
+        self.events.append(event)
+        console.print(f"[dim]{event['t']:7.2f}s[/] [yellow]{kind}[/] {target} {extra or ''}")
+
+    def count(self, kind: str) -> Counter[str]:
+        return Counter(e["target"].split("-")[0] for e in self.events if e["event"] == kind)
+
+
+def make_logs(config: ChaosConfig, rng: random.Random) -> list[dict[str, Any]]:
+    """Many recipients with several messages each, across channels and priorities, plus bad input."""
+    rows: list[dict[str, Any]] = []
+    for i in range(config.logs):
+        r = rng.randrange(config.recipients)
+        channel = ("sms", "email", "whatsapp", "mms")[r % 4]
+        if channel == "email":
+            recipient = f"customer{r}@example.org"
+        elif channel == "whatsapp":
+            recipient = f"+4477{r:08d}"
+        else:
+            recipient = f"+1646{r:07d}"
+        if i % 997 == 0:
+            recipient = "+999" + recipient[-8:] if channel != "email" else f"bounce{r}@example.org"
+        if i % 1499 == 0:
+            recipient = "not-a-number" if channel != "email" else "broken@@example"
+        rows.append({
+            "channel": channel,
+            "recipient": recipient,
+            "priority": rng.choice((0, 1, 1, 1, 2)),
+            "payload": {"body": f"chaos message {i}", "n": i},
+        })
+    return rows
+
+
+INSERT_SQL = """
+INSERT INTO communication_logs (channel, recipient, payload, priority)
+SELECT * FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::smallint[])
+"""
+
+
+async def insert(pool: asyncpg.Pool, rows: list[dict[str, Any]], chunk: int = 5_000) -> None:
+    for start in range(0, len(rows), chunk):
+        part = rows[start:start + chunk]
+        await pool.execute(INSERT_SQL, [r["channel"] for r in part], [r["recipient"] for r in part],
+                           [r["payload"] for r in part], [r["priority"] for r in part])
+
+
+def process_settings(config: ChaosConfig) -> dict[str, str]:
+    return {
+        "shards": str(config.shards),
+        "ordering": "strict",
+        "lease_s": "15",
+        "backoff_base_s": "0.5",
+        "backoff_cap_s": "4",
+        "poll_interval_s": "0.1",
+        "mock_latency_ms": "5",
+        "mock_latency_jitter_ms": "3",
+        "mock_retry_after_s": "0.5",
+        "standby_delay_s": "1",
+        "log_level": "INFO",
+    }
+
+
+def build_stack(environment: Environment, config: ChaosConfig) -> Stack:
+    stack = Stack(environment, config.log_dir / environment.name)
+    settings = process_settings(config)
+    mock = stack.add("mock_provider", **settings,
+                     mock_ledger_path=str((config.log_dir / environment.name / "ledger.jsonl").resolve()))
+    settings["provider_url"] = f"http://127.0.0.1:{mock.port}"
+    half = config.shards // 2 or 1
+    for n in range(2):
+        mine = list(range(0, half)) if n == 0 else list(range(half, config.shards))
+        for kind in PROCESS_TYPES:
+            extra = {"consume_shards": json.dumps(mine)} if kind != "poller" else {}
+            stack.add(kind, f"{kind}-{n}", **settings, **extra)
+    return stack
+
+
+async def kill_and_restart(stack: Stack, name: str, log: ChaosLog, rng: random.Random) -> None:
+    stack.kill(name)
+    log.add("kill", name)
+    await asyncio.sleep(rng.uniform(0.3, 2.5))
+    stack.processes[name].close_log()
+    stack.processes[name].start()
+    log.add("restart", name)
+
+
+def run(cmd: list[str]) -> None:
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=120)
+
+
+async def restart_broker(log: ChaosLog) -> None:
+    log.add("stop", "rabbitmq")
+    await asyncio.to_thread(run, ["rabbitmqctl", "stop_app"])
+    await asyncio.sleep(3)
+    await asyncio.to_thread(run, ["rabbitmqctl", "start_app"])
+    await asyncio.to_thread(run, ["rabbitmqctl", "await_startup"])
+    log.add("start", "rabbitmq")
+
+
+async def restart_database(log: ChaosLog) -> None:
+    version = sorted(p.name for p in Path("/etc/postgresql").iterdir())[0]
+    log.add("restart", "postgresql")
+    await asyncio.to_thread(run, ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"])
+    log.add("up", "postgresql")
+
+
+async def chaos_schedule(stack: Stack, config: ChaosConfig, log: ChaosLog, rng: random.Random) -> None:
+    """Run every planned disruption at its random instant within the chaos window."""
+    window = config.chaos_window_s
+    plans: list[tuple[float, str, Any]] = []
+    for kind in PROCESS_TYPES:
+        for _ in range(config.kills_per_type):
+            plans.append((rng.uniform(2, window), "kill", f"{kind}-{rng.randrange(2)}"))
+    if config.restart_broker:
+        plans.append((rng.uniform(window * 0.3, window * 0.6), "broker", None))
+    if config.restart_database:
+        plans.append((rng.uniform(window * 0.6, window * 0.9), "database", None))
+    plans.sort(key=lambda p: p[0])
+    started = time.monotonic()
+    for at, what, target in plans:
+        await asyncio.sleep(max(at - (time.monotonic() - started), 0))
+        if what == "kill":
+            await kill_and_restart(stack, target, log, rng)
+        elif what == "broker":
+            await restart_broker(log)
+        else:
+            await restart_database(log)
+
+
+async def set_outage(mock_url: str, provider: str, seconds: float, log: ChaosLog) -> None:
+    async with httpx.AsyncClient(timeout=10) as client:
+        response = await client.post(f"{mock_url}/admin/outage", json={"provider": provider, "seconds": seconds})
+        response.raise_for_status()
+    log.add("outage", provider, seconds=seconds)
+
+
+async def queue_depths(environment: Environment, shards: int) -> int:
+    connection = await aio_pika.connect(environment.amqp_url)
+    try:
+        channel = await connection.channel()
+        total = 0
+        for exchange in (DISPATCH_EXCHANGE, RESPONSES_EXCHANGE):
+            for n in range(shards):
+                queue = await channel.declare_queue(shard_queue(exchange, n), passive=True)
+                total += queue.declaration_result.message_count or 0
+        return total
+    finally:
+        await connection.close()
+
+
+async def quiescent(pool: asyncpg.Pool, environment: Environment, shards: int) -> bool:
+    try:
+        open_logs = await pool.fetchval(
+            "SELECT count(*) FROM communication_logs WHERE status IN ('PENDING', 'PROCESSING')")
+        outbox = await pool.fetchval("SELECT count(*) FROM dead_letter_outbox")
+        if open_logs or outbox:
+            return False
+        return await queue_depths(environment, shards) == 0
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, aio_pika.exceptions.AMQPError):
+        return False
+
+
+async def read_dead_letters(environment: Environment) -> list[bytes]:
+    """Every dead letter's body; the chaos environment is thrown away, so they are consumed."""
+    connection = await aio_pika.connect(environment.amqp_url)
+    bodies = []
+    try:
+        channel = await connection.channel()
+        queue = await channel.get_queue(DEAD_LETTER_QUEUE, ensure=False)
+        while (message := await queue.get(fail=False, timeout=10)) is not None:
+            bodies.append(message.body)
+            await message.ack()
+    finally:
+        await connection.close()
+    return bodies
+
+
+async def progress(pool: asyncpg.Pool, total: int, log: ChaosLog, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        try:
+            rows = await pool.fetch("SELECT status, count(*) AS n FROM communication_logs GROUP BY status")
+            counts = {r["status"]: r["n"] for r in rows}
+            done = sum(n for s, n in counts.items() if s not in ("PENDING", "PROCESSING"))
+            console.print(f"[dim]{time.monotonic() - log.started:7.2f}s[/] progress {done}/{total} "
+                          + " ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+        except Exception as exc:
+            console.print(f"[dim]progress unavailable: {exc!r}[/]")
+        try:
+            await asyncio.wait_for(stop.wait(), 5)
+        except TimeoutError:
+            pass
+
+
+async def run_chaos(config: ChaosConfig) -> tuple[InvariantReport, dict[str, Any]]:
+    rng = random.Random(config.seed)
+    environment = await create_environment("chaos", shards=str(config.shards))
+    stack = build_stack(environment, config)
+    log = ChaosLog()
+    summary: dict[str, Any] = {"environment": environment.name, "config": {
+        k: str(v) if isinstance(v, Path) else v for k, v in config.__dict__.items()}}
+    pool = await create_pool(environment.database_url, max_size=2)
+    stop_progress = asyncio.Event()
+    try:
+        await stack.start(timeout=60)
+        log.add("started", "stack", processes=len(stack.processes))
+        rows = make_logs(config, rng)
+        await insert(pool, rows)
+        inserted_at = time.monotonic()
+        log.add("inserted", "logs", count=len(rows))
+        reporter = asyncio.create_task(progress(pool, len(rows), log, stop_progress))
+        await set_outage(stack.url("mock_provider"), config.outage_provider, config.outage_s, log)
+        await chaos_schedule(stack, config, log, rng)
+        log.add("chaos_done", "schedule")
+        deadline = time.monotonic() + config.quiesce_timeout_s
+        while time.monotonic() < deadline and not await quiescent(pool, environment, config.shards):
+            for name, process in stack.processes.items():
+                if not process.alive():  # a crash outside the plan is itself a finding
+                    log.add("unexpected_exit", name, code=process.popen.returncode if process.popen else None)
+                    process.start()
+            await asyncio.sleep(1)
+        quiesced_after = time.monotonic() - inserted_at
+        stop_progress.set()
+        await reporter
+        # Stop only processes that finished starting, as an operator's rollout would.
+        await asyncio.gather(*(stack.wait_ready(name, 60) for name in stack.processes), return_exceptions=True)
+        stop_started = time.monotonic()
+        codes = stack.stop(timeout=15)
+        summary["shutdown_s"] = round(time.monotonic() - stop_started, 2)
+        summary["exit_codes"] = codes
+        summary["quiesced_after_s"] = round(quiesced_after, 1)
+        ledger_rows = [orjson.loads(line) for line in
+                       (config.log_dir / environment.name / "ledger.jsonl").read_bytes().splitlines() if line]
+        report = await check(pool, ledger_rows, await read_dead_letters(environment), strict=True)
+        summary["kills"] = dict(log.count("kill"))
+        summary["unexpected_exits"] = dict(log.count("unexpected_exit"))
+        summary["events"] = log.events
+        summary["duration_s"] = round(time.monotonic() - log.started, 1)
+        return report, summary
+    finally:
+        stop_progress.set()
+        stack.stop(timeout=5)
+        await pool.close()
+        if not config.keep_environment:
+            try:
+                await destroy_environment(environment)
+            except Exception as exc:
+                console.print(f"[red]could not remove environment {environment.name}: {exc!r}[/]")
+
+
+def render(report: InvariantReport, summary: dict[str, Any]) -> Table:
+    table = Table(title="Chaos run: invariants")
+    table.add_column("check")
+    table.add_column("value", justify="right")
+    table.add_column("verdict")
+    table.add_row("logs", str(report.logs), "")
+    for status, n in sorted(report.by_status.items()):
+        table.add_row(f"  {status}", str(n), "")
+    for name, count in report.violations().items():
+        table.add_row(name.replace("_", " "), str(count), "[green]ok[/]" if count == 0 else "[red]VIOLATION[/]")
+    table.add_row("dead letters", str(report.dead_letters), "")
+    table.add_row("poison dead letters", str(report.poison_dead_letters), "")
+    table.add_row("provider sends / replays", f"{report.ledger_sends} / {report.ledger_replays}", "")
+    table.add_row("attempt rows / attempts", f"{report.attempt_rows} / {report.attempts_total}", "")
+    table.add_row("kills", json.dumps(summary.get("kills", {})), "")
+    table.add_row("unexpected exits", json.dumps(summary.get("unexpected_exits", {})),
+                  "[green]ok[/]" if not summary.get("unexpected_exits") else "[red]VIOLATION[/]")
+    clean = all(code == 0 for code in summary.get("exit_codes", {}).values())
+    table.add_row("exit codes on SIGTERM", json.dumps(summary.get("exit_codes")), "[green]ok[/]" if clean else "[red]VIOLATION[/]")
+    table.add_row("shutdown time", f"{summary.get('shutdown_s')} s",
+                  "[green]ok[/]" if summary.get("shutdown_s", 99) <= 10 else "[red]VIOLATION[/]")
+    table.add_row("quiesced after insert", f"{summary.get('quiesced_after_s')} s", "")
+    table.add_row("whole run", f"{summary.get('duration_s')} s", "")
+    return table
+
+
+def passed(report: InvariantReport, summary: dict[str, Any]) -> bool:
+    return (
+        report.ok
+        and not summary.get("unexpected_exits")
+        and all(code == 0 for code in summary.get("exit_codes", {}).values())
+        and summary.get("shutdown_s", 99) <= 10
+    )
+
+
+def main(
+    logs: int = typer.Option(20_000, help="How many logs to insert."),
+    recipients: int = typer.Option(4_000, help="How many distinct recipients."),
+    kills_per_type: int = typer.Option(3, help="SIGKILLs per process type."),
+    restart_broker: bool = typer.Option(True, help="Restart RabbitMQ once."),
+    restart_database: bool = typer.Option(True, help="Restart PostgreSQL once."),
+    window: float = typer.Option(60.0, help="Seconds over which disruptions are spread."),
+    timeout: float = typer.Option(600.0, help="Seconds to wait for quiescence after the disruptions."),
+    seed: int = typer.Option(7),
+    report: Path = typer.Option(Path("reports/chaos.json"), help="Where to write the JSON report."),
+) -> None:
+    config = ChaosConfig(logs=logs, recipients=recipients, kills_per_type=kills_per_type,
+                         restart_broker=restart_broker, restart_database=restart_database, chaos_window_s=window,
+                         quiesce_timeout_s=timeout, seed=seed, report_path=report)
+    result, summary = asyncio.run(run_chaos(config))
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_bytes(orjson.dumps({"passed": passed(result, summary), "invariants": result.to_json(), **summary},
+                                    option=orjson.OPT_INDENT_2))
+    console.print(render(result, summary))
+    console.print(f"report written to {report}")
+    if not passed(result, summary):
+        console.print("[red bold]chaos run FAILED[/]")
+        raise typer.Exit(1)
+    console.print("[green bold]chaos run passed[/]")
+
+
+if __name__ == "__main__":
+    typer.run(main)
