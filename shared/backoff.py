@@ -11,6 +11,8 @@ class BackoffPolicy:
     base_s: float = 5.0
     cap_s: float = 300.0
     jitter: float = 0.2  # the delay is drawn from [(1 - jitter) * d, d]
+    # A provider's Retry-After is honoured in full (it may exceed the cap), up to this sanity bound.
+    retry_after_limit_s: float = 3600.0
 
     def ceiling(self, attempt: int) -> float:
         """The un-jittered delay after failed attempt ``attempt`` (1-based): min(base * 2^(n-1), cap)."""
@@ -25,5 +27,5 @@ class BackoffPolicy:
         draw = (rng or random).uniform(1.0 - self.jitter, 1.0)
         chosen = top * draw
         if retry_after is not None and retry_after > chosen:
-            chosen = min(retry_after, max(self.cap_s, top))
+            chosen = min(retry_after, self.retry_after_limit_s)
         return chosen
