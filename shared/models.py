@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -32,7 +32,9 @@ class Status(StrEnum):
     CANCELLED = "CANCELLED"
 
 
-TERMINAL_STATUSES = frozenset({Status.SENT, Status.DELIVERED, Status.FAILED, Status.BOUNCED, Status.CANCELLED})
+TERMINAL_STATUSES = frozenset(
+    {Status.SENT, Status.DELIVERED, Status.FAILED, Status.BOUNCED, Status.CANCELLED}
+)
 
 
 class OutcomeClass(StrEnum):
@@ -45,6 +47,29 @@ class OutcomeClass(StrEnum):
 class DeadLetterReason(StrEnum):
     PERMANENT_ERROR = "permanent_error"
     ATTEMPTS_EXHAUSTED = "attempts_exhausted"
+
+
+class FallbackReason(StrEnum):
+    """Why an attempt went to a provider other than the one first in line (``delivery_attempts``)."""
+
+    PRIMARY_FAILED = "primary_failed"
+    PROVIDER_UNAVAILABLE = "provider_unavailable"  # its circuit breaker is open
+    RATE_LIMIT_EXCEEDED = "rate_limit_exceeded"
+    COST_THRESHOLD = "cost_threshold"
+    QUALITY_THRESHOLD = "quality_threshold"
+
+
+class ReceiptStatus(StrEnum):
+    """A provider's delivery report, mapped onto Switchboard's words."""
+
+    ACCEPTED = "ACCEPTED"  # written by the responder when a provider took the message
+    QUEUED = "QUEUED"  # the provider reports progress, nothing final yet
+    DELIVERED = "DELIVERED"
+    BOUNCED = "BOUNCED"
+    FAILED = "FAILED"
+
+
+FINAL_RECEIPTS = frozenset({ReceiptStatus.DELIVERED, ReceiptStatus.BOUNCED, ReceiptStatus.FAILED})
 
 
 def utcnow() -> datetime:
@@ -66,6 +91,8 @@ class DispatchMessage(Message):
     campaign_id: int | None = None
     channel: str
     recipient: str = Field(min_length=1, max_length=320)
+    # The recipient spelled one way (communication_logs.recipient_key): routing and ordering use it.
+    recipient_key: str | None = Field(default=None, max_length=320)
     payload: dict[str, Any]
     priority: int = Field(ge=0, le=2)
     provider: str | None = None
@@ -75,6 +102,10 @@ class DispatchMessage(Message):
     @property
     def idempotency_key(self) -> str:
         return idempotency_key(self.log_id, self.attempt)
+
+    @property
+    def ordering_key(self) -> str:
+        return self.recipient_key or self.recipient
 
 
 class OutcomeMessage(Message):
@@ -95,6 +126,27 @@ class OutcomeMessage(Message):
     cost: float = Field(default=0.0, ge=0)
     replay: bool = False
     finished_at: datetime = Field(default_factory=utcnow)
+    fallback_reason: FallbackReason | None = None
+    kind: Literal["outcome"] = "outcome"
+
+
+class ReceiptMessage(Message):
+    """A provider's delivery report for one attempt (exchange ``responses``, type ``receipt``).
+
+    Routed like the outcome of the same log (key = recipient), so both usually reach one responder
+    shard; the responder applies them in any order (see docs/providers.md).
+    """
+
+    log_id: int = Field(gt=0)
+    attempt: int = Field(ge=1)
+    recipient: str = Field(min_length=1, max_length=320)
+    provider: str
+    vendor_ref: str | None = None
+    status: ReceiptStatus
+    provider_status: str = Field(default="", max_length=200)
+    error_code: str | None = Field(default=None, max_length=200)
+    occurred_at: datetime = Field(default_factory=utcnow)
+    kind: Literal["receipt"] = "receipt"
 
 
 class DeadLetter(Message):

@@ -6,7 +6,6 @@ import asyncio
 import time
 
 import asyncpg
-
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
 
 from services.poller.claims import ClaimedLog, claim, expire_leases, reclaim_expired
@@ -59,6 +58,9 @@ class Poller:
         items = [to_amqp(to_dispatch(row, claimed_at)) for row in ordered]
         results = await publish_confirmed(self.exchange, items)
         failed = [row.id for row, error in zip(ordered, results, strict=True) if error is not None]
+        published_ids = [row.id for row, error in zip(ordered, results, strict=True) if error is None]
+        if published_ids:
+            log.info("published", count=len(published_ids), log_ids=published_ids)
         if failed:
             first = next(e for e in results if e is not None)
             log.warning("publish_failed", count=len(failed), error=repr(first))
@@ -79,14 +81,18 @@ class Poller:
         room = min(s.batch_size, s.max_dispatch_depth - depth)
         async with self.pool.acquire() as conn:
             reclaimed = await reclaim_expired(conn, batch_size=room, lease_s=s.lease_s)
-            rows = await claim(
-                conn,
-                batch_size=max(room - len(reclaimed), 0),
-                lease_s=s.lease_s,
-                ordering=s.ordering,
-                starvation_after_s=s.starvation_after_s,
-                starvation_share=s.starvation_share,
-            ) if room > len(reclaimed) else []
+            rows = (
+                await claim(
+                    conn,
+                    batch_size=max(room - len(reclaimed), 0),
+                    lease_s=s.lease_s,
+                    ordering=s.ordering,
+                    starvation_after_s=s.starvation_after_s,
+                    starvation_share=s.starvation_share,
+                )
+                if room > len(reclaimed)
+                else []
+            )
         if reclaimed:
             metrics.RECLAIMED.inc(len(reclaimed))
             log.info("leases_reclaimed", count=len(reclaimed), log_ids=[r.id for r in reclaimed[:20]])
@@ -128,7 +134,9 @@ class Poller:
 
 
 async def main(settings: Settings, health: Health, stop: asyncio.Event) -> None:
-    pool = await retry_until_stopped("postgres", lambda: create_pool(settings.database_dsn(), max_size=4), stop)
+    pool = await retry_until_stopped(
+        "postgres", lambda: create_pool(settings.database_dsn(), max_size=4), stop
+    )
     if pool is None:
         return
     connection = await retry_until_stopped("rabbitmq", lambda: connect(settings.amqp_url(), "poller"), stop)

@@ -11,7 +11,7 @@ import asyncpg
 from shared.settings import Ordering
 
 _RETURNING = """
-RETURNING l.id, l.attempts, l.tenant, l.campaign_id, l.channel, l.recipient, l.payload,
+RETURNING l.id, l.attempts, l.tenant, l.campaign_id, l.channel, l.recipient, l.recipient_key, l.payload,
           l.priority, l.provider, l.created_at
 """
 
@@ -19,7 +19,7 @@ RETURNING l.id, l.attempts, l.tenant, l.campaign_id, l.channel, l.recipient, l.p
 STRICT_GATE = """
   AND NOT EXISTS (
       SELECT 1 FROM communication_logs e
-      WHERE e.recipient = c.recipient
+      WHERE e.recipient_key = c.recipient_key
         AND e.status IN ('PENDING', 'PROCESSING')
         AND e.id < c.id)
 """
@@ -76,6 +76,7 @@ class ClaimedLog:
     campaign_id: int | None
     channel: str
     recipient: str
+    recipient_key: str
     payload: dict[str, Any]
     priority: int
     provider: str | None
@@ -90,6 +91,7 @@ class ClaimedLog:
             campaign_id=r["campaign_id"],
             channel=r["channel"],
             recipient=r["recipient"],
+            recipient_key=r["recipient_key"],
             payload=r["payload"] if isinstance(r["payload"], dict) else {"value": r["payload"]},
             priority=r["priority"],
             provider=r["provider"],

@@ -21,6 +21,7 @@ def to_dispatch(row: ClaimedLog, claimed_at: datetime) -> DispatchMessage:
         campaign_id=row.campaign_id,
         channel=row.channel,
         recipient=row.recipient,
+        recipient_key=row.recipient_key,
         payload=row.payload,
         priority=row.priority,
         provider=row.provider,
@@ -36,7 +37,7 @@ def to_amqp(message: DispatchMessage) -> tuple[aio_pika.Message, str]:
         correlation_id=str(message.log_id),
         message_type=MESSAGE_TYPE_DISPATCH,
     )
-    return amqp_message, routing_key(message.recipient)
+    return amqp_message, routing_key(message.ordering_key)
 
 
 def publish_order(rows: list[ClaimedLog]) -> list[ClaimedLog]:
