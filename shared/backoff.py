@@ -21,11 +21,13 @@ class BackoffPolicy:
         exponent = min(attempt - 1, 62)
         return float(min(self.base_s * (2**exponent), self.cap_s))
 
-    def delay(self, attempt: int, retry_after: float | None = None, rng: random.Random | None = None) -> float:
+    def delay(
+        self, attempt: int, retry_after: float | None = None, rng: random.Random | None = None
+    ) -> float:
         """Seconds to wait before the next attempt; never shorter than a provider's Retry-After."""
         top = self.ceiling(attempt)
         draw = (rng or random).uniform(1.0 - self.jitter, 1.0)
         chosen = top * draw
-        if retry_after is not None and retry_after > chosen:
-            chosen = min(retry_after, self.retry_after_limit_s)
+        if retry_after is not None:
+            chosen = max(chosen, min(retry_after, self.retry_after_limit_s))
         return chosen

@@ -36,7 +36,7 @@ def classify_http(status: int, code: str | None = None) -> OutcomeClass:
         return CODE_CLASSES[code]
     if 200 <= status < 300:
         return OutcomeClass.SUCCESS
-    if status in (408, 425, 429) or 500 <= status < 600 and status not in (501, 503, 505):
+    if status in (408, 425, 429) or (500 <= status < 600 and status not in (501, 503, 505)):
         return OutcomeClass.TRANSIENT
     if status == 503:
         return OutcomeClass.RECOVERABLE
@@ -52,7 +52,7 @@ def default_code(status: int) -> str:
         return "PROVIDER_UNAVAILABLE"
     if status == 408:
         return "TIMEOUT"
-    if status >= 500:
+    if status >= 500 and status not in (501, 505):
         return "SERVER_ERROR"
     if status == 413:
         return "PAYLOAD_TOO_LARGE"

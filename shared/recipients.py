@@ -8,9 +8,11 @@ import re
 from shared.errors import InvalidRecipient
 
 _PHONE_SEPARATORS = re.compile(r"[\s\-().]")
-_E164 = re.compile(r"\+[1-9]\d{6,14}")
-_EMAIL = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-                    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+")
+_E164 = re.compile(r"\+[1-9][0-9]{6,14}")
+_EMAIL = re.compile(
+    r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+"
+)
 _URL = re.compile(r"https?://[^\s/$.?#][^\s]{1,2000}")
 PHONE_CHANNELS = frozenset({"sms", "mms", "whatsapp"})
 MAX_ROUTING_KEY = 255
@@ -54,7 +56,9 @@ def mask(recipient: str) -> str:
     """``+4479****1234`` / ``j***@example.com``: enough for an operator, not a leak."""
     if "@" in recipient:
         local, _, domain = recipient.partition("@")
-        return f"{local[:1]}***@{domain}"
+        return f"{local[:1]}***@{domain}" if len(local) > 1 else f"***@{domain}"
     if len(recipient) <= 6:
         return "*" * len(recipient)
-    return recipient[:5] + "*" * max(len(recipient) - 9, 2) + recipient[-4:]
+    # Show at most half of the characters: the country-code side and the last few digits.
+    side = min(len(recipient) // 4, 4)
+    return recipient[:side] + "*" * (len(recipient) - 2 * side) + recipient[-side:]

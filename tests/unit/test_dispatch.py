@@ -1,0 +1,88 @@
+"""services/poller/dispatch.py: publish order and the AMQP form of a claimed row."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime
+
+import aio_pika
+from hypothesis import given
+from hypothesis import strategies as st
+
+from services.poller.claims import ClaimedLog
+from services.poller.dispatch import publish_order, to_amqp, to_dispatch
+from shared.models import DispatchMessage, decode
+from shared.recipients import routing_key
+from shared.topology import CONTENT_TYPE, MESSAGE_TYPE_DISPATCH
+
+CREATED = datetime(2024, 1, 1, 8, 0, tzinfo=UTC)
+CLAIMED = datetime(2024, 1, 1, 8, 5, tzinfo=UTC)
+
+
+def claimed(log_id: int = 41, attempt: int = 3, recipient: str = "+44 7911 123456") -> ClaimedLog:
+    return ClaimedLog(
+        id=log_id,
+        attempt=attempt,
+        tenant="acme",
+        campaign_id=12,
+        channel="sms",
+        recipient=recipient,
+        recipient_key="+447911123456",
+        payload={"body": "hello"},
+        priority=1,
+        provider="mocksms",
+        created_at=CREATED,
+    )
+
+
+@given(ids=st.lists(st.integers(1, 10**9), unique=True, max_size=30))
+def test_publish_order_is_by_id(ids: list[int]) -> None:
+    rows = [claimed(i) for i in ids]
+    assert [r.id for r in publish_order(rows)] == sorted(ids)
+    assert sorted(publish_order(rows), key=id) == sorted(rows, key=id)  # same objects, none lost
+
+
+def test_to_dispatch_copies_every_column() -> None:
+    message = to_dispatch(claimed(), CLAIMED)
+    assert message == DispatchMessage(
+        log_id=41,
+        attempt=3,
+        tenant="acme",
+        campaign_id=12,
+        channel="sms",
+        recipient="+44 7911 123456",
+        recipient_key="+447911123456",
+        payload={"body": "hello"},
+        priority=1,
+        provider="mocksms",
+        created_at=CREATED,
+        claimed_at=CLAIMED,
+    )
+
+
+def test_to_amqp_uses_idempotency_key_as_message_id_and_recipient_key_as_routing_key() -> None:
+    message = to_dispatch(claimed(), CLAIMED)
+    amqp_message, key = to_amqp(message)
+    assert amqp_message.message_id == "41-3"
+    assert amqp_message.correlation_id == "41"
+    assert amqp_message.type == MESSAGE_TYPE_DISPATCH
+    assert amqp_message.content_type == CONTENT_TYPE
+    assert amqp_message.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
+    assert key == "+447911123456"  # the normalised spelling, so every spelling lands on one shard
+    assert decode(DispatchMessage, amqp_message.body) == message
+
+
+@given(
+    log_id=st.integers(1, 2**62),
+    attempt=st.integers(1, 100),
+    recipient=st.text(min_size=1, max_size=320),
+    recipient_key=st.text(min_size=1, max_size=320),
+)
+def test_to_amqp_message_id_and_key_for_any_row(
+    log_id: int, attempt: int, recipient: str, recipient_key: str
+) -> None:
+    row = replace(claimed(), id=log_id, attempt=attempt, recipient=recipient, recipient_key=recipient_key)
+    amqp_message, key = to_amqp(to_dispatch(row, CLAIMED))
+    assert amqp_message.message_id == f"{log_id}-{attempt}"
+    assert key == routing_key(recipient_key)
+    assert len(key.encode()) <= 255
