@@ -35,6 +35,7 @@ demo: setup ## run every process, feed a 10 000-message campaign, show live prog
 	$(BIN)/python -m tools.demo $(DEMO_ARGS)
 
 test: install services ## the whole suite against the local RabbitMQ and PostgreSQL
+	@bash tools/ensure-browser.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: install ## unit and property tests only (no broker, no database)

@@ -16,7 +16,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import httpx
 
@@ -61,24 +61,45 @@ class Environment:
         return self.settings.vhost()
 
 
-def environment_settings(name: str, base: Settings | None = None, **overrides: str) -> dict[str, str]:
+def environment_settings(
+    name: str, overrides: dict[str, str] | None = None, base: Settings | None = None
+) -> dict[str, str]:
     base = base or Settings()
+    overrides = overrides or {}
     env = {
         "SWITCHBOARD_DATABASE_URL": _with_database(base.database_dsn(), name.replace("-", "_")),
         "SWITCHBOARD_RABBITMQ_URL": base.with_vhost(name),
         "SWITCHBOARD_RABBITMQ_MANAGEMENT_URL": base.rabbitmq_management_url,
     }
-    env.update({k if k.startswith("SWITCHBOARD_") else f"SWITCHBOARD_{k.upper()}": v for k, v in overrides.items()})
+    env.update(
+        {k if k.startswith("SWITCHBOARD_") else f"SWITCHBOARD_{k.upper()}": v for k, v in overrides.items()}
+    )
     return env
 
 
 async def create_environment(prefix: str = "sb", **overrides: str) -> Environment:
     name = f"{prefix}-{uuid.uuid4().hex[:10]}"
-    env = environment_settings(name, **overrides)
-    settings = Settings(**{k.removeprefix("SWITCHBOARD_").lower(): v for k, v in env.items()})
+    env = environment_settings(name, overrides)
+    settings = Settings.model_validate({k.removeprefix("SWITCHBOARD_").lower(): v for k, v in env.items()})
     await prepare_database(settings)
     await prepare_broker(settings)
     return Environment(name, settings, env)
+
+
+def default_environment(base: Settings | None = None, **overrides: str) -> Environment:
+    """The environment the settings point at (by default database and vhost ``switchboard``, which
+    ``make setup`` prepares). Nothing is created here; never pass it to :func:`destroy_environment`."""
+    base = base or Settings()
+    env = {
+        "SWITCHBOARD_DATABASE_URL": base.database_dsn(),
+        "SWITCHBOARD_RABBITMQ_URL": base.amqp_url(),
+        "SWITCHBOARD_RABBITMQ_MANAGEMENT_URL": base.rabbitmq_management_url,
+    }
+    for key, value in overrides.items():
+        env[key if key.startswith("SWITCHBOARD_") else f"SWITCHBOARD_{key.upper()}"] = value
+    fields: dict[str, Any] = {k.removeprefix("SWITCHBOARD_").lower(): v for k, v in env.items()}
+    settings = Settings(**fields)
+    return Environment(settings.vhost(), settings, env)
 
 
 async def destroy_environment(environment: Environment) -> None:
@@ -97,6 +118,8 @@ class ManagedProcess:
     popen: subprocess.Popen[bytes] | None = None
     log_file: IO[bytes] | None = None
     starts: int = 0
+    # In a session of its own, a terminal's Ctrl-C reaches only the parent, which then stops it in order.
+    new_session: bool = False
 
     @property
     def pid(self) -> int | None:
@@ -116,6 +139,7 @@ class ManagedProcess:
             stdout=self.log_file,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            start_new_session=self.new_session,
         )
         self.starts += 1
 
@@ -153,10 +177,16 @@ class Stack:
         name = name or service
         port = free_port()
         env = dict(self.environment.env)
-        env.update({k if k.startswith("SWITCHBOARD_") else f"SWITCHBOARD_{k.upper()}": v
-                    for k, v in overrides.items()})
+        env.update(
+            {
+                k if k.startswith("SWITCHBOARD_") else f"SWITCHBOARD_{k.upper()}": v
+                for k, v in overrides.items()
+            }
+        )
         if service == "mock_provider":
             env["SWITCHBOARD_MOCK_PORT"] = str(port)
+        elif service == "api":
+            env["SWITCHBOARD_API_PORT"] = str(port)
         else:
             env["SWITCHBOARD_METRICS_PORT"] = str(port)
         process = ManagedProcess(name, service, env, self.log_dir / f"{name}.log", port)
@@ -178,8 +208,10 @@ class Stack:
         async with httpx.AsyncClient(timeout=2.0) as client:
             while time.monotonic() < deadline:
                 if not process.alive():
-                    raise RuntimeError(f"{name} exited with {process.popen.returncode if process.popen else None}; "
-                                       f"see {process.log_path}")
+                    raise RuntimeError(
+                        f"{name} exited with {process.popen.returncode if process.popen else None}; "
+                        f"see {process.log_path}"
+                    )
                 try:
                     response = await client.get(f"http://127.0.0.1:{process.port}/readyz")
                     if response.status_code == 200:

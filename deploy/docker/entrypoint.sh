@@ -1,0 +1,32 @@
+#!/bin/sh
+# Run one Switchboard process: `switchboard <service> [arguments...]` -> `python -m services.<service>`.
+set -eu
+APP_DIR=${APP_DIR:-/app}
+
+services() {
+  for main in "$APP_DIR"/services/*/__main__.py; do
+    name=${main%/__main__.py}
+    printf ' %s' "${name##*/}"
+  done
+}
+
+if [ "$#" -eq 0 ] || [ "$1" = "--help" ] || [ "$1" = "-h" ]; then
+  echo "usage: switchboard <service> [arguments...]" >&2
+  echo "services:$(services)" >&2
+  exit 0
+fi
+
+service=$1
+shift
+case "$service" in
+  *[!a-z0-9_]*)
+    echo "switchboard: invalid service name '$service'" >&2
+    exit 64
+    ;;
+esac
+if [ ! -f "$APP_DIR/services/$service/__main__.py" ]; then
+  echo "switchboard: unknown service '$service'; one of:$(services)" >&2
+  exit 64
+fi
+# exec: python replaces this shell (PID 1 in the container) and receives SIGTERM itself.
+exec python -m "services.$service" "$@"

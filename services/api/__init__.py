@@ -1,0 +1,1 @@
+"""The HTTP API: ingest, status, campaigns, templates, statistics and routing configuration."""

@@ -1,0 +1,63 @@
+"""The FastAPI application: routers under /v1, error handling, limits, metrics, the scheduler."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import Depends, FastAPI
+
+from services.api import handlers
+from services.api.context import ApiContext
+from services.api.errors import COMMON_RESPONSES
+from services.api.middleware import BodySizeLimit, RequestMetrics
+from services.api.routers import campaigns, contacts, health, messages, routes, stats, templates
+from services.api.scheduler import run_scheduler
+from services.api.settings import ApiSettings
+from services.api.strict import query_names, reject_unknown_query
+from shared.settings import Settings
+
+DESCRIPTION = """Put messages into Switchboard and read their fate.
+
+Every `/v1` call needs a tenant's API key in the `X-API-Key` header and only ever sees that
+tenant's data. Errors have one shape: `{"error": {"code", "message", "details"}}`.
+"""
+
+
+def create_app(settings: ApiSettings, shared: Settings) -> FastAPI:
+    context = ApiContext.create(settings, shared)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        query_names(app)  # the OpenAPI document, worked out once before the first request
+        stop = asyncio.Event()
+        task = None
+        if settings.api_scheduler_enabled:
+            task = asyncio.create_task(run_scheduler(context, stop), name="campaign-scheduler")
+        try:
+            yield
+        finally:
+            stop.set()
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await context.db.close()
+
+    app = FastAPI(title="Switchboard API", version="1.0.0", description=DESCRIPTION, lifespan=lifespan)
+    app.state.context = context
+    handlers.install(app)
+    app.include_router(health.router)
+    for module in (messages, campaigns, contacts, templates, stats, routes):
+        app.include_router(
+            module.router, responses=COMMON_RESPONSES, dependencies=[Depends(reject_unknown_query)]
+        )
+    app.add_middleware(
+        BodySizeLimit,
+        default_limit=settings.api_max_body_bytes,
+        limits={"/v1/contact-lists": settings.api_max_upload_bytes + 64 * 1024},
+    )
+    app.add_middleware(RequestMetrics)
+    return app

@@ -1,0 +1,35 @@
+"""FastAPI dependencies: the shared context, the caller (API key), the rate limit."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader
+
+from services.api.context import ApiContext, Principal
+
+API_KEY_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False, description="A tenant's API key.")
+
+
+def get_context(request: Request) -> ApiContext:
+    context: ApiContext = request.app.state.context
+    return context
+
+
+Context = Annotated[ApiContext, Depends(get_context)]
+
+
+async def authenticated(context: Context, key: Annotated[str | None, Security(API_KEY_HEADER)]) -> Principal:
+    """The caller, without charging the rate limit (send endpoints charge it knowing the priority)."""
+    return await context.authenticate(key)
+
+
+async def limited(context: Context, principal: Annotated[Principal, Depends(authenticated)]) -> Principal:
+    """The caller, charged one request of its rate limit."""
+    context.limit(principal)
+    return principal
+
+
+Caller = Annotated[Principal, Depends(limited)]
+Sender = Annotated[Principal, Depends(authenticated)]

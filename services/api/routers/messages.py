@@ -1,0 +1,180 @@
+"""/v1/messages: send one, send a batch, read, list, cancel."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Path, Query
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from services.api import metrics
+from services.api.context import ApiContext, Principal
+from services.api.deps import Caller, Context, Sender
+from services.api.errors import BadRequest, Conflict, NotFound
+from services.api.idempotency import Verdict, fingerprint, judge
+from services.api.paging import CursorError, decode_cursor, page
+from services.api.schemas.common import MAX_BIGINT
+from services.api.schemas.messages import (
+    BatchAccepted,
+    MessageAccepted,
+    MessageDetail,
+    MessageFilters,
+    MessageOut,
+    MessagePage,
+    SendBatch,
+    SendMessage,
+)
+from services.api.store import idempotency as idem_store
+from services.api.store import messages as store
+from shared.logs import get_logger
+from shared.metrics import MESSAGES_IN
+
+log = get_logger("api.messages")
+router = APIRouter(prefix="/v1/messages", tags=["messages"])
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        pattern=r"^[\x21-\x7e]+$",
+        description="Same key + same body within 24 h returns the first response; another body is a 409.",
+    ),
+]
+MessageId = Annotated[int, Path(ge=1, le=MAX_BIGINT)]
+
+
+def _new_log(context: ApiContext, message: SendMessage) -> store.NewLog:
+    return store.NewLog(
+        channel=message.channel.value,
+        recipient=message.recipient,
+        payload=message.payload,
+        priority=message.priority,
+        max_attempts=message.max_attempts or context.shared.max_attempts,
+        send_at=message.send_at,
+    )
+
+
+async def _ingest(
+    context: ApiContext,
+    principal: Principal,
+    path: str,
+    request: BaseModel,
+    messages: list[SendMessage],
+    key: str | None,
+    build: Any,
+) -> Any:
+    """Insert ``messages`` in one statement, honouring the idempotency key, in one transaction."""
+    request_hash = fingerprint("POST", path, request.model_dump(mode="json"))
+    async with context.db.transaction() as conn:
+        if key is not None:
+            stored = await idem_store.reserve(
+                conn, principal.tenant, key, request_hash, context.settings.api_idempotency_ttl_s
+            )
+            verdict = judge(stored, request_hash)
+            if verdict is Verdict.CONFLICT:
+                raise Conflict(
+                    "this Idempotency-Key was used with a different request", code="idempotency_conflict"
+                )
+            if verdict is Verdict.REPLAY and stored is not None:
+                metrics.IDEMPOTENT_REPLAYS.inc()
+                return JSONResponse(stored.body, stored.status_code, headers={"Idempotent-Replayed": "true"})
+        rows = await store.insert_logs(conn, principal.tenant, [_new_log(context, m) for m in messages])
+        response = build(rows)
+        if key is not None:
+            await idem_store.save(conn, principal.tenant, key, 202, response.model_dump(mode="json"))
+    metrics.ACCEPTED.labels(source="api").inc(len(rows))
+    MESSAGES_IN.labels(stage="api").inc(len(rows))
+    return response
+
+
+@router.post("", status_code=202, response_model=MessageAccepted, summary="Send one message")
+async def send_message(
+    body: SendMessage, context: Context, principal: Sender, idempotency_key: IdempotencyKey = None
+) -> Any:
+    context.limit(principal, high_priority=body.priority == 0)
+
+    def build(rows: list[Any]) -> MessageAccepted:
+        row = rows[0]
+        return MessageAccepted(
+            id=row["id"],
+            status="PENDING",
+            channel=body.channel,
+            recipient=body.recipient,
+            priority=body.priority,
+            created_at=row["created_at"],
+            send_at=row["next_attempt_at"],
+        )
+
+    return await _ingest(context, principal, "/v1/messages", body, [body], idempotency_key, build)
+
+
+@router.post("/batch", status_code=202, response_model=BatchAccepted, summary="Send up to 1 000 messages")
+async def send_batch(
+    body: SendBatch, context: Context, principal: Sender, idempotency_key: IdempotencyKey = None
+) -> Any:
+    if len(body.messages) > context.settings.api_batch_max:
+        raise BadRequest(
+            f"at most {context.settings.api_batch_max} messages per batch", code="batch_too_large"
+        )
+    context.limit(principal, high_priority=all(m.priority == 0 for m in body.messages))
+
+    def build(rows: list[Any]) -> BatchAccepted:
+        return BatchAccepted(count=len(rows), ids=[r["id"] for r in rows])
+
+    response = await _ingest(
+        context, principal, "/v1/messages/batch", body, body.messages, idempotency_key, build
+    )
+    if isinstance(response, BatchAccepted):
+        log.info("batch_accepted", tenant=principal.tenant, count=response.count)
+    return response
+
+
+@router.get(
+    "/{message_id:int}", response_model=MessageDetail, summary="A message with its attempts and receipts"
+)
+async def get_message(message_id: MessageId, context: Context, principal: Caller) -> MessageDetail:
+    async with context.db.connection() as conn:
+        row = await store.get_log(conn, principal.tenant, message_id)
+        if row is None:
+            raise NotFound(f"no message {message_id}")
+        attempts = await store.attempts_of(conn, message_id)
+        receipts = await store.receipts_of(conn, message_id)
+    return MessageDetail(
+        **dict(row), attempt_history=[dict(a) for a in attempts], receipts=[dict(r) for r in receipts]
+    )
+
+
+@router.get("", response_model=MessagePage, summary="List messages, newest first")
+async def list_messages(
+    context: Context, principal: Caller, filters: Annotated[MessageFilters, Query()]
+) -> MessagePage:
+    try:
+        after = decode_cursor(filters.cursor) if filters.cursor else None
+    except CursorError as exc:
+        raise BadRequest(str(exc), code="invalid_cursor") from exc
+    async with context.db.connection() as conn:
+        rows = await store.list_logs(conn, principal.tenant, filters, after)
+    count, next_cursor = page([r["id"] for r in rows], filters.limit)
+    return MessagePage(items=[MessageOut(**dict(r)) for r in rows[:count]], next_cursor=next_cursor)
+
+
+@router.post(
+    "/{message_id:int}/cancel", response_model=MessageOut, summary="Cancel a pending or scheduled message"
+)
+async def cancel_message(message_id: MessageId, context: Context, principal: Caller) -> MessageOut:
+    async with context.db.transaction() as conn:
+        cancelled, status = await store.cancel_log(conn, principal.tenant, message_id)
+        if status is None:
+            raise NotFound(f"no message {message_id}")
+        if not cancelled:
+            raise Conflict(
+                f"message {message_id} is {status}; only PENDING messages can be cancelled",
+                code="not_cancellable",
+            )
+        row = await store.get_log(conn, principal.tenant, message_id)
+    assert row is not None
+    log.info("message_cancelled", tenant=principal.tenant, log_id=message_id)
+    return MessageOut(**dict(row))

@@ -1,0 +1,85 @@
+"""Campaign schedules (pure): cron validation and next run, and the campaign state machine."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import croniter  # type: ignore[import-untyped]
+
+
+class ScheduleError(ValueError):
+    """A cron expression or a time zone that cannot be used."""
+
+
+class CampaignStatus(StrEnum):
+    DRAFT = "DRAFT"
+    SCHEDULED = "SCHEDULED"
+    RUNNING = "RUNNING"
+    PAUSED = "PAUSED"
+    COMPLETED = "COMPLETED"
+    CANCELLED = "CANCELLED"
+
+
+class Action(StrEnum):
+    PAUSE = "pause"
+    RESUME = "resume"
+    CANCEL = "cancel"
+
+
+_ALLOWED: dict[Action, frozenset[CampaignStatus]] = {
+    Action.PAUSE: frozenset({CampaignStatus.SCHEDULED, CampaignStatus.RUNNING}),
+    Action.RESUME: frozenset({CampaignStatus.PAUSED}),
+    Action.CANCEL: frozenset({CampaignStatus.SCHEDULED, CampaignStatus.RUNNING, CampaignStatus.PAUSED}),
+}
+
+
+class TransitionError(ValueError):
+    """An action that the campaign's status does not allow."""
+
+
+def zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ScheduleError(f"unknown time zone {name!r}") from exc
+
+
+def validate_cron(expression: str) -> str:
+    """A five-field cron expression (minute hour day month weekday), normalised for storage."""
+    fields = expression.split()
+    if len(fields) != 5:
+        raise ScheduleError("a cron expression has five fields: minute hour day-of-month month day-of-week")
+    normalised = " ".join(fields)
+    if not croniter.is_valid(normalised):
+        raise ScheduleError(f"invalid cron expression {expression!r}")
+    return normalised
+
+
+def next_run(expression: str, timezone: str, after: datetime) -> datetime:
+    """The first run strictly after ``after``, in UTC; the cron is read in ``timezone``."""
+    local = after.astimezone(zone(timezone))
+    following: datetime = croniter(expression, local).get_next(datetime)
+    return following.astimezone(UTC)
+
+
+def transition(status: CampaignStatus, action: Action) -> None:
+    """Raise :class:`TransitionError` unless ``action`` is allowed from ``status``."""
+    if status not in _ALLOWED[action]:
+        raise TransitionError(f"cannot {action.value} a campaign that is {status.value}")
+
+
+def resumed_status(start_at: datetime | None, cron: str | None, runs: int, now: datetime) -> CampaignStatus:
+    """After a resume: SCHEDULED while nothing has started yet, else RUNNING."""
+    if cron is not None:
+        return CampaignStatus.RUNNING if runs > 0 else CampaignStatus.SCHEDULED
+    if start_at is not None and start_at > now:
+        return CampaignStatus.SCHEDULED
+    return CampaignStatus.RUNNING
+
+
+def initial_status(start_at: datetime | None, cron: str | None, now: datetime) -> CampaignStatus:
+    if cron is not None or (start_at is not None and start_at > now):
+        return CampaignStatus.SCHEDULED
+    return CampaignStatus.RUNNING

@@ -1,0 +1,135 @@
+"""Requests and responses of /v1/messages."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from services.api.schemas.common import Id, Page, Priority, Text, Timestamp, check_json
+from shared.errors import InvalidRecipient
+from shared.models import Channel, Status
+from shared.recipients import normalise
+
+MAX_PAYLOAD_BYTES = 64 * 1024
+
+
+class SendMessage(BaseModel):
+    """One message to send now, or at ``send_at``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    channel: Channel
+    recipient: Text = Field(min_length=1, max_length=320, description="E.164 number, email address or URL.")
+    payload: dict[str, Any] = Field(
+        default_factory=dict,
+        description="What the provider gets (e.g. body, subject), at most 64 KiB as JSON.",
+    )
+    priority: Priority = 1
+    max_attempts: int | None = Field(None, ge=1, le=100, strict=True)
+    send_at: Timestamp | None = Field(None, description="Not before this time (a scheduled message).")
+
+    @field_validator("payload")
+    @classmethod
+    def _payload_fits(cls, payload: dict[str, Any]) -> dict[str, Any]:
+        check_json(payload)
+        size = len(orjson.dumps(payload))
+        if size > MAX_PAYLOAD_BYTES:
+            raise ValueError(f"payload of {size} bytes exceeds {MAX_PAYLOAD_BYTES}")
+        return payload
+
+    @model_validator(mode="after")
+    def _normalise_recipient(self) -> SendMessage:
+        try:
+            self.recipient = normalise(self.channel.value, self.recipient)
+        except InvalidRecipient as exc:
+            raise ValueError(f"recipient: {exc.message}") from exc
+        return self
+
+
+class SendBatch(BaseModel):
+    """Up to 1 000 messages, accepted all together or not at all."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    messages: list[SendMessage] = Field(min_length=1, max_length=1000)
+
+
+class MessageAccepted(BaseModel):
+    id: int
+    status: Status
+    channel: Channel
+    recipient: str
+    priority: int
+    created_at: datetime
+    send_at: datetime
+
+
+class BatchAccepted(BaseModel):
+    count: int
+    ids: list[int] = Field(description="The new message ids, in the order of the request.")
+
+
+class Attempt(BaseModel):
+    attempt: int
+    provider: str | None
+    outcome: str
+    error_code: str | None
+    error_message: str | None
+    latency_ms: float
+    cost: float
+    finished_at: datetime
+
+
+class Receipt(BaseModel):
+    attempt: int
+    provider: str | None
+    status: str
+    provider_status: str | None
+    received_at: datetime
+
+
+class MessageOut(BaseModel):
+    id: int
+    campaign_id: int | None
+    channel: str
+    recipient: str
+    payload: dict[str, Any]
+    priority: int
+    status: Status
+    paused: bool = Field(description="Held by a paused campaign; `next_attempt_at` is when it was due.")
+    attempts: int
+    max_attempts: int
+    next_attempt_at: datetime
+    provider: str | None
+    vendor_ref: str | None
+    last_error_code: str | None
+    last_error: str | None
+    created_at: datetime
+    updated_at: datetime
+    sent_at: datetime | None
+    delivered_at: datetime | None
+
+
+class MessageDetail(MessageOut):
+    attempt_history: list[Attempt]
+    receipts: list[Receipt]
+
+
+class MessagePage(Page):
+    items: list[MessageOut]
+
+
+class MessageFilters(BaseModel):
+    """Filters of the message list (query parameters)."""
+
+    status: Status | None = None
+    channel: Channel | None = None
+    campaign_id: Id | None = None
+    recipient: Text | None = Field(None, max_length=320)
+    created_from: Timestamp | None = None
+    created_to: Timestamp | None = None
+    limit: int = Field(50, ge=1, le=200)
+    cursor: Text | None = Field(None, max_length=200)

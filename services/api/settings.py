@@ -1,0 +1,49 @@
+"""The API's own settings (``SWITCHBOARD_API_*``); the database comes from :mod:`shared.settings`."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_PEPPER = "switchboard-dev-pepper"
+
+
+class ApiSettings(BaseSettings):
+    """Where the API listens, how it hashes keys, and the limits it enforces."""
+
+    model_config = SettingsConfigDict(env_prefix="SWITCHBOARD_", extra="ignore")
+
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(8080, ge=0, le=65535)
+    # Mixed into every key hash; set it in production (a leaked table alone then reveals nothing).
+    api_key_pepper: SecretStr = SecretStr(DEV_PEPPER)
+    # How long a verified key is trusted without asking the database again (revocation delay).
+    api_key_cache_s: float = Field(30.0, ge=0)
+
+    # Per key, per API process: a token bucket of `rate` requests per second and `burst` capacity.
+    api_rate_limit_per_s: float = Field(50.0, gt=0)
+    api_rate_limit_burst: int = Field(100, ge=1)
+    # High-priority sends may go past the limit by this share, drawing on a reserve bucket.
+    api_priority_bypass_share: float = Field(0.2, ge=0, le=1)
+
+    api_max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    api_max_upload_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    api_batch_max: int = Field(1000, ge=1, le=1000)
+    api_max_contacts: int = Field(100_000, ge=1)
+    api_idempotency_ttl_s: float = Field(24 * 3600.0, gt=0)
+    api_stats_max_days: int = Field(93, ge=1)
+
+    api_db_pool_size: int = Field(10, ge=1)
+    api_db_connect_timeout_s: float = Field(2.0, gt=0)
+    api_db_command_timeout_s: float = Field(15.0, gt=0)
+
+    # The campaign scheduler runs inside the API process (any number of replicas may run it).
+    api_scheduler_enabled: bool = True
+    api_scheduler_interval_s: float = Field(1.0, gt=0)
+
+
+@lru_cache(maxsize=1)
+def get_api_settings() -> ApiSettings:
+    return ApiSettings()

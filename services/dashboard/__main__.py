@@ -1,0 +1,41 @@
+"""``python -m services.dashboard``: the operator page on ``SWITCHBOARD_DASHBOARD_PORT``."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from services.dashboard.app import build_app
+from services.dashboard.collect import Collector
+from services.dashboard.settings import DashboardSettings
+from shared.logs import get_logger
+from shared.runtime import Health, run_service
+from shared.settings import Settings
+
+log = get_logger("dashboard")
+
+
+async def main(_: Settings, health: Health, stop: asyncio.Event) -> None:
+    settings = DashboardSettings()
+    collector = Collector(settings)
+    runner = web.AppRunner(build_app(collector), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.dashboard_host, settings.dashboard_port)
+    await site.start()
+    health.add("http", lambda: True)
+    log.info(
+        "dashboard_ready",
+        port=settings.dashboard_port,
+        vhost=settings.vhost(),
+        refresh_s=settings.dashboard_refresh_s,
+    )
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+        await collector.close()
+
+
+if __name__ == "__main__":
+    run_service("dashboard", main)

@@ -1,0 +1,19 @@
+"""The dashboard's own settings: the shared ``SWITCHBOARD_*`` ones plus where it serves its page."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from shared.settings import Settings
+
+
+class DashboardSettings(Settings):
+    dashboard_host: str = "127.0.0.1"
+    dashboard_port: int = Field(8090, ge=0, le=65535)
+    # How often the page asks for a new snapshot; snapshots are cached for as long, so that any
+    # number of open pages costs the database one set of queries per interval.
+    dashboard_refresh_s: float = Field(2.0, gt=0, le=300)
+    dashboard_failures_shown: int = Field(15, ge=1, le=200)
+    # Where to read circuit breaker states when no ``provider_circuits`` table exists: the /metrics of
+    # any one sender (replicas share breaker state, so one replica's gauges speak for all). Empty: none.
+    dashboard_circuits_url: str = ""
