@@ -26,16 +26,24 @@ async def reject_poison(
     """
     POISON.labels(stage=stage, error=type(error).__name__).inc()
     reason = f"{type(error).__name__}: {error}"[:1000]
-    log.error("poison_message", stage=stage, queue=message.routing_key, message_id=message.message_id,
-              error=reason, action="dead-lettered")
+    log.error(
+        "poison_message",
+        stage=stage,
+        queue=message.routing_key,
+        message_id=message.message_id,
+        error=reason,
+        action="dead-lettered",
+    )
     if dlx is not None:
         headers = dict(message.headers or {})
-        headers.update({
-            HEADER_REASON: POISON_REASON,
-            HEADER_ERROR: reason,
-            HEADER_SOURCE: stage,
-            HEADER_SOURCE_QUEUE: message.routing_key or "",
-        })
+        headers.update(
+            {
+                HEADER_REASON: POISON_REASON,
+                HEADER_ERROR: reason,
+                HEADER_SOURCE: stage,
+                HEADER_SOURCE_QUEUE: message.routing_key or "",
+            }
+        )
         copy = make_message(
             message.body,
             message_id=message.message_id or "",

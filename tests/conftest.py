@@ -31,7 +31,9 @@ async def pool(environment: Environment) -> AsyncIterator[asyncpg.Pool]:
 
 
 @pytest.fixture
-async def stack(environment: Environment, tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Stack]:
+async def stack(
+    environment: Environment, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[Stack]:
     running = Stack(environment, tmp_path / "logs")
     try:
         yield running

@@ -39,7 +39,10 @@ async def insert_logs(conn: asyncpg.Connection | asyncpg.Pool, rows: Sequence[di
 
 
 async def wait_until(
-    predicate: Callable[[], Awaitable[bool]], timeout: float = 60.0, interval: float = 0.25, what: str = "condition"
+    predicate: Callable[[], Awaitable[bool]],
+    timeout: float = 60.0,
+    interval: float = 0.25,
+    what: str = "condition",
 ) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -10,11 +10,12 @@ every FAILED/BOUNCED log with exactly one dead letter, nothing stuck in PROCESSI
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections import Counter
 import random
 import subprocess
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,12 +85,14 @@ def make_logs(config: ChaosConfig, rng: random.Random) -> list[dict[str, Any]]:
             recipient = "+999" + recipient[-8:] if channel != "email" else f"bounce{r}@example.org"
         if i % 1499 == 0:
             recipient = "not-a-number" if channel != "email" else "broken@@example"
-        rows.append({
-            "channel": channel,
-            "recipient": recipient,
-            "priority": rng.choice((0, 1, 1, 1, 2)),
-            "payload": {"body": f"chaos message {i}", "n": i},
-        })
+        rows.append(
+            {
+                "channel": channel,
+                "recipient": recipient,
+                "priority": rng.choice((0, 1, 1, 1, 2)),
+                "payload": {"body": f"chaos message {i}", "n": i},
+            }
+        )
     return rows
 
 
@@ -101,9 +104,14 @@ SELECT * FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::smallint[])
 
 async def insert(pool: asyncpg.Pool, rows: list[dict[str, Any]], chunk: int = 5_000) -> None:
     for start in range(0, len(rows), chunk):
-        part = rows[start:start + chunk]
-        await pool.execute(INSERT_SQL, [r["channel"] for r in part], [r["recipient"] for r in part],
-                           [r["payload"] for r in part], [r["priority"] for r in part])
+        part = rows[start : start + chunk]
+        await pool.execute(
+            INSERT_SQL,
+            [r["channel"] for r in part],
+            [r["recipient"] for r in part],
+            [r["payload"] for r in part],
+            [r["priority"] for r in part],
+        )
 
 
 def process_settings(config: ChaosConfig) -> dict[str, str]:
@@ -125,8 +133,11 @@ def process_settings(config: ChaosConfig) -> dict[str, str]:
 def build_stack(environment: Environment, config: ChaosConfig) -> Stack:
     stack = Stack(environment, config.log_dir / environment.name)
     settings = process_settings(config)
-    mock = stack.add("mock_provider", **settings,
-                     mock_ledger_path=str((config.log_dir / environment.name / "ledger.jsonl").resolve()))
+    mock = stack.add(
+        "mock_provider",
+        **settings,
+        mock_ledger_path=str((config.log_dir / environment.name / "ledger.jsonl").resolve()),
+    )
     settings["provider_url"] = f"http://127.0.0.1:{mock.port}"
     half = config.shards // 2 or 1
     for n in range(2):
@@ -191,7 +202,9 @@ async def chaos_schedule(stack: Stack, config: ChaosConfig, log: ChaosLog, rng: 
 
 async def set_outage(mock_url: str, provider: str, seconds: float, log: ChaosLog) -> None:
     async with httpx.AsyncClient(timeout=10) as client:
-        response = await client.post(f"{mock_url}/admin/outage", json={"provider": provider, "seconds": seconds})
+        response = await client.post(
+            f"{mock_url}/admin/outage", json={"provider": provider, "seconds": seconds}
+        )
         response.raise_for_status()
     log.add("outage", provider, seconds=seconds)
 
@@ -213,7 +226,8 @@ async def queue_depths(environment: Environment, shards: int) -> int:
 async def quiescent(pool: asyncpg.Pool, environment: Environment, shards: int) -> bool:
     try:
         open_logs = await pool.fetchval(
-            "SELECT count(*) FROM communication_logs WHERE status IN ('PENDING', 'PROCESSING')")
+            "SELECT count(*) FROM communication_logs WHERE status IN ('PENDING', 'PROCESSING')"
+        )
         outbox = await pool.fetchval("SELECT count(*) FROM dead_letter_outbox")
         if open_logs or outbox:
             return False
@@ -243,14 +257,14 @@ async def progress(pool: asyncpg.Pool, total: int, log: ChaosLog, stop: asyncio.
             rows = await pool.fetch("SELECT status, count(*) AS n FROM communication_logs GROUP BY status")
             counts = {r["status"]: r["n"] for r in rows}
             done = sum(n for s, n in counts.items() if s not in ("PENDING", "PROCESSING"))
-            console.print(f"[dim]{time.monotonic() - log.started:7.2f}s[/] progress {done}/{total} "
-                          + " ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+            console.print(
+                f"[dim]{time.monotonic() - log.started:7.2f}s[/] progress {done}/{total} "
+                + " ".join(f"{k}={v}" for k, v in sorted(counts.items()))
+            )
         except Exception as exc:
             console.print(f"[dim]progress unavailable: {exc!r}[/]")
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 5)
-        except TimeoutError:
-            pass
 
 
 async def run_chaos(config: ChaosConfig) -> tuple[InvariantReport, dict[str, Any]]:
@@ -258,8 +272,10 @@ async def run_chaos(config: ChaosConfig) -> tuple[InvariantReport, dict[str, Any
     environment = await create_environment("chaos", shards=str(config.shards))
     stack = build_stack(environment, config)
     log = ChaosLog()
-    summary: dict[str, Any] = {"environment": environment.name, "config": {
-        k: str(v) if isinstance(v, Path) else v for k, v in config.__dict__.items()}}
+    summary: dict[str, Any] = {
+        "environment": environment.name,
+        "config": {k: str(v) if isinstance(v, Path) else v for k, v in config.__dict__.items()},
+    }
     pool = await create_pool(environment.database_url, max_size=2)
     stop_progress = asyncio.Event()
     try:
@@ -284,14 +300,19 @@ async def run_chaos(config: ChaosConfig) -> tuple[InvariantReport, dict[str, Any
         stop_progress.set()
         await reporter
         # Stop only processes that finished starting, as an operator's rollout would.
-        await asyncio.gather(*(stack.wait_ready(name, 60) for name in stack.processes), return_exceptions=True)
+        await asyncio.gather(
+            *(stack.wait_ready(name, 60) for name in stack.processes), return_exceptions=True
+        )
         stop_started = time.monotonic()
         codes = stack.stop(timeout=15)
         summary["shutdown_s"] = round(time.monotonic() - stop_started, 2)
         summary["exit_codes"] = codes
         summary["quiesced_after_s"] = round(quiesced_after, 1)
-        ledger_rows = [orjson.loads(line) for line in
-                       (config.log_dir / environment.name / "ledger.jsonl").read_bytes().splitlines() if line]
+        ledger_rows = [
+            orjson.loads(line)
+            for line in (config.log_dir / environment.name / "ledger.jsonl").read_bytes().splitlines()
+            if line
+        ]
         report = await check(pool, ledger_rows, await read_dead_letters(environment), strict=True)
         summary["kills"] = dict(log.count("kill"))
         summary["unexpected_exits"] = dict(log.count("unexpected_exit"))
@@ -318,18 +339,30 @@ def render(report: InvariantReport, summary: dict[str, Any]) -> Table:
     for status, n in sorted(report.by_status.items()):
         table.add_row(f"  {status}", str(n), "")
     for name, count in report.violations().items():
-        table.add_row(name.replace("_", " "), str(count), "[green]ok[/]" if count == 0 else "[red]VIOLATION[/]")
+        table.add_row(
+            name.replace("_", " "), str(count), "[green]ok[/]" if count == 0 else "[red]VIOLATION[/]"
+        )
     table.add_row("dead letters", str(report.dead_letters), "")
     table.add_row("poison dead letters", str(report.poison_dead_letters), "")
     table.add_row("provider sends / replays", f"{report.ledger_sends} / {report.ledger_replays}", "")
     table.add_row("attempt rows / attempts", f"{report.attempt_rows} / {report.attempts_total}", "")
     table.add_row("kills", json.dumps(summary.get("kills", {})), "")
-    table.add_row("unexpected exits", json.dumps(summary.get("unexpected_exits", {})),
-                  "[green]ok[/]" if not summary.get("unexpected_exits") else "[red]VIOLATION[/]")
+    table.add_row(
+        "unexpected exits",
+        json.dumps(summary.get("unexpected_exits", {})),
+        "[green]ok[/]" if not summary.get("unexpected_exits") else "[red]VIOLATION[/]",
+    )
     clean = all(code == 0 for code in summary.get("exit_codes", {}).values())
-    table.add_row("exit codes on SIGTERM", json.dumps(summary.get("exit_codes")), "[green]ok[/]" if clean else "[red]VIOLATION[/]")
-    table.add_row("shutdown time", f"{summary.get('shutdown_s')} s",
-                  "[green]ok[/]" if summary.get("shutdown_s", 99) <= 10 else "[red]VIOLATION[/]")
+    table.add_row(
+        "exit codes on SIGTERM",
+        json.dumps(summary.get("exit_codes")),
+        "[green]ok[/]" if clean else "[red]VIOLATION[/]",
+    )
+    table.add_row(
+        "shutdown time",
+        f"{summary.get('shutdown_s')} s",
+        "[green]ok[/]" if summary.get("shutdown_s", 99) <= 10 else "[red]VIOLATION[/]",
+    )
     table.add_row("quiesced after insert", f"{summary.get('quiesced_after_s')} s", "")
     table.add_row("whole run", f"{summary.get('duration_s')} s", "")
     return table
@@ -355,13 +388,25 @@ def main(
     seed: int = typer.Option(7),
     report: Path = typer.Option(Path("reports/chaos.json"), help="Where to write the JSON report."),
 ) -> None:
-    config = ChaosConfig(logs=logs, recipients=recipients, kills_per_type=kills_per_type,
-                         restart_broker=restart_broker, restart_database=restart_database, chaos_window_s=window,
-                         quiesce_timeout_s=timeout, seed=seed, report_path=report)
+    config = ChaosConfig(
+        logs=logs,
+        recipients=recipients,
+        kills_per_type=kills_per_type,
+        restart_broker=restart_broker,
+        restart_database=restart_database,
+        chaos_window_s=window,
+        quiesce_timeout_s=timeout,
+        seed=seed,
+        report_path=report,
+    )
     result, summary = asyncio.run(run_chaos(config))
     report.parent.mkdir(parents=True, exist_ok=True)
-    report.write_bytes(orjson.dumps({"passed": passed(result, summary), "invariants": result.to_json(), **summary},
-                                    option=orjson.OPT_INDENT_2))
+    report.write_bytes(
+        orjson.dumps(
+            {"passed": passed(result, summary), "invariants": result.to_json(), **summary},
+            option=orjson.OPT_INDENT_2,
+        )
+    )
     console.print(render(result, summary))
     console.print(f"report written to {report}")
     if not passed(result, summary):

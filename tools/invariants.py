@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
+from itertools import pairwise
 from typing import Any
 
 import asyncpg
@@ -16,7 +17,9 @@ class InvariantReport:
     by_status: dict[str, int] = field(default_factory=dict)
     lost: list[int] = field(default_factory=list)  # not terminal after quiescence
     stuck_processing: list[int] = field(default_factory=list)
-    duplicate_sends: list[int] = field(default_factory=list)  # log ids accepted more than once (not as replays)
+    duplicate_sends: list[int] = field(
+        default_factory=list
+    )  # log ids accepted more than once (not as replays)
     sent_without_ledger: list[int] = field(default_factory=list)
     ledger_without_sent: list[int] = field(default_factory=list)  # provider accepted, log not SENT/DELIVERED
     order_violations: list[dict[str, Any]] = field(default_factory=list)
@@ -31,8 +34,15 @@ class InvariantReport:
     attempts_total: int = 0
 
     VIOLATIONS = (
-        "lost", "stuck_processing", "duplicate_sends", "sent_without_ledger", "ledger_without_sent",
-        "order_violations", "failed_without_dead_letter", "duplicate_dead_letters", "dead_letters_for_healthy_logs",
+        "lost",
+        "stuck_processing",
+        "duplicate_sends",
+        "sent_without_ledger",
+        "ledger_without_sent",
+        "order_violations",
+        "failed_without_dead_letter",
+        "duplicate_dead_letters",
+        "dead_letters_for_healthy_logs",
     )
 
     def violations(self) -> dict[str, int]:
@@ -49,7 +59,9 @@ class InvariantReport:
         return data
 
 
-def order_violations(ledger: list[dict[str, Any]], strict_recipients: set[str] | None = None) -> list[dict[str, Any]]:
+def order_violations(
+    ledger: list[dict[str, Any]], strict_recipients: set[str] | None = None
+) -> list[dict[str, Any]]:
     """Per recipient, accepted sends must reach the provider in creation (log id) order."""
     by_recipient: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in ledger:
@@ -60,9 +72,11 @@ def order_violations(ledger: list[dict[str, Any]], strict_recipients: set[str] |
         if strict_recipients is not None and recipient not in strict_recipients:
             continue
         rows.sort(key=lambda r: r["received_at"])
-        for earlier, later in zip(rows, rows[1:], strict=False):
+        for earlier, later in pairwise(rows):
             if later["log_id"] < earlier["log_id"]:
-                found.append({"recipient": recipient, "sent_first": earlier["log_id"], "sent_after": later["log_id"]})
+                found.append(
+                    {"recipient": recipient, "sent_first": earlier["log_id"], "sent_after": later["log_id"]}
+                )
     return found
 
 

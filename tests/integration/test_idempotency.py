@@ -13,10 +13,10 @@ from tests.helpers import insert_logs, wait_until
 from tools.stack import Stack
 
 SNAPSHOT_SQL = {
-    "logs": "SELECT id, status, attempts, max_attempts, next_attempt_at, provider, vendor_ref, last_error_code,"
-            " updated_at, sent_at FROM communication_logs ORDER BY id",
+    "logs": "SELECT id, status, attempts, max_attempts, next_attempt_at, provider, vendor_ref,"
+    " last_error_code, updated_at, sent_at FROM communication_logs ORDER BY id",
     "attempts": "SELECT log_id, attempt, provider, outcome, error_code, recorded_at FROM delivery_attempts"
-                " ORDER BY log_id, attempt",
+    " ORDER BY log_id, attempt",
     "receipts": "SELECT log_id, attempt, status FROM delivery_receipts ORDER BY log_id, attempt",
     "outbox": "SELECT log_id, attempt FROM dead_letter_outbox ORDER BY log_id",
     "campaigns": "SELECT id, sent_count, failed_count, bounced_count, retry_count FROM campaigns ORDER BY id",
@@ -29,8 +29,14 @@ async def snapshot(pool) -> dict[str, list[tuple]]:
 
 def outcome_for(log_id: int, recipient: str, kind: OutcomeClass, attempt: int = 1) -> OutcomeMessage:
     return OutcomeMessage(
-        log_id=log_id, attempt=attempt, recipient=recipient, channel="sms", provider="mocksms", outcome=kind,
-        error_code=None if kind == OutcomeClass.SUCCESS else "SERVER_ERROR", vendor_ref=f"v-{log_id}",
+        log_id=log_id,
+        attempt=attempt,
+        recipient=recipient,
+        channel="sms",
+        provider="mocksms",
+        outcome=kind,
+        error_code=None if kind == OutcomeClass.SUCCESS else "SERVER_ERROR",
+        vendor_ref=f"v-{log_id}",
     )
 
 
@@ -41,7 +47,9 @@ async def publish(amqp_url: str, outcomes: list[OutcomeMessage]) -> None:
         exchange = await channel.get_exchange(RESPONSES_EXCHANGE)
         for o in outcomes:
             await exchange.publish(
-                make_message(encode(o), message_id=f"{o.log_id}-{o.attempt}", message_type=MESSAGE_TYPE_OUTCOME),
+                make_message(
+                    encode(o), message_id=f"{o.log_id}-{o.attempt}", message_type=MESSAGE_TYPE_OUTCOME
+                ),
                 routing_key=routing_key(o.recipient),
             )
     finally:
@@ -51,11 +59,17 @@ async def publish(amqp_url: str, outcomes: list[OutcomeMessage]) -> None:
 @pytest.mark.e2e
 async def test_every_outcome_delivered_twice_leaves_the_database_identical(stack: Stack, pool) -> None:
     # Given 60 logs claimed for attempt 1 (PROCESSING), in a campaign, and a running responder
-    campaign = await pool.fetchval("INSERT INTO campaigns (name, total_count) VALUES ('dup', 60) RETURNING id")
+    campaign = await pool.fetchval(
+        "INSERT INTO campaigns (name, total_count) VALUES ('dup', 60) RETURNING id"
+    )
     recipients = [f"+1415000{i:04d}" for i in range(60)]
-    ids = await insert_logs(pool, [{"channel": "sms", "recipient": r, "campaign_id": campaign} for r in recipients])
-    await pool.execute("UPDATE communication_logs SET status = 'PROCESSING', attempts = 1,"
-                       " lease_until = now() + interval '1 hour'")
+    ids = await insert_logs(
+        pool, [{"channel": "sms", "recipient": r, "campaign_id": campaign} for r in recipients]
+    )
+    await pool.execute(
+        "UPDATE communication_logs SET status = 'PROCESSING', attempts = 1,"
+        " lease_until = now() + interval '1 hour'"
+    )
     stack.add("responder", backoff_base_s="30")
     await stack.start()
     kinds = [OutcomeClass.SUCCESS, OutcomeClass.TRANSIENT, OutcomeClass.PERMANENT]
@@ -69,8 +83,10 @@ async def test_every_outcome_delivered_twice_leaves_the_database_identical(stack
 
     # ... and then every one of them again, plus outcomes of an attempt that is not the current one
     await publish(stack.environment.amqp_url, outcomes)
-    await publish(stack.environment.amqp_url, [outcome_for(i, r, OutcomeClass.SUCCESS, attempt=3)
-                                               for i, r in zip(ids, recipients, strict=True)])
+    await publish(
+        stack.environment.amqp_url,
+        [outcome_for(i, r, OutcomeClass.SUCCESS, attempt=3) for i, r in zip(ids, recipients, strict=True)],
+    )
     await wait_until(lambda: _ignored(stack, 120), timeout=30, what="every duplicate consumed and ignored")
 
     # Then nothing changed: not a status, a counter, an attempt row or a timestamp

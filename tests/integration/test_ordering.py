@@ -17,13 +17,17 @@ async def test_strict_mode_keeps_creation_order_per_recipient_through_retries(st
     start_pipeline(stack, ordering="strict", backoff_base_s="0.1", backoff_cap_s="0.5")
     await stack.start()
     async with httpx.AsyncClient() as client:
-        response = await client.post(f"{stack.url('mock_provider')}/admin/config",
-                                     json={"transient_rate": 0.25, "permanent_rate": 0, "rate_limit_rate": 0.05,
-                                           "retry_after_s": 0.2})
+        response = await client.post(
+            f"{stack.url('mock_provider')}/admin/config",
+            json={"transient_rate": 0.25, "permanent_rate": 0, "rate_limit_rate": 0.05, "retry_after_s": 0.2},
+        )
         response.raise_for_status()
     # When 40 recipients get 10 messages each, interleaved, with mixed priorities
-    rows = [{"channel": "sms", "recipient": f"+3161234{r:04d}", "priority": (n + r) % 3, "max_attempts": 20}
-            for n in range(10) for r in range(40)]
+    rows = [
+        {"channel": "sms", "recipient": f"+3161234{r:04d}", "priority": (n + r) % 3, "max_attempts": 20}
+        for n in range(10)
+        for r in range(40)
+    ]
     await insert_logs(pool, rows)
     await wait_until(lambda: all_terminal(pool), timeout=120, what="every log terminal")
     # Then every log was sent, some only after retries, and no recipient saw message n+1 before message n

@@ -67,14 +67,14 @@ async def test_thousands_of_logs_reach_a_terminal_state_without_duplicates(stack
     assert attempts == total_attempts
     assert await pool.fetchval("SELECT count(*) FROM delivery_attempts WHERE outcome = 'transient'") > 0
     failed = {
-        r["id"]: r for r in await pool.fetch(
-            "SELECT id, status, attempts, last_error_code FROM communication_logs WHERE status IN ('FAILED','BOUNCED')"
+        r["id"]: r
+        for r in await pool.fetch(
+            "SELECT id, status, attempts, last_error_code FROM communication_logs"
+            " WHERE status IN ('FAILED', 'BOUNCED')"
         )
     }
     assert failed, "the failure mix should fail some logs"
-    await wait_until(
-        lambda: _outbox_empty(pool), timeout=30, what="dead-letter outbox relayed"
-    )
+    await wait_until(lambda: _outbox_empty(pool), timeout=30, what="dead-letter outbox relayed")
     letters = [orjson.loads(m.body) for m in await drain_queue(stack.environment.amqp_url, DEAD_LETTER_QUEUE)]
     assert sorted(letter["log_id"] for letter in letters) == sorted(failed)
     for letter in letters:

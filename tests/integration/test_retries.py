@@ -1,6 +1,8 @@
-"""Retries follow the backoff policy, honour Retry-After, and exhausted logs are dead-lettered with context."""
+"""Retries follow the backoff policy and Retry-After; exhausted logs are dead-lettered with their context."""
 
 from __future__ import annotations
+
+from itertools import pairwise
 
 import httpx
 import orjson
@@ -18,19 +20,24 @@ JITTER = 0.2
 @pytest.mark.e2e
 async def test_transient_failures_retry_with_exponential_backoff_then_dead_letter(stack: Stack, pool) -> None:
     # Given a provider that always fails transiently for +888 numbers, and a 0.4 s backoff base
-    start_pipeline(stack, senders=1, backoff_base_s=str(BASE_S), backoff_cap_s="10", backoff_jitter=str(JITTER))
+    start_pipeline(
+        stack, senders=1, backoff_base_s=str(BASE_S), backoff_cap_s="10", backoff_jitter=str(JITTER)
+    )
     await stack.start()
     # When four such logs with 4 attempts each are sent
-    ids = await insert_logs(pool, [{"channel": "sms", "recipient": f"+8881000{i:03d}", "max_attempts": 4}
-                                   for i in range(4)])
+    ids = await insert_logs(
+        pool, [{"channel": "sms", "recipient": f"+8881000{i:03d}", "max_attempts": 4} for i in range(4)]
+    )
     await wait_until(lambda: all_terminal(pool), timeout=60, what="every log terminal")
     # Then every log made 4 attempts, spaced by min(base * 2^(n-1), cap) with jitter
     for log_id in ids:
-        rows = await pool.fetch("SELECT attempt, outcome, finished_at FROM delivery_attempts WHERE log_id = $1"
-                                " ORDER BY attempt", log_id)
+        rows = await pool.fetch(
+            "SELECT attempt, outcome, finished_at FROM delivery_attempts WHERE log_id = $1 ORDER BY attempt",
+            log_id,
+        )
         assert [r["attempt"] for r in rows] == [1, 2, 3, 4]
         assert {r["outcome"] for r in rows} == {"transient"}
-        for earlier, later in zip(rows, rows[1:], strict=False):
+        for earlier, later in pairwise(rows):
             gap = (later["finished_at"] - earlier["finished_at"]).total_seconds()
             ceiling = BASE_S * 2 ** (earlier["attempt"] - 1)
             assert gap >= ceiling * (1 - JITTER) - 0.05, (log_id, earlier["attempt"], gap)
@@ -54,17 +61,20 @@ async def test_rate_limited_sends_wait_for_retry_after(stack: Stack, pool) -> No
     start_pipeline(stack, senders=1, backoff_base_s="0.05", mock_retry_after_s="1.5")
     await stack.start()
     async with httpx.AsyncClient() as client:
-        response = await client.post(f"{stack.url('mock_provider')}/admin/config",
-                                     json={"rate_limit_rate": 1.0, "transient_rate": 0, "permanent_rate": 0})
+        response = await client.post(
+            f"{stack.url('mock_provider')}/admin/config",
+            json={"rate_limit_rate": 1.0, "transient_rate": 0, "permanent_rate": 0},
+        )
         response.raise_for_status()
     # When a log is sent and retried twice
     (log_id,) = await insert_logs(pool, [{"channel": "sms", "recipient": "+14155550100", "max_attempts": 3}])
     await wait_until(lambda: all_terminal(pool), timeout=30, what="the log terminal")
     # Then the retries waited at least the Retry-After, not the 0.05 s backoff
-    rows = await pool.fetch("SELECT error_code, finished_at FROM delivery_attempts WHERE log_id = $1 ORDER BY attempt",
-                            log_id)
+    rows = await pool.fetch(
+        "SELECT error_code, finished_at FROM delivery_attempts WHERE log_id = $1 ORDER BY attempt", log_id
+    )
     assert [r["error_code"] for r in rows] == ["RATE_LIMITED"] * 3
-    for earlier, later in zip(rows, rows[1:], strict=False):
+    for earlier, later in pairwise(rows):
         assert (later["finished_at"] - earlier["finished_at"]).total_seconds() >= 1.5
 
 

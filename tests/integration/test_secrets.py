@@ -38,8 +38,12 @@ async def test_a_run_with_passwords_never_logs_them(stack: Stack, pool) -> None:
     try:
         start_pipeline(stack, senders=1, rabbitmq_url=amqp_url, database_url=database_url)
         # ... and a poller that cannot reach its broker at first (connection errors are logged)
-        stack.add("poller", "poller-unreachable", rabbitmq_url=amqp_url.replace(":5672/", ":5999/"),
-                  database_url=database_url)
+        stack.add(
+            "poller",
+            "poller-unreachable",
+            rabbitmq_url=amqp_url.replace(":5672/", ":5999/"),
+            database_url=database_url,
+        )
         stack.processes["poller-unreachable"].start()
         await stack.start("mock_provider", "poller", "sender-0", "responder")
         # When messages flow, including failures and retries

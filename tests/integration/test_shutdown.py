@@ -17,7 +17,9 @@ async def test_sigterm_mid_flow_loses_nothing_and_exits_quickly(stack: Stack, po
     # Given a pipeline with a slow provider (300 ms a call) and work in flight everywhere
     start_pipeline(stack, senders=1, mock_latency_ms="300", mock_latency_jitter_ms="50")
     await stack.start()
-    ids = await insert_logs(pool, [{"channel": "email", "recipient": f"person{i}@example.net"} for i in range(400)])
+    ids = await insert_logs(
+        pool, [{"channel": "email", "recipient": f"person{i}@example.net"} for i in range(400)]
+    )
     await wait_until(lambda: _some_sent(pool), timeout=30, what="the first sends")
 
     # When poller, sender and responder get SIGTERM at the same moment
