@@ -14,7 +14,10 @@ class Management:
     def __init__(self, settings: Settings, timeout: float = 10.0) -> None:
         self.client = httpx.AsyncClient(
             base_url=settings.rabbitmq_management_url.rstrip("/") + "/api",
-            auth=(settings.rabbitmq_management_user, settings.rabbitmq_management_password.get_secret_value()),
+            auth=(
+                settings.rabbitmq_management_user,
+                settings.rabbitmq_management_password.get_secret_value(),
+            ),
             timeout=timeout,
         )
 
@@ -70,3 +73,50 @@ class Management:
         response.raise_for_status()
         result: dict[str, Any] = response.json()
         return result
+
+    # --- definitions, users and the entities of a vhost (used by ``services.admin`` and its tests) ---
+
+    async def _get_json(self, path: str) -> Any:
+        response = await self.client.get(path)
+        response.raise_for_status()
+        return response.json()
+
+    async def user(self, name: str) -> dict[str, Any] | None:
+        """The user's record, or ``None`` when there is no such user."""
+        response = await self.client.get(f"/users/{quote(name, safe='')}")
+        if response.status_code == 404:
+            return None
+        response.raise_for_status()
+        result: dict[str, Any] = response.json()
+        return result
+
+    async def delete_user(self, name: str) -> None:
+        response = await self.client.delete(f"/users/{quote(name, safe='')}")
+        if response.status_code != 404:
+            response.raise_for_status()
+
+    async def policies(self, vhost: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = await self._get_json(f"/policies/{self._v(vhost)}")
+        return result
+
+    async def operator_policies(self, vhost: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = await self._get_json(f"/operator-policies/{self._v(vhost)}")
+        return result
+
+    async def exchanges(self, vhost: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = await self._get_json(f"/exchanges/{self._v(vhost)}")
+        return result
+
+    async def bindings(self, vhost: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = await self._get_json(f"/bindings/{self._v(vhost)}")
+        return result
+
+    async def delete_queue(self, vhost: str, name: str) -> None:
+        response = await self.client.delete(f"/queues/{self._v(vhost)}/{quote(name, safe='')}")
+        if response.status_code != 404:
+            response.raise_for_status()
+
+    async def import_definitions(self, document: dict[str, Any]) -> None:
+        """``POST /api/definitions``: what ``rabbitmqctl import_definitions`` does, over HTTP."""
+        response = await self.client.post("/definitions", json=document)
+        response.raise_for_status()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
 
 from shared.amqp import make_message, publish_confirmed
@@ -16,7 +18,11 @@ POISON_REASON = "poison_message"
 
 
 async def reject_poison(
-    message: AbstractIncomingMessage, error: Exception, stage: str, dlx: AbstractExchange | None
+    message: AbstractIncomingMessage,
+    error: Exception,
+    stage: str,
+    dlx: AbstractExchange | None,
+    queue: str | None = None,
 ) -> None:
     """Publish ``message`` to the DLX with why it is unusable, then ack it.
 
@@ -29,7 +35,7 @@ async def reject_poison(
     log.error(
         "poison_message",
         stage=stage,
-        queue=message.routing_key,
+        queue=queue,
         message_id=message.message_id,
         error=reason,
         action="dead-lettered",
@@ -41,7 +47,7 @@ async def reject_poison(
                 HEADER_REASON: POISON_REASON,
                 HEADER_ERROR: reason,
                 HEADER_SOURCE: stage,
-                HEADER_SOURCE_QUEUE: message.routing_key or "",
+                HEADER_SOURCE_QUEUE: queue or "",
             }
         )
         copy = make_message(
@@ -51,6 +57,7 @@ async def reject_poison(
             headers=headers,
         )
         copy.content_type = message.content_type or "application/octet-stream"
+        copy.timestamp = datetime.now(UTC)
         (failure,) = await publish_confirmed(dlx, [(copy, message.routing_key or "")])
         if failure is None:
             await message.ack()

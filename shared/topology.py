@@ -6,13 +6,19 @@ The same description drives :func:`declare` (idempotent, at service start) and
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 DISPATCH_EXCHANGE = "dispatch"
 RESPONSES_EXCHANGE = "responses"
 DEAD_LETTER_EXCHANGE = "dlx"
 DEAD_LETTER_QUEUE = "dlq"
+# Circuit-breaker state changes, fanned out to every sender replica (each binds its own
+# exclusive, auto-delete queue ``circuit-events.<replica>``; nothing durable to lose there).
+CIRCUIT_EVENTS_EXCHANGE = "circuit-events"
 CONSISTENT_HASH = "x-consistent-hash"
 SHARD_POLICY = "switchboard-shards"
 DLQ_POLICY = "switchboard-dlq"
@@ -29,11 +35,59 @@ HEADER_SOURCE = "x-switchboard-source"
 MESSAGE_TYPE_DISPATCH = "switchboard.dispatch.v1"
 MESSAGE_TYPE_OUTCOME = "switchboard.outcome.v1"
 MESSAGE_TYPE_DEAD_LETTER = "switchboard.dead_letter.v1"
+MESSAGE_TYPE_RECEIPT = "switchboard.receipt.v1"
+MESSAGE_TYPE_CIRCUIT = "switchboard.circuit.v1"
 CONTENT_TYPE = "application/json"
 
 
 def shard_queue(exchange: str, shard: int) -> str:
     return f"{exchange}.{shard}"
+
+
+def circuit_queue(replica: str) -> str:
+    return f"{CIRCUIT_EVENTS_EXCHANGE}.{replica}"
+
+
+class ServiceRole(StrEnum):
+    """A process that connects to RabbitMQ, and so has a user of its own."""
+
+    POLLER = "poller"
+    SENDER = "sender"
+    RESPONDER = "responder"
+    RECEIPTS = "receipts"
+    DLQ = "dlq"
+    # Reads the management API only (dashboard, KEDA, queue depths): tag `monitoring`, no vhost rights.
+    MONITOR = "monitor"
+
+
+# Management UI/API tags per role; the others have none and cannot log in to the UI.
+ROLE_TAGS: dict[ServiceRole, list[str]] = {ServiceRole.MONITOR: ["monitoring"]}
+
+
+USER_PREFIX = "switchboard"
+SHARD_QUEUE_NAME = rf"({DISPATCH_EXCHANGE}|{RESPONSES_EXCHANGE})\.\d+"
+
+
+def service_user(role: ServiceRole, prefix: str = USER_PREFIX) -> str:
+    return f"{prefix}-{role.value}"
+
+
+@dataclass(frozen=True, slots=True)
+class Permission:
+    """One user's configure / write / read regular expressions in one vhost."""
+
+    configure: str
+    write: str
+    read: str
+
+
+def _literal(name: str) -> str:
+    """``name`` as a regex matching itself (``-`` left as is, for readable definitions)."""
+    return re.sub(r"([.^$*+?{}\[\]\\|()])", r"\\\1", name)
+
+
+def _any_of(names: list[str]) -> str:
+    return "^(" + "|".join(names) + ")$"
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,25 +109,25 @@ class Topology:
     shards: int = 4
     delivery_limit: int = 5
     shard_max_length: int = 1_000_000
+    dlq_max_length: int = 10_000_000
 
     def exchanges(self) -> list[ExchangeSpec]:
         return [
             ExchangeSpec(DISPATCH_EXCHANGE, CONSISTENT_HASH),
             ExchangeSpec(RESPONSES_EXCHANGE, CONSISTENT_HASH),
             ExchangeSpec(DEAD_LETTER_EXCHANGE, "fanout"),
+            ExchangeSpec(CIRCUIT_EVENTS_EXCHANGE, "fanout"),
         ]
 
     def shard_arguments(self) -> dict[str, Any]:
-        # Safety-critical settings are arguments so that a queue is never without them; an
-        # operator tunes the limits through the policies below (the lower value wins).
-        return {
-            "x-queue-type": "quorum",
-            "x-single-active-consumer": True,
-            "x-delivery-limit": self.delivery_limit,
-            "x-dead-letter-exchange": DEAD_LETTER_EXCHANGE,
-            "x-dead-letter-strategy": "at-least-once",
-            "x-overflow": "reject-publish",
-        }
+        # Only what RabbitMQ 3.10 cannot take from a policy. Everything an operator may tune (delivery
+        # limit, dead-lettering, overflow, length) is in :meth:`policies`, so that the arguments the
+        # services declare never depend on settings and always equal the exported definitions
+        # (a declaration whose arguments differ from the existing queue fails with PRECONDITION_FAILED).
+        return {"x-queue-type": "quorum", "x-single-active-consumer": True}
+
+    def dlq_arguments(self) -> dict[str, Any]:
+        return {"x-queue-type": "quorum"}
 
     def queues(self) -> list[QueueSpec]:
         specs = [
@@ -81,34 +135,143 @@ class Topology:
             for exchange in (DISPATCH_EXCHANGE, RESPONSES_EXCHANGE)
             for n in range(self.shards)
         ]
-        specs.append(QueueSpec(DEAD_LETTER_QUEUE, {"x-queue-type": "quorum"}, DEAD_LETTER_EXCHANGE, ""))
+        specs.append(QueueSpec(DEAD_LETTER_QUEUE, self.dlq_arguments(), DEAD_LETTER_EXCHANGE, ""))
         return specs
+
+    def shard_policy_definition(self) -> dict[str, Any]:
+        """What every shard queue needs: without it a poison message would loop or be dropped."""
+        return {
+            "delivery-limit": self.delivery_limit,
+            "dead-letter-exchange": DEAD_LETTER_EXCHANGE,
+            # at-least-once: a dead letter leaves its queue only once the DLQ has confirmed it
+            # (it needs overflow reject-publish; with drop-head RabbitMQ falls back to at-most-once).
+            "dead-letter-strategy": "at-least-once",
+            "overflow": "reject-publish",
+            "max-length": self.shard_max_length,
+        }
+
+    def dlq_policy_definition(self) -> dict[str, Any]:
+        # No delivery-limit and no message-ttl: a dead letter stays until it is requeued or purged,
+        # and the dlq admin reads the queue by taking messages and giving them back (each read
+        # counts as a delivery). reject-publish: a full DLQ refuses, it never drops the oldest.
+        return {"max-length": self.dlq_max_length, "overflow": "reject-publish"}
 
     def policies(self) -> list[dict[str, Any]]:
         return [
             {
                 "name": SHARD_POLICY,
-                "pattern": rf"^({DISPATCH_EXCHANGE}|{RESPONSES_EXCHANGE})\.\d+$",
+                "pattern": f"^{SHARD_QUEUE_NAME}$",
                 "apply-to": "queues",
                 "priority": 0,
-                "definition": {
-                    "delivery-limit": self.delivery_limit,
-                    "max-length": self.shard_max_length,
-                },
+                "definition": self.shard_policy_definition(),
             },
             {
                 "name": DLQ_POLICY,
                 "pattern": rf"^{DEAD_LETTER_QUEUE}$",
                 "apply-to": "queues",
                 "priority": 0,
-                "definition": {"max-length": 10_000_000},
+                "definition": self.dlq_policy_definition(),
             },
         ]
 
-    def definitions(self, vhost: str = "/") -> dict[str, Any]:
-        """The RabbitMQ definitions document for this topology (``rabbitmqctl import_definitions``)."""
+    def permissions(self) -> dict[ServiceRole, Permission]:
+        """Least privilege per service, as RabbitMQ regexes over exchange and queue names.
+
+        Every service re-declares the whole topology at start (``shared.amqp.declare``), which needs
+        *configure* on each name, *write* on each bound queue and *read* on each bound exchange; the
+        names are anchored, so nothing new can be declared. Beyond that: *write* on an exchange is
+        publishing to it, *read* on a queue is consuming from it.
+        """
+        declared = [
+            *(_literal(e.name) for e in self.exchanges()),
+            SHARD_QUEUE_NAME,
+            _literal(DEAD_LETTER_QUEUE),
+        ]
+        bound_queues = [SHARD_QUEUE_NAME, _literal(DEAD_LETTER_QUEUE)]
+        bound_exchanges = sorted({_literal(q.bound_to) for q in self.queues() if q.bound_to})
+        circuit_queues = _literal(CIRCUIT_EVENTS_EXCHANGE) + r"\..+"
+
+        def shards_of(exchange: str) -> str:
+            return _literal(exchange) + r"\.\d+"
+
+        return {
+            ServiceRole.POLLER: Permission(
+                configure=_any_of(declared),
+                write=_any_of([_literal(DISPATCH_EXCHANGE), *bound_queues]),
+                read=_any_of(bound_exchanges),
+            ),
+            ServiceRole.SENDER: Permission(
+                configure=_any_of([*declared, circuit_queues]),
+                # dlx: a sender copies a poison message there with its reason (shared/poison.py);
+                # without it the refused publish would close the sender's channel.
+                write=_any_of(
+                    [
+                        _literal(RESPONSES_EXCHANGE),
+                        _literal(DEAD_LETTER_EXCHANGE),
+                        _literal(CIRCUIT_EVENTS_EXCHANGE),
+                        circuit_queues,
+                        *bound_queues,
+                    ]
+                ),
+                read=_any_of(
+                    [
+                        *bound_exchanges,
+                        _literal(CIRCUIT_EVENTS_EXCHANGE),
+                        shards_of(DISPATCH_EXCHANGE),
+                        circuit_queues,
+                    ]
+                ),
+            ),
+            ServiceRole.RESPONDER: Permission(
+                configure=_any_of(declared),
+                write=_any_of([_literal(DEAD_LETTER_EXCHANGE), *bound_queues]),
+                read=_any_of([*bound_exchanges, shards_of(RESPONSES_EXCHANGE)]),
+            ),
+            ServiceRole.RECEIPTS: Permission(
+                configure=_any_of(declared),
+                write=_any_of([_literal(RESPONSES_EXCHANGE), *bound_queues]),
+                read=_any_of(bound_exchanges),
+            ),
+            # The dlq admin declares nothing (passive declares need no permission), publishes nothing
+            # (a requeue resets the log in PostgreSQL; the poller sends it), and consumes only the DLQ.
+            ServiceRole.DLQ: Permission(
+                configure="^$", write="^$", read=_any_of([_literal(DEAD_LETTER_QUEUE)])
+            ),
+            ServiceRole.MONITOR: Permission(configure="^$", write="^$", read="^$"),
+        }
+
+    def definitions(
+        self, vhost: str = "/", users: Mapping[ServiceRole, str] | None = None, user_prefix: str = USER_PREFIX
+    ) -> dict[str, Any]:
+        """The RabbitMQ definitions document for this topology (``rabbitmqctl import_definitions``).
+
+        ``users`` maps each service to a ``rabbit_password_hashing_sha256`` hash; those services get a
+        user ``<user_prefix>-<service>`` with the permissions of :meth:`permissions` on ``vhost``.
+        """
+        users = users or {}
+        permissions = self.permissions()
         return {
             "rabbitmq_version": "3.10.8",
+            "users": [
+                {
+                    "name": service_user(role, user_prefix),
+                    "password_hash": password_hash,
+                    "hashing_algorithm": "rabbit_password_hashing_sha256",
+                    "tags": ROLE_TAGS.get(role, []),
+                    "limits": {},
+                }
+                for role, password_hash in users.items()
+            ],
+            "permissions": [
+                {
+                    "user": service_user(role, user_prefix),
+                    "vhost": vhost,
+                    "configure": permissions[role].configure,
+                    "write": permissions[role].write,
+                    "read": permissions[role].read,
+                }
+                for role in users
+            ],
             "vhosts": [{"name": vhost}],
             "exchanges": [
                 {
@@ -123,7 +286,13 @@ class Topology:
                 for e in self.exchanges()
             ],
             "queues": [
-                {"name": q.name, "vhost": vhost, "durable": True, "auto_delete": False, "arguments": q.arguments}
+                {
+                    "name": q.name,
+                    "vhost": vhost,
+                    "durable": True,
+                    "auto_delete": False,
+                    "arguments": q.arguments,
+                }
                 for q in self.queues()
             ],
             "bindings": [

@@ -3,16 +3,36 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
-from shared.setup import definitions_json, prepare_broker, prepare_database
-from shared.settings import get_settings
+from services.admin.passwords import ServicePasswords
+from shared.management import Management
+from shared.settings import Settings, get_settings
+from shared.setup import (
+    TopologyConflict,
+    argument_conflicts,
+    definitions_json,
+    effective_policy,
+    ensure_service_users,
+    policy_problems,
+    prepare_broker,
+    prepare_database,
+    rabbit_password_hash,
+    topology_for,
+)
+from shared.topology import USER_PREFIX, ServiceRole
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Switchboard set-up commands.")
-console = Console(stderr=True)
+console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+
+Prefix = Annotated[str, typer.Option(help="Service users are named <prefix>-<service>.")]
+DEFINITIONS = Path("rabbitmq/definitions.json")
 
 
 @app.command("migrate")
@@ -23,28 +43,132 @@ def migrate_command() -> None:
 
 
 @app.command("topology")
-def topology_command() -> None:
-    """Create the vhost, apply policies and declare exchanges, queues and bindings."""
+def topology_command(
+    recreate_empty: Annotated[
+        bool,
+        typer.Option(
+            "--recreate-empty",
+            help="Delete and redeclare queues whose arguments differ from the code's, if they are empty and "
+            "unused (stop the services first).",
+        ),
+    ] = False,
+    users: Annotated[
+        bool, typer.Option("--users/--no-users", help="Also create the per-service users.")
+    ] = True,
+    user_prefix: Prefix = USER_PREFIX,
+) -> None:
+    """Create the vhost, apply policies, check and declare exchanges, queues and bindings, add users."""
     settings = get_settings()
-    asyncio.run(prepare_broker(settings))
+    try:
+        recreated = asyncio.run(prepare_broker(settings, recreate_conflicting=recreate_empty))
+    except TopologyConflict as exc:
+        console.print(f"[bold red]topology conflict[/] on vhost {settings.vhost()!r}:\n{exc}")
+        raise typer.Exit(1) from exc
+    for name in recreated:
+        console.print(f"[yellow]recreated[/] queue {name!r} with the code's arguments")
     console.print(f"[green]topology declared[/] on vhost {settings.vhost()!r} ({settings.shards} shards)")
+    if users:
+        users_command(user_prefix)
+
+
+@app.command("users")
+def users_command(user_prefix: Prefix = USER_PREFIX) -> None:
+    """Create or update one RabbitMQ user per service with least-privilege permissions on the vhost.
+
+    Passwords come from SWITCHBOARD_RABBITMQ_<SERVICE>_PASSWORD; without one an existing user keeps its
+    password and a new one gets the dev-only password documented in rabbitmq/README.md.
+    """
+    settings = get_settings()
+    outcomes = asyncio.run(ensure_service_users(settings, ServicePasswords().by_role(), user_prefix))
+    for outcome in outcomes:
+        style = "yellow" if outcome.password == "dev-only default" else "green"
+        console.print(f"[{style}]user {outcome.user}[/]: password {outcome.password}, permissions set")
+    if any(o.password == "dev-only default" for o in outcomes):
+        console.print(
+            "[yellow]dev-only passwords are for local machines; set SWITCHBOARD_RABBITMQ_<SERVICE>_"
+            "PASSWORD and run `python -m services.admin users` anywhere else.[/]"
+        )
+
+
+@app.command("check")
+def check_command() -> None:
+    """Report, without changing anything, queues whose arguments or policies do not fit the code."""
+    settings = get_settings()
+    problems = asyncio.run(_check(settings))
+    if problems:
+        console.print("[bold red]problems:[/]\n  " + "\n  ".join(problems))
+        raise typer.Exit(1)
+    console.print("[green]topology, arguments and policies fit the code[/]")
+
+
+async def _check(settings: Settings) -> list[str]:
+    vhost, topology = settings.vhost(), topology_for(settings)
+    async with Management(settings) as management:
+        queues = {q["name"]: q for q in await management.queues(vhost)}
+        policies = await management.policies(vhost)
+    columns = (
+        "queue",
+        "messages",
+        "consumers",
+        "policy",
+        "delivery-limit",
+        "dead-letter-exchange",
+        "max-length",
+    )
+    table = Table(*columns, title=f"vhost {vhost}")
+    for spec in topology.queues():
+        info = queues.get(spec.name)
+        policy = effective_policy(spec.name, policies)
+        definition = policy["definition"] if policy else {}
+        table.add_row(
+            spec.name,
+            str(info.get("messages", "?")) if info else "missing",
+            str(info.get("consumers", "?")) if info else "",
+            policy["name"] if policy else "none",
+            *(
+                str(definition.get(key, ""))
+                for key in ("delivery-limit", "dead-letter-exchange", "max-length")
+            ),
+        )
+    console.print(table)
+    missing = [f"queue {spec.name!r} does not exist" for spec in topology.queues() if spec.name not in queues]
+    conflicts = argument_conflicts({n: q.get("arguments", {}) for n, q in queues.items()}, topology.queues())
+    return missing + [c.explain() for c in conflicts] + policy_problems(topology, policies)
 
 
 @app.command("definitions")
 def definitions_command(
-    output: Path = typer.Option(Path("rabbitmq/definitions.json"), help="Where to write the definitions."),
-    vhost: str = typer.Option("switchboard", help="The vhost named in the document."),
+    output: Annotated[Path, typer.Option(help="Where to write the definitions.")] = DEFINITIONS,
+    vhost: Annotated[str, typer.Option(help="The vhost named in the document.")] = "switchboard",
+    passwords_from_env: Annotated[
+        bool,
+        typer.Option(
+            "--passwords-from-env",
+            help="Hash SWITCHBOARD_RABBITMQ_<SERVICE>_PASSWORD (random salts) instead of the dev-only "
+            "passwords: for a production document, which is not committed.",
+        ),
+    ] = False,
 ) -> None:
-    """Write RabbitMQ definitions generated from the topology in code."""
-    output.write_bytes(definitions_json(get_settings(), vhost))
-    console.print(f"[green]wrote[/] {output}")
+    """Write RabbitMQ definitions generated from the topology in code (users with password hashes only)."""
+    settings = get_settings()
+    hashes = None
+    if passwords_from_env:
+        passwords = ServicePasswords().by_role()
+        missing = [ServicePasswords.variable(role) for role, value in passwords.items() if not value]
+        if missing:
+            console.print(f"[red]set {', '.join(missing)}[/]")
+            raise typer.Exit(1)
+        hashes = {role: rabbit_password_hash(value) for role, value in passwords.items() if value}
+    output.write_bytes(definitions_json(settings, vhost, users=hashes))
+    kind = "password hashes from the environment" if hashes else "dev-only password hashes"
+    console.print(f"[green]wrote[/] {output} ({kind}; users {', '.join(r.value for r in ServiceRole)})")
 
 
 @app.command("setup")
 def setup_command() -> None:
-    """Everything a fresh machine needs: database, migrations, vhost, policies, topology."""
+    """Everything a fresh machine needs: database, migrations, vhost, policies, topology, users."""
     migrate_command()
-    topology_command()
+    topology_command(recreate_empty=False, users=True, user_prefix=USER_PREFIX)
 
 
 if __name__ == "__main__":

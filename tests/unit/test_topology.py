@@ -143,7 +143,8 @@ def test_definitions_carry_one_user_and_permission_per_service() -> None:
     permissions = {p["user"]: p for p in document["permissions"]}
     assert set(users) == set(permissions) == {f"switchboard-{role.value}" for role in ServiceRole}
     for name, user in users.items():
-        assert user["tags"] == []  # no management or administrator rights
+        # no management or administrator rights; the monitor may only read the management API
+        assert user["tags"] == (["monitoring"] if name == "switchboard-monitor" else [])
         assert permissions[name]["vhost"] == "sb"
         for kind in ("configure", "write", "read"):
             re.compile(permissions[name][kind])
@@ -155,11 +156,13 @@ def test_definitions_carry_one_user_and_permission_per_service() -> None:
     [
         (ServiceRole.POLLER, "write", ["dispatch"], ["responses", "dlx"]),
         (ServiceRole.SENDER, "read", ["dispatch.0", "dispatch.12"], ["responses.0", "dlq"]),
-        (ServiceRole.SENDER, "write", ["responses"], ["dispatch", "dlx"]),
+        (ServiceRole.SENDER, "write", ["responses", "dlx"], ["dispatch"]),
         (ServiceRole.RESPONDER, "read", ["responses.3"], ["dispatch.3", "dlq"]),
         (ServiceRole.RESPONDER, "write", ["dlx"], ["dispatch", "responses"]),
         (ServiceRole.DLQ, "read", ["dlq"], ["dispatch.0", "responses.0", "dlq2"]),
         (ServiceRole.DLQ, "configure", [], ["dlq", "dispatch", "anything"]),
+        (ServiceRole.MONITOR, "read", [], ["dlq", "dispatch.0", "responses.0"]),
+        (ServiceRole.MONITOR, "write", [], ["dispatch", "responses", "dlx"]),
     ],
 )
 def test_service_permissions_are_least_privilege(

@@ -1,0 +1,203 @@
+"""What each command does with the DLQ, independent of how it is shown (no typer, no rich here)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import aio_pika
+import asyncpg
+import httpx
+from aio_pika.abc import AbstractConnection
+
+from services.dlq.browse import Delivery, DlqBrowser
+from services.dlq.entries import EntryKind
+from services.dlq.filters import EntryFilter
+from services.dlq.requeue import Tally, Verdict
+from services.dlq.store import requeue_letters
+from shared.management import Management
+from shared.models import utcnow
+from shared.settings import Settings
+from shared.setup import DLQ_FORBIDDEN_KEYS, effective_policy
+from shared.topology import DEAD_LETTER_QUEUE
+
+
+class Progress(Protocol):
+    def start(self, total: int) -> None: ...
+
+    def advance(self, n: int) -> None: ...
+
+
+class NoProgress:
+    def start(self, total: int) -> None:
+        pass
+
+    def advance(self, n: int) -> None:
+        pass
+
+
+@dataclass(frozen=True, slots=True)
+class ScanOptions:
+    window: int = 1000
+    idle_s: float = 2.0
+    batch_size: int = 200
+
+
+@dataclass(slots=True)
+class ScanReport:
+    expected: int = 0
+    seen: int = 0
+    matched: int = 0
+    incomplete: int = 0
+    other_consumers: int = 0
+    peak_buffered: int = 0
+    tally: Tally = field(default_factory=Tally.empty)
+
+    def absorb(self, browser: DlqBrowser) -> None:
+        self.expected, self.seen = browser.expected, browser.seen
+        self.incomplete, self.other_consumers = browser.incomplete, browser.other_consumers
+        self.peak_buffered = browser.peak_buffered
+
+
+async def connect(settings: Settings) -> AbstractConnection:
+    """A plain connection: a reconnect in the middle of a scan would start it over with other tags."""
+    return await aio_pika.connect(
+        settings.amqp_url(), client_properties={"connection_name": "dlq-admin"}, timeout=10
+    )
+
+
+async def dlq_guard(settings: Settings) -> str | None:
+    """Why reading the DLQ would be unsafe (a delivery limit or TTL on it), or None; a warning if unknown.
+
+    Worked out from the queue's arguments and the policies (user and operator) that match it, not
+    from the queue's statistics, which lag behind a policy change by seconds.
+    """
+    vhost = settings.vhost()
+    try:
+        async with Management(settings, timeout=5) as management:
+            info = await management.queue(vhost, DEAD_LETTER_QUEUE)
+            policies = [
+                effective_policy(DEAD_LETTER_QUEUE, await management.policies(vhost)),
+                effective_policy(DEAD_LETTER_QUEUE, await management.operator_policies(vhost)),
+            ]
+    except httpx.HTTPError as exc:
+        return f"warning: could not check the dlq's policies through the management API ({exc!r})"
+    found: dict[str, Any] = {k.removeprefix("x-"): v for k, v in (info.get("arguments") or {}).items()}
+    for policy in policies:
+        found.update(policy["definition"] if policy else {})
+    bad = [f"{k}={found[k]!r}" for k in DLQ_FORBIDDEN_KEYS if k in found]
+    if bad:
+        return (
+            "refusing to read the dlq: it has " + ", ".join(bad) + "; every read counts as a delivery, so "
+            "dead letters would be dropped. Remove that from its policy (`python -m services.admin check`)."
+        )
+    return None
+
+
+async def scan(
+    connection: AbstractConnection,
+    wanted: EntryFilter,
+    on_match: Callable[[Delivery], Awaitable[None] | None],
+    options: ScanOptions | None = None,
+    progress: Progress | None = None,
+) -> ScanReport:
+    """Read every message, hand the matching ones to ``on_match``, remove nothing."""
+    options, progress, report, now = (
+        options or ScanOptions(),
+        progress or NoProgress(),
+        ScanReport(),
+        utcnow(),
+    )
+    async with DlqBrowser(connection, window=options.window, idle_s=options.idle_s) as browser:
+        progress.start(browser.expected)
+        async for delivery in browser.deliveries():
+            if wanted.matches(delivery.entry, now):
+                report.matched += 1
+                result = on_match(delivery)
+                if result is not None:
+                    await result
+            browser.keep(delivery)
+            progress.advance(1)
+    report.absorb(browser)
+    return report
+
+
+async def requeue(
+    connection: AbstractConnection,
+    pool: asyncpg.Pool,
+    wanted: EntryFilter,
+    budget: int,
+    *,
+    dry_run: bool = False,
+    options: ScanOptions | None = None,
+    progress: Progress | None = None,
+) -> ScanReport:
+    """Reset the logs of the selected dead letters and remove those letters (see services.dlq.requeue).
+
+    Per batch: one transaction for the logs, committed before any of the batch's letters is acked.
+    With ``dry_run`` the database is only read and the DLQ is left as it was.
+    """
+    options, progress, report, now = (
+        options or ScanOptions(),
+        progress or NoProgress(),
+        ScanReport(),
+        utcnow(),
+    )
+    async with DlqBrowser(connection, window=options.window, idle_s=options.idle_s) as browser:
+        progress.start(browser.expected)
+        async for batch in browser.batches(options.batch_size):
+            verdicts: list[Verdict | None] = []
+            letters: list[tuple[int, int]] = []
+            for delivery in batch:
+                entry = delivery.entry
+                if not wanted.matches(entry, now):
+                    verdicts.append(Verdict.NOT_SELECTED)
+                    continue
+                report.matched += 1
+                if entry.kind == EntryKind.POISON or entry.log_id is None or entry.attempt is None:
+                    verdicts.append(Verdict.POISON)
+                    continue
+                verdicts.append(None)
+                letters.append((entry.log_id, entry.attempt))
+            decided = iter(await requeue_letters(pool, letters, budget, dry_run=dry_run) if letters else [])
+            for delivery, verdict in zip(batch, verdicts, strict=True):
+                final = verdict if verdict is not None else next(decided)
+                report.tally.add(final)
+                if final.removes_letter and not dry_run:
+                    await browser.ack(delivery)
+                else:
+                    browser.keep(delivery)
+            progress.advance(len(batch))
+    report.absorb(browser)
+    return report
+
+
+async def purge(
+    connection: AbstractConnection,
+    wanted: EntryFilter,
+    *,
+    dry_run: bool = False,
+    options: ScanOptions | None = None,
+    progress: Progress | None = None,
+) -> ScanReport:
+    """Remove the matching messages (dead letters and poison alike); the logs are not touched."""
+    options, progress, report, now = (
+        options or ScanOptions(),
+        progress or NoProgress(),
+        ScanReport(),
+        utcnow(),
+    )
+    async with DlqBrowser(connection, window=options.window, idle_s=options.idle_s) as browser:
+        progress.start(browser.expected)
+        async for delivery in browser.deliveries():
+            if wanted.matches(delivery.entry, now):
+                report.matched += 1
+                if not dry_run:
+                    await browser.ack(delivery)
+                    progress.advance(1)
+                    continue
+            browser.keep(delivery)
+            progress.advance(1)
+    report.absorb(browser)
+    return report

@@ -1,0 +1,179 @@
+"""``python -m services.admin topology | check | users`` against the real broker."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aio_pika
+import pytest
+
+from shared.management import Management
+from shared.settings import Settings
+from shared.setup import dev_password
+from shared.topology import ServiceRole, Topology, service_user
+from tools.stack import ROOT, environment_settings
+
+OLD_SHARD_ARGUMENTS: dict[str, Any] = {
+    "x-queue-type": "quorum",
+    "x-single-active-consumer": True,
+    "x-delivery-limit": 10,
+    "x-dead-letter-exchange": "dlx",
+    "x-dead-letter-strategy": "at-least-once",
+    "x-overflow": "reject-publish",
+}
+
+
+AdminVhost = tuple[dict[str, str], Settings]
+
+
+@pytest.fixture
+async def vhost() -> AsyncIterator[AdminVhost]:
+    """An empty vhost of its own (no database: these commands only touch the broker)."""
+    name = f"sbadmin-{uuid.uuid4().hex[:10]}"
+    env = environment_settings(name, {"shards": "2"})
+    settings = Settings.model_validate({k.removeprefix("SWITCHBOARD_").lower(): v for k, v in env.items()})
+    async with Management(settings) as management:
+        await management.create_vhost(name)
+        await management.set_permissions(name, "guest", ".*", ".*", ".*")
+    try:
+        yield env, settings
+    finally:
+        async with Management(settings) as management:
+            await management.delete_vhost(name)
+            for role in ServiceRole:
+                await management.delete_user(service_user(role, name))
+
+
+def admin(env: dict[str, str], *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "services.admin", *args],
+        cwd=ROOT,
+        env={**os.environ, **env, **extra},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+async def declare_old_style(settings: Settings, *names: str, message_in: str | None = None) -> None:
+    connection = await aio_pika.connect(settings.amqp_url())
+    try:
+        channel = await connection.channel()
+        for name in names:
+            await channel.declare_queue(name, durable=True, arguments=OLD_SHARD_ARGUMENTS)
+        if message_in:
+            await channel.default_exchange.publish(aio_pika.Message(b"in flight"), routing_key=message_in)
+    finally:
+        await connection.close()
+
+
+async def test_conflicting_queues_are_explained_and_empty_ones_recreated(vhost: AdminVhost) -> None:
+    env, settings = vhost
+    # Given shard queues declared with the old arguments (delivery limit and dead-lettering baked in),
+    # one of them holding a message
+    await declare_old_style(settings, "dispatch.0", "responses.1", message_in="responses.1")
+
+    # When the topology is applied
+    refused = admin(env, "topology", "--no-users")
+    # Then it stops and names each queue and argument, and the way out
+    assert refused.returncode == 1
+    assert "queue 'dispatch.0': argument x-delivery-limit is 10 on the broker, the code declares absent" in (
+        " ".join(refused.stderr.split())
+    )
+    assert "responses.1" in refused.stderr and "--recreate-empty" in refused.stderr
+
+    # When it is asked to recreate the empty ones while one still holds a message
+    in_use = admin(env, "topology", "--no-users", "--recreate-empty")
+    # Then it refuses to delete anything
+    assert in_use.returncode == 1 and "responses.1 (1 messages" in " ".join(in_use.stderr.split())
+    async with Management(settings) as management:
+        assert (await management.queue(settings.vhost(), "dispatch.0"))["arguments"] == OLD_SHARD_ARGUMENTS
+
+    # When that queue has drained and it is asked again, then twice more
+    connection = await aio_pika.connect(settings.amqp_url())
+    try:
+        channel = await connection.channel()
+        await (await channel.get_queue("responses.1", ensure=False)).purge()
+    finally:
+        await connection.close()
+    recreated = admin(env, "topology", "--no-users", "--recreate-empty")
+    again = admin(env, "topology", "--no-users")
+    check = admin(env, "check")
+
+    # Then the queues carry the code's arguments, and the topology is idempotent and checks clean
+    assert recreated.returncode == 0, recreated.stderr
+    assert (
+        "recreated queue 'dispatch.0'" in recreated.stderr
+        and "recreated queue 'responses.1'" in recreated.stderr
+    )
+    assert again.returncode == 0 and check.returncode == 0, check.stderr
+    expected = {q.name: q.arguments for q in Topology(shards=2).queues()}
+    async with Management(settings) as management:
+        assert {q["name"]: q["arguments"] for q in await management.queues(settings.vhost())} == expected
+
+
+async def test_check_reports_a_policy_that_takes_dead_lettering_away(vhost: AdminVhost) -> None:
+    env, settings = vhost
+    # Given a clean topology, then an operator's catch-all policy of higher priority
+    assert admin(env, "topology", "--no-users").returncode == 0
+    async with Management(settings) as management:
+        await management.put_policy(
+            settings.vhost(),
+            {
+                "name": "ops-limits",
+                "pattern": ".*",
+                "apply-to": "queues",
+                "priority": 9,
+                "definition": {"max-length": 100},
+            },
+        )
+
+    # When the topology is checked
+    check = admin(env, "check")
+
+    # Then each shard queue is named as losing its dead-lettering and delivery limit
+    assert check.returncode == 1
+    text = " ".join(check.stderr.split())
+    assert "queue 'dispatch.0' gets dead-letter-exchange=None from policy 'ops-limits', needs 'dlx'" in text
+    assert "queue 'responses.1' gets no delivery-limit" in text
+
+
+async def test_users_get_least_privilege_and_passwords_from_the_environment(vhost: AdminVhost) -> None:
+    env, settings = vhost
+    prefix = settings.vhost()
+    assert admin(env, "topology", "--no-users").returncode == 0
+
+    # When the users are created with the sender's password given, and again without it
+    first = admin(env, "users", "--user-prefix", prefix, SWITCHBOARD_RABBITMQ_SENDER_PASSWORD="s3cret-sender")
+    second = admin(env, "users", "--user-prefix", prefix)
+
+    # Then the sender's password came from the environment, the others' from the documented dev default
+    assert first.returncode == 0 and second.returncode == 0
+    assert f"user {prefix}-sender: password environment" in " ".join(first.stderr.split())
+    assert f"user {prefix}-poller: password dev-only default" in " ".join(first.stderr.split())
+    assert f"user {prefix}-sender: password unchanged" in " ".join(second.stderr.split())
+    host = settings.amqp_url().split("@", 1)[1]
+    for user, password in (
+        (f"{prefix}-sender", "s3cret-sender"),
+        (f"{prefix}-poller", dev_password(ServiceRole.POLLER)),
+    ):
+        connection = await aio_pika.connect(f"amqp://{user}:{password}@{host}")
+        await connection.close()
+    # ... and each has exactly the permissions of the topology, and no management rights
+    expected = Topology(shards=2).permissions()
+    async with Management(settings) as management:
+        for role, permission in expected.items():
+            response = await management.client.get(f"/permissions/{prefix}/{service_user(role, prefix)}")
+            granted = response.json()
+            assert (granted["configure"], granted["write"], granted["read"]) == (
+                permission.configure,
+                permission.write,
+                permission.read,
+            )
+            record = await management.user(service_user(role, prefix))
+            assert record is not None and record["tags"] == []
