@@ -269,7 +269,7 @@ async def progress(pool: asyncpg.Pool, total: int, log: ChaosLog, stop: asyncio.
 
 async def run_chaos(config: ChaosConfig) -> tuple[InvariantReport, dict[str, Any]]:
     rng = random.Random(config.seed)
-    environment = await create_environment("chaos", shards=str(config.shards))
+    environment = await create_environment("chaos", service_users=True, shards=str(config.shards))
     stack = build_stack(environment, config)
     log = ChaosLog()
     summary: dict[str, Any] = {

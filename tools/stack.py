@@ -17,15 +17,20 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import httpx
 
 from shared.db import drop_database
 from shared.management import Management
 from shared.settings import Settings
-from shared.setup import prepare_broker, prepare_database
+from shared.setup import dev_password, ensure_service_users, prepare_broker, prepare_database
+from shared.topology import ServiceRole, service_user
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+SERVICE_ROLES = frozenset(role.value for role in ServiceRole)
 
 
 def free_port() -> int:
@@ -47,6 +52,19 @@ class Environment:
     name: str
     settings: Settings
     env: dict[str, str]
+    # Run each process as its own least-privilege RabbitMQ user (dev passwords) instead of the admin's.
+    service_users: bool = False
+
+    def amqp_url_for(self, service: str) -> str | None:
+        """The AMQP URL of ``service``'s own user, when it has one and service users are on."""
+        if not self.service_users or service not in SERVICE_ROLES:
+            return None
+        role = ServiceRole(service)
+        parts = urlsplit(self.settings.amqp_url())
+        netloc = f"{quote(service_user(role), safe='')}:{quote(dev_password(role), safe='')}@{parts.hostname}"
+        if parts.port:
+            netloc += f":{parts.port}"
+        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
 
     @property
     def database_url(self) -> str:
@@ -77,13 +95,17 @@ def environment_settings(
     return env
 
 
-async def create_environment(prefix: str = "sb", **overrides: str) -> Environment:
+async def create_environment(
+    prefix: str = "sb", service_users: bool = False, **overrides: str
+) -> Environment:
     name = f"{prefix}-{uuid.uuid4().hex[:10]}"
     env = environment_settings(name, overrides)
     settings = Settings.model_validate({k.removeprefix("SWITCHBOARD_").lower(): v for k, v in env.items()})
     await prepare_database(settings)
     await prepare_broker(settings)
-    return Environment(name, settings, env)
+    if service_users:
+        await ensure_service_users(settings, {})
+    return Environment(name, settings, env, service_users)
 
 
 def default_environment(base: Settings | None = None, **overrides: str) -> Environment:
@@ -99,7 +121,7 @@ def default_environment(base: Settings | None = None, **overrides: str) -> Envir
         env[key if key.startswith("SWITCHBOARD_") else f"SWITCHBOARD_{key.upper()}"] = value
     fields: dict[str, Any] = {k.removeprefix("SWITCHBOARD_").lower(): v for k, v in env.items()}
     settings = Settings(**fields)
-    return Environment(settings.vhost(), settings, env)
+    return Environment(settings.vhost(), settings, env, service_users=True)
 
 
 async def destroy_environment(environment: Environment) -> None:
@@ -183,6 +205,11 @@ class Stack:
                 for k, v in overrides.items()
             }
         )
+        own_url = self.environment.amqp_url_for(service)
+        if own_url is not None and not any(
+            k.lower() in ("rabbitmq_url", "switchboard_rabbitmq_url") for k in overrides
+        ):
+            env["SWITCHBOARD_RABBITMQ_URL"] = own_url
         if service == "mock_provider":
             env["SWITCHBOARD_MOCK_PORT"] = str(port)
         elif service == "api":
@@ -232,7 +259,7 @@ class Stack:
         await self.wait_ready(name, timeout)
 
     def stop(self, *names: str, timeout: float = 15.0) -> dict[str, int | None]:
-        """SIGTERM, wait; SIGKILL what is still running. Returns each exit code (None if it had to be killed)."""
+        """SIGTERM, wait, SIGKILL what still runs. Returns each exit code (None: it had to be killed)."""
         targets = [self.processes[n] for n in (names or self.processes)]
         for process in targets:
             process.signal(signal.SIGTERM)
