@@ -11,21 +11,30 @@ MESSAGES_OUT = Counter("switchboard_messages_out_total", "Messages handed on by 
 CLAIM_BATCH = Histogram(
     "switchboard_claim_batch_size", "Rows claimed per poll", buckets=(0, 1, 10, 50, 100, 250, 500, 1000, 5000)
 )
-RECLAIMED = Counter("switchboard_leases_reclaimed_total", "PROCESSING rows re-published after their lease ran out")
+RECLAIMED = Counter(
+    "switchboard_leases_reclaimed_total", "PROCESSING rows re-published after their lease ran out"
+)
 BACKPRESSURE = Gauge("switchboard_backpressure", "1 while the poller pauses because dispatch queues are deep")
 QUEUE_DEPTH = Gauge("switchboard_queue_depth", "Messages ready in a queue", ["queue"])
 PROVIDER_LATENCY = Histogram(
-    "switchboard_provider_latency_seconds", "Provider call latency", ["provider", "outcome"], buckets=LATENCY_BUCKETS
+    "switchboard_provider_latency_seconds",
+    "Provider call latency",
+    ["provider", "outcome"],
+    buckets=LATENCY_BUCKETS,
 )
 OUTCOMES = Counter("switchboard_outcomes_total", "Provider outcomes by class", ["provider", "outcome"])
 RETRIES = Counter("switchboard_retries_total", "Retries scheduled", ["channel", "reason"])
 FAILURES = Counter("switchboard_failures_total", "Logs given up on", ["channel", "error_class"])
 DEAD_LETTERS = Counter("switchboard_dead_letters_total", "Dead letters published to dlx", ["reason"])
-POISON = Counter("switchboard_poison_messages_total", "Unusable messages rejected to the DLQ", ["stage", "error"])
+POISON = Counter(
+    "switchboard_poison_messages_total", "Unusable messages rejected to the DLQ", ["stage", "error"]
+)
 END_TO_END = Histogram(
     "switchboard_end_to_end_seconds", "From log creation to SENT", ["channel"], buckets=LATENCY_BUCKETS
 )
 APPLY_BATCH = Histogram(
-    "switchboard_apply_batch_size", "Outcomes applied per transaction", buckets=(1, 10, 50, 100, 250, 500, 1000)
+    "switchboard_apply_batch_size",
+    "Outcomes applied per transaction",
+    buckets=(1, 10, 50, 100, 250, 500, 1000),
 )
 READY = Gauge("switchboard_ready", "1 when the process is connected and taking work")

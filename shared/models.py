@@ -119,11 +119,11 @@ class OutcomeMessage(Message):
     outcome: OutcomeClass
     error_code: str | None = None
     error_message: str | None = None
-    retry_after_s: float | None = Field(default=None, ge=0)
+    retry_after_s: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     bounced: bool = False
     vendor_ref: str | None = None
-    latency_ms: float = Field(default=0.0, ge=0)
-    cost: float = Field(default=0.0, ge=0)
+    latency_ms: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    cost: float = Field(default=0.0, ge=0, allow_inf_nan=False)
     replay: bool = False
     finished_at: datetime = Field(default_factory=utcnow)
     fallback_reason: FallbackReason | None = None

@@ -61,6 +61,27 @@ class Settings(BaseSettings):
         }
     )
 
+    # Routing (shared/routing.py): the tables in PostgreSQL win over provider_chains once they name
+    # a provider.
+    routing_refresh_s: float = Field(1.0, gt=0)
+    reliability_refresh_s: float = Field(5.0, gt=0)
+    reliability_window: int = Field(200, ge=1)
+    circuit_window: int = Field(10, ge=1)
+    circuit_failure_ratio: float = Field(0.5, gt=0, le=1)
+    circuit_min_calls: int = Field(10, ge=1)
+    circuit_open_s: float = Field(30.0, gt=0)
+    circuit_probe_grace_s: float = Field(5.0, ge=0)
+    # A message waits this long at most for its provider's rate limit or pacing (then: another
+    # provider, or a transient RATE_LIMITED_LOCALLY outcome retried later).
+    rate_limit_max_wait_s: float = Field(30.0, ge=0)
+    rate_limit_lease_s: float = Field(0.05, gt=0)
+    # Receipts (delivery reports): the HTTP receiver and the secrets providers sign callbacks with.
+    receipts_host: str = "127.0.0.1"
+    receipts_port: int = Field(8082, ge=0, le=65535)
+    receipts_max_skew_s: float = Field(300.0, gt=0)
+    receipt_secrets: dict[str, SecretStr] = Field(default_factory=dict)
+    default_receipt_secret: SecretStr = SecretStr("switchboard-dev-receipts")
+
     responder_batch_size: int = Field(500, ge=1, le=10_000)
     responder_batch_wait_s: float = Field(0.02, ge=0)
 
@@ -78,6 +99,15 @@ class Settings(BaseSettings):
     mock_rate_limit_rate: float = Field(0.02, ge=0, le=1)
     mock_retry_after_s: float = Field(1.0, ge=0)
     mock_ledger_path: str = ""
+    mock_smtp_port: int = Field(0, ge=0, le=65535)  # 0: no SMTP server
+    mock_smtp_tls_cert: str = ""  # PEM paths: with both, the SMTP server offers STARTTLS
+    mock_smtp_tls_key: str = ""
+    mock_auth_token: SecretStr = SecretStr("mock-token")  # what the fake APIs accept as credentials
+    mock_receipt_url: str = ""  # base URL of services.receipts; empty: no delivery reports
+    mock_receipt_delay_ms: float = Field(200.0, ge=0)
+    mock_receipt_delivered_rate: float = Field(0.9, ge=0, le=1)
+    mock_receipt_bounced_rate: float = Field(0.03, ge=0, le=1)
+    mock_receipt_failed_rate: float = Field(0.02, ge=0, le=1)
 
     def database_dsn(self) -> str:
         return self.database_url.get_secret_value()
@@ -88,6 +118,9 @@ class Settings(BaseSettings):
     def vhost(self) -> str:
         path = urlsplit(self.amqp_url()).path
         return path[1:] if len(path) > 1 else "/"
+
+    def receipt_secret(self, provider: str) -> str:
+        return self.receipt_secrets.get(provider, self.default_receipt_secret).get_secret_value()
 
     def shard_ids(self) -> list[int]:
         return sorted(set(self.consume_shards)) if self.consume_shards else list(range(self.shards))

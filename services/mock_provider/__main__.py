@@ -1,4 +1,6 @@
-"""``python -m services.mock_provider``: serve the fake provider APIs on ``SWITCHBOARD_MOCK_PORT``."""
+"""``python -m services.mock_provider``: serve the fake provider APIs on ``SWITCHBOARD_MOCK_PORT``
+(and SMTP on ``SWITCHBOARD_MOCK_SMTP_PORT`` when set), sending delivery reports to
+``SWITCHBOARD_MOCK_RECEIPT_URL`` when set."""
 
 from __future__ import annotations
 
@@ -8,8 +10,10 @@ from pathlib import Path
 from aiohttp import web
 
 from services.mock_provider.app import MockProvider, build_app
-from services.mock_provider.behaviour import FailureMix
+from services.mock_provider.behaviour import FailureMix, ReceiptMix
+from services.mock_provider.callbacks import Callbacks
 from services.mock_provider.ledger import Ledger
+from services.mock_provider.smtp import start_smtp, tls_context
 from shared.logs import get_logger
 from shared.runtime import Health, run_service
 from shared.settings import Settings
@@ -25,16 +29,50 @@ async def main(settings: Settings, health: Health, stop: asyncio.Event) -> None:
         retry_after_s=settings.mock_retry_after_s,
         seed=settings.mock_seed,
     )
+    callbacks = None
+    if settings.mock_receipt_url:
+        receipts = ReceiptMix(
+            settings.mock_receipt_delivered_rate,
+            settings.mock_receipt_bounced_rate,
+            settings.mock_receipt_failed_rate,
+            settings.mock_receipt_delay_ms,
+        )
+        callbacks = Callbacks(
+            settings.mock_receipt_url, receipts, settings.mock_seed, settings.receipt_secret
+        )
     ledger = Ledger(Path(settings.mock_ledger_path) if settings.mock_ledger_path else None)
-    provider = MockProvider(mix, settings.mock_latency_ms, settings.mock_latency_jitter_ms, ledger)
+    provider = MockProvider(
+        mix,
+        settings.mock_latency_ms,
+        settings.mock_latency_jitter_ms,
+        ledger,
+        token=settings.mock_auth_token.get_secret_value(),
+        callbacks=callbacks,
+        secret_for=settings.receipt_secret,
+    )
     runner = web.AppRunner(build_app(provider), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, settings.mock_host, settings.mock_port, backlog=1024).start()
-    log.info("mock_provider_ready", port=settings.mock_port, mix=str(mix), latency_ms=settings.mock_latency_ms)
+    smtp = None
+    if settings.mock_smtp_port:
+        context = tls_context(settings.mock_smtp_tls_cert, settings.mock_smtp_tls_key)
+        smtp = await start_smtp(provider, settings.mock_host, settings.mock_smtp_port, context)
+    log.info(
+        "mock_provider_ready",
+        port=settings.mock_port,
+        smtp_port=settings.mock_smtp_port or None,
+        mix=str(mix),
+        latency_ms=settings.mock_latency_ms,
+        receipts=settings.mock_receipt_url or None,
+    )
     try:
         await stop.wait()
     finally:
+        if smtp is not None:
+            smtp.close()
         await runner.cleanup()
+        if callbacks is not None:
+            await callbacks.close()
         ledger.close()
 
 

@@ -24,6 +24,8 @@ class FailureMix:
     seed: int = 42
 
     def __post_init__(self) -> None:
+        if min(self.transient_rate, self.permanent_rate, self.rate_limit_rate) < 0:
+            raise ValueError("failure rates cannot be negative")
         total = self.transient_rate + self.permanent_rate + self.rate_limit_rate
         if not 0 <= total <= 1:
             raise ValueError(f"failure rates add up to {total}, which is not within [0, 1]")
@@ -52,7 +54,8 @@ PERMANENT_CHOICES = ("INVALID_NUMBER", "BLOCKED", "HARD_BOUNCE")
 
 
 def draw(seed: int, idempotency_key: str) -> float:
-    """A number in [0, 1) fixed by seed and key: a retried key gets the same answer, a new attempt a new one."""
+    """A number in [0, 1) fixed by seed and key: a retried key gets the same answer, a new attempt a
+    new one."""
     digest = hashlib.blake2b(f"{seed}:{idempotency_key}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") / 2**64
 
@@ -69,7 +72,9 @@ def decide(mix: FailureMix, channel: str, recipient: str, idempotency_key: str) 
         return Answer(Verdict.TRANSIENT, 500, "SERVER_ERROR", "temporary failure")
     u -= mix.transient_rate
     if u < mix.permanent_rate:
-        code = PERMANENT_CHOICES[int(u / mix.permanent_rate * len(PERMANENT_CHOICES)) % len(PERMANENT_CHOICES)]
+        code = PERMANENT_CHOICES[
+            int(u / mix.permanent_rate * len(PERMANENT_CHOICES)) % len(PERMANENT_CHOICES)
+        ]
         if code == "HARD_BOUNCE" and channel != "email":
             code = "INVALID_NUMBER"
         elif code == "INVALID_NUMBER" and channel == "email":
@@ -78,9 +83,60 @@ def decide(mix: FailureMix, channel: str, recipient: str, idempotency_key: str) 
     return Answer(Verdict.ACCEPT, 200)
 
 
+class ReceiptVerdict(StrEnum):
+    DELIVERED = "delivered"
+    BOUNCED = "bounced"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptMix:
+    """What delivery reports the mock sends after accepting a message (the rest get none)."""
+
+    delivered_rate: float = 0.9
+    bounced_rate: float = 0.03
+    failed_rate: float = 0.02
+    delay_ms: float = 200.0
+
+    def __post_init__(self) -> None:
+        if min(self.delivered_rate, self.bounced_rate, self.failed_rate) < 0:
+            raise ValueError("receipt rates cannot be negative")
+        total = self.delivered_rate + self.bounced_rate + self.failed_rate
+        if not 0 <= total <= 1 + 1e-9:
+            raise ValueError(f"receipt rates add up to {total}, which is not within [0, 1]")
+
+
+# Recipients whose delivery report is fixed, whatever the mix.
+RECEIPT_PREFIXES: tuple[tuple[str, ReceiptVerdict], ...] = (
+    ("+444", ReceiptVerdict.BOUNCED),
+    ("+333", ReceiptVerdict.FAILED),
+    ("dlrbounce", ReceiptVerdict.BOUNCED),
+    ("dlrfail", ReceiptVerdict.FAILED),
+)
+
+
+def receipt_verdict(
+    mix: ReceiptMix, seed: int, recipient: str, idempotency_key: str
+) -> ReceiptVerdict | None:
+    """The delivery report for an accepted message; ``None``: the provider never reports."""
+    for prefix, verdict in RECEIPT_PREFIXES:
+        if recipient.startswith(prefix):
+            return verdict
+    u = draw(seed + 1, idempotency_key)
+    for rate, verdict in (
+        (mix.delivered_rate, ReceiptVerdict.DELIVERED),
+        (mix.bounced_rate, ReceiptVerdict.BOUNCED),
+        (mix.failed_rate, ReceiptVerdict.FAILED),
+    ):
+        if u < rate:
+            return verdict
+        u -= rate
+    return None
+
+
 def split_key(idempotency_key: str) -> tuple[int | None, int | None]:
     """``<log id>-<attempt>`` -> (log id, attempt); (None, None) for keys of another shape."""
     head, _, tail = idempotency_key.rpartition("-")
-    if head.isdigit() and tail.isdigit():
+    if head.isascii() and tail.isascii() and head.isdigit() and tail.isdigit():
         return int(head), int(tail)
     return None, None

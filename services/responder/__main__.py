@@ -16,16 +16,35 @@ from shared.amqp import confirming_channel, connect, declare
 from shared.backoff import BackoffPolicy
 from shared.db import create_pool
 from shared.errors import MessageError
-from shared.poison import reject_poison
 from shared.logs import get_logger
-from shared.models import OutcomeMessage, decode
+from shared.models import OutcomeMessage, ReceiptMessage, decode
+from shared.poison import reject_poison
 from shared.recipients import recipient_hash
 from shared.resilience import Backoff, retry_until_stopped, sleep_or_stop
+from shared.routing import RoutingConfig
+from shared.routing_store import RoutingCache
 from shared.runtime import Health, run_service, subscribe_shards
 from shared.settings import Settings
-from shared.topology import DEAD_LETTER_EXCHANGE, RESPONSES_EXCHANGE, Topology, shard_queue
+from shared.topology import (
+    DEAD_LETTER_EXCHANGE,
+    MESSAGE_TYPE_RECEIPT,
+    RESPONSES_EXCHANGE,
+    Topology,
+    shard_queue,
+)
 
 log = get_logger("responder")
+# What arrives on ``responses``: a sender's outcome, or a provider's delivery report (receipts).
+Item = OutcomeMessage | ReceiptMessage
+
+
+def decode_item(message: AbstractIncomingMessage, max_bytes: int) -> Item:
+    """By the AMQP ``type`` property; without one, by the body's ``kind`` field."""
+    if message.type == MESSAGE_TYPE_RECEIPT or (message.type is None and b'"kind":"receipt"' in message.body):
+        return decode(ReceiptMessage, message.body, max_bytes)
+    return decode(OutcomeMessage, message.body, max_bytes)
+
+
 RELAY_INTERVAL_S = 2.0
 # Errors that mean "the database is not there right now": wait and retry, never give the message up.
 DATABASE_UNAVAILABLE = (
@@ -48,16 +67,22 @@ class Responder:
         self.topology = Topology(shards=settings.shards, delivery_limit=settings.delivery_limit)
         self.policy = BackoffPolicy(settings.backoff_base_s, settings.backoff_cap_s, settings.backoff_jitter)
         self.rng = random.Random()
+        self.routing = RoutingCache(
+            RoutingConfig.from_chains(settings.provider_chains), settings.routing_refresh_s
+        )
         self.inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
         self.channel: AbstractChannel | None = None
         self.dlx: AbstractExchange | None = None
         self.consumers: list[tuple[object, str]] = []
+        self.queue_by_tag: dict[str, str] = {}
         self.db_ok = True
 
     async def start(self) -> None:
         self.channel = await confirming_channel(self.connection)
         await declare(self.channel, self.topology)
-        await self.channel.set_qos(prefetch_count=max(self.settings.prefetch, self.settings.responder_batch_size))
+        await self.channel.set_qos(
+            prefetch_count=max(self.settings.prefetch, self.settings.responder_batch_size)
+        )
         self.dlx = await self.channel.get_exchange(DEAD_LETTER_EXCHANGE)
 
     async def subscribe(self, shards: list[int]) -> None:
@@ -66,6 +91,7 @@ class Responder:
             queue = await self.channel.get_queue(shard_queue(RESPONSES_EXCHANGE, shard), ensure=False)
             tag = await queue.consume(self.inbox.put)
             self.consumers.append((queue, tag))
+            self.queue_by_tag[tag] = queue.name
 
     async def next_batch(self, stop: asyncio.Event) -> list[AbstractIncomingMessage]:
         """Wait for one message, then gather what else arrives within the batch window."""
@@ -93,23 +119,31 @@ class Responder:
 
     async def decode_batch(
         self, batch: list[AbstractIncomingMessage]
-    ) -> list[tuple[AbstractIncomingMessage, OutcomeMessage]]:
-        good = []
+    ) -> list[tuple[AbstractIncomingMessage, Item]]:
+        good: list[tuple[AbstractIncomingMessage, Item]] = []
         for message in batch:
             try:
-                good.append((message, decode(OutcomeMessage, message.body, self.settings.max_payload_bytes)))
+                good.append((message, decode_item(message, self.settings.max_payload_bytes)))
             except MessageError as exc:
-                await reject_poison(message, exc, "responder", self.dlx)
+                await reject_poison(
+                    message, exc, "responder", self.dlx, self.queue_by_tag.get(message.consumer_tag or "")
+                )
         return good
 
-    async def apply(self, outcomes: list[OutcomeMessage]) -> WritePlan:
-        async with self.pool.acquire() as conn, conn.transaction():
-            logs = await lock_logs(conn, [o.log_id for o in outcomes])
-            plan = plan_writes(outcomes, logs, self.policy, self.settings.provider_chains, self.rng)
-            await write_plan(conn, plan)
+    async def apply(self, items: list[Item]) -> WritePlan:
+        outcomes = [i for i in items if isinstance(i, OutcomeMessage)]
+        receipts = [i for i in items if isinstance(i, ReceiptMessage)]
+        async with self.pool.acquire() as conn:
+            routing = await self.routing.get(conn)
+            async with conn.transaction():
+                logs = await lock_logs(conn, [i.log_id for i in items])
+                plan = plan_writes(
+                    outcomes, logs, self.policy, self.settings.provider_chains, self.rng, receipts, routing
+                )
+                await write_plan(conn, plan)
         return plan
 
-    async def apply_until_done(self, outcomes: list[OutcomeMessage], stop: asyncio.Event) -> WritePlan | None:
+    async def apply_until_done(self, outcomes: list[Item], stop: asyncio.Event) -> WritePlan | None:
         """Apply, retrying through a database outage; ``None`` only if asked to stop meanwhile."""
         backoff = Backoff()
         while True:
@@ -125,7 +159,7 @@ class Responder:
                     return None
 
     async def apply_batch(
-        self, decoded: list[tuple[AbstractIncomingMessage, OutcomeMessage]], stop: asyncio.Event
+        self, decoded: list[tuple[AbstractIncomingMessage, Item]], stop: asyncio.Event
     ) -> list[WritePlan] | None:
         """Apply the batch in one transaction; if the database refuses it (not an outage), apply
         its outcomes one by one so that only the offending ones are dead-lettered."""
@@ -139,7 +173,9 @@ class Responder:
             try:
                 plan = await self.apply_until_done([outcome], stop)
             except asyncpg.PostgresError as exc:
-                await reject_poison(message, exc, "responder", self.dlx)
+                await reject_poison(
+                    message, exc, "responder", self.dlx, self.queue_by_tag.get(message.consumer_tag or "")
+                )
                 continue
             if plan is None:
                 return None
@@ -152,16 +188,44 @@ class Responder:
             log.info("outcome_ignored", log_id=outcome.log_id, attempt=outcome.attempt, why=why)
         for outcome, retry in plan.retries:
             metrics.RETRIES.labels(channel=outcome.channel, reason=outcome.outcome.value).inc()
-            log.info("retry_scheduled", log_id=outcome.log_id, attempt=outcome.attempt,
-                     recipient=recipient_hash(outcome.recipient), delay_s=round(retry.delay_s, 2),
-                     provider=retry.provider, error_code=outcome.error_code)
+            log.info(
+                "retry_scheduled",
+                log_id=outcome.log_id,
+                attempt=outcome.attempt,
+                recipient=recipient_hash(outcome.recipient),
+                delay_s=round(retry.delay_s, 2),
+                provider=retry.provider,
+                error_code=outcome.error_code,
+            )
         for letter in plan.dead_letters:
             metrics.FAILURES.labels(channel=letter.channel, error_class=letter.error_class.value).inc()
         for channel, seconds in plan.send_latencies:
             metrics.END_TO_END.labels(channel=channel).observe(max(seconds, 0.0))
         for outcome in plan.receipts:
-            log.info("sent", log_id=outcome.log_id, attempt=outcome.attempt, provider=outcome.provider,
-                     recipient=recipient_hash(outcome.recipient))
+            log.info(
+                "sent",
+                log_id=outcome.log_id,
+                attempt=outcome.attempt,
+                provider=outcome.provider,
+                recipient=recipient_hash(outcome.recipient),
+            )
+        for receipt, status in plan.applied_receipts:
+            log.info(
+                "receipt_applied",
+                log_id=receipt.log_id,
+                attempt=receipt.attempt,
+                status=status.value,
+                provider=receipt.provider,
+                provider_status=receipt.provider_status,
+            )
+        for receipt, why in plan.ignored_receipts:
+            log.info(
+                "receipt_recorded",
+                log_id=receipt.log_id,
+                attempt=receipt.attempt,
+                status=receipt.status.value,
+                why=why,
+            )
 
     async def relay(self) -> None:
         assert self.dlx is not None
@@ -213,10 +277,14 @@ class Responder:
 
 
 async def main(settings: Settings, health: Health, stop: asyncio.Event) -> None:
-    pool = await retry_until_stopped("postgres", lambda: create_pool(settings.database_dsn(), max_size=4), stop)
+    pool = await retry_until_stopped(
+        "postgres", lambda: create_pool(settings.database_dsn(), max_size=4), stop
+    )
     if pool is None:
         return
-    connection = await retry_until_stopped("rabbitmq", lambda: connect(settings.amqp_url(), "responder"), stop)
+    connection = await retry_until_stopped(
+        "rabbitmq", lambda: connect(settings.amqp_url(), "responder"), stop
+    )
     if connection is None:
         await pool.close()
         return

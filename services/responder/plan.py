@@ -1,14 +1,42 @@
-"""Turning a batch of outcomes and the current log rows into the writes to make (pure)."""
+"""Turning a batch of outcomes and receipts and the current log rows into the writes to make (pure).
+
+Outcomes are applied first, then receipts, each against the state the previous ones left; every log
+gets at most one (merged) row update per batch.
+"""
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
+from services.responder.receipts import Deliver, RecordOnly, Undeliverable, decide_receipt
 from shared.backoff import BackoffPolicy
-from shared.models import DeadLetter, OutcomeClass, OutcomeMessage, Status, utcnow
-from shared.retry import GiveUp, Ignore, LogState, MarkSent, ScheduleRetry, decide
+from shared.models import (
+    DeadLetter,
+    DeadLetterReason,
+    FallbackReason,
+    OutcomeClass,
+    OutcomeMessage,
+    ReceiptMessage,
+    ReceiptStatus,
+    Status,
+    utcnow,
+)
+from shared.retry import GiveUp, Ignore, LogState, MarkSent, RetryPolicy, ScheduleRetry, decide
+from shared.routing import RoutingConfig
+
+
+@dataclass(frozen=True, slots=True)
+class EarlyReceipt:
+    """A final receipt recorded before the outcome of its attempt was applied."""
+
+    attempt: int
+    status: ReceiptStatus
+    provider: str | None = None
+    error_code: str | None = None
+    provider_status: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +51,9 @@ class LogRow:
     channel: str
     recipient: str
     created_at: datetime
+    prev_provider: str | None = None  # provider and outcome of attempt ``attempts - 1``
+    prev_outcome: str | None = None
+    early_receipt: EarlyReceipt | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +65,17 @@ class LogUpdate:
     vendor_ref: str | None
     error_code: str | None
     error_message: str | None
+    sent: bool = False  # sets sent_at (once)
+    delivered: bool = False  # sets delivered_at
+
+    def then(self, later: LogUpdate) -> LogUpdate:
+        """This update followed by ``later`` in the same batch, as one."""
+        return replace(
+            later,
+            provider=later.provider or self.provider,
+            vendor_ref=later.vendor_ref or self.vendor_ref,
+            sent=self.sent or later.sent,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,47 +88,143 @@ class AttemptRow:
 class WritePlan:
     updates: list[LogUpdate] = field(default_factory=list)
     attempts: list[AttemptRow] = field(default_factory=list)
-    receipts: list[OutcomeMessage] = field(default_factory=list)
+    receipts: list[OutcomeMessage] = field(default_factory=list)  # ACCEPTED receipt rows
+    reports: list[ReceiptMessage] = field(default_factory=list)  # provider receipt rows
     dead_letters: list[DeadLetter] = field(default_factory=list)
-    # campaign id -> (sent, failed, bounced, retries)
+    # campaign id -> (sent, failed, bounced, retries); and -> delivered
     campaign_deltas: dict[int, list[int]] = field(default_factory=dict)
+    delivered_deltas: dict[int, int] = field(default_factory=dict)
     ignored: list[tuple[OutcomeMessage, str]] = field(default_factory=list)
+    ignored_receipts: list[tuple[ReceiptMessage, str]] = field(default_factory=list)
+    applied_receipts: list[tuple[ReceiptMessage, Status]] = field(default_factory=list)
     retries: list[tuple[OutcomeMessage, ScheduleRetry]] = field(default_factory=list)
     # (channel, seconds from the log's creation to this successful attempt)
     send_latencies: list[tuple[str, float]] = field(default_factory=list)
 
-    def bump(self, campaign_id: int | None, index: int) -> None:
+    def bump(self, campaign_id: int | None, index: int, by: int = 1) -> None:
         if campaign_id is not None:
-            self.campaign_deltas.setdefault(campaign_id, [0, 0, 0, 0])[index] += 1
+            self.campaign_deltas.setdefault(campaign_id, [0, 0, 0, 0])[index] += by
+
+    def deliver(self, campaign_id: int | None) -> None:
+        if campaign_id is not None:
+            self.delivered_deltas[campaign_id] = self.delivered_deltas.get(campaign_id, 0) + 1
 
 
-def unique_outcomes(outcomes: list[OutcomeMessage]) -> list[OutcomeMessage]:
-    """The first outcome of each (log, attempt); later copies in the same batch are duplicates."""
-    seen: set[tuple[int, int]] = set()
-    unique = []
+SENT_I, FAILED_I, BOUNCED_I, RETRIES_I = range(4)
+
+
+def unique_outcomes(outcomes: Sequence[OutcomeMessage]) -> list[OutcomeMessage]:
+    """One outcome per (log, attempt), in order of first appearance; a success among copies wins
+    (the provider did send it), otherwise the first copy."""
+    chosen: dict[tuple[int, int], OutcomeMessage] = {}
     for outcome in outcomes:
         key = (outcome.log_id, outcome.attempt)
-        if key not in seen:
-            seen.add(key)
-            unique.append(outcome)
-    return unique
+        if key not in chosen or (
+            outcome.outcome == OutcomeClass.SUCCESS and chosen[key].outcome != OutcomeClass.SUCCESS
+        ):
+            chosen[key] = outcome
+    return list(chosen.values())
 
 
-def plan_writes(
-    outcomes: list[OutcomeMessage],
-    logs: dict[int, LogRow],
-    policy: BackoffPolicy,
-    chains: dict[str, list[str]],
-    rng: random.Random | None = None,
-) -> WritePlan:
-    plan = WritePlan()
-    for outcome in unique_outcomes(outcomes):
-        row = logs.get(outcome.log_id)
+def unique_receipts(receipts: Sequence[ReceiptMessage]) -> list[ReceiptMessage]:
+    seen: dict[tuple[int, int, ReceiptStatus], ReceiptMessage] = {}
+    for receipt in receipts:
+        seen.setdefault((receipt.log_id, receipt.attempt, receipt.status), receipt)
+    return list(seen.values())
+
+
+def fallback_reason(outcome: OutcomeMessage, row: LogRow) -> str | None:
+    """Why this attempt went to its provider rather than the one first in line, if it did."""
+    if outcome.fallback_reason is not None:
+        return outcome.fallback_reason.value
+    if (
+        row.prev_provider is not None
+        and outcome.provider is not None
+        and outcome.provider != row.prev_provider
+        and row.prev_outcome in (OutcomeClass.TRANSIENT.value, OutcomeClass.RECOVERABLE.value)
+    ):
+        return FallbackReason.PRIMARY_FAILED.value
+    return None
+
+
+class Planner:
+    def __init__(
+        self,
+        logs: dict[int, LogRow],
+        policy: BackoffPolicy | RetryPolicy,
+        chains: dict[str, list[str]],
+        rng: random.Random | None,
+        routing: RoutingConfig | None,
+    ) -> None:
+        self.state = dict(logs)
+        self.policy = policy
+        self.chains = chains
+        self.rng = rng
+        self.routing = routing
+        self.plan = WritePlan()
+        self._updates: dict[int, LogUpdate] = {}
+
+    def update(self, row: LogRow, update: LogUpdate) -> None:
+        earlier = self._updates.get(row.id)
+        self._updates[row.id] = earlier.then(update) if earlier else update
+        self.state[row.id] = replace(row, status=update.status, provider=update.provider or row.provider)
+
+    def finish(self) -> WritePlan:
+        self.plan.updates = list(self._updates.values())
+        return self.plan
+
+    def retry_policy(self, row: LogRow) -> BackoffPolicy | RetryPolicy:
+        if self.routing is not None:
+            return self.routing.policy(row.channel).retry or self.policy
+        return self.policy
+
+    def chain(self, row: LogRow) -> list[str]:
+        if self.routing is not None and self.routing.providers:
+            return self.routing.fallback_chain(row.tenant, row.channel)
+        return self.chains.get(row.channel, [])
+
+    def dead_letter(
+        self,
+        row: LogRow,
+        attempt: int,
+        status: Status,
+        reason: DeadLetterReason,
+        provider: str | None,
+        error_class: OutcomeClass,
+        code: str | None,
+        message: str | None,
+        max_attempts: int,
+    ) -> None:
+        self.plan.dead_letters.append(
+            DeadLetter(
+                log_id=row.id,
+                attempt=attempt,
+                max_attempts=max_attempts,
+                tenant=row.tenant,
+                campaign_id=row.campaign_id,
+                channel=row.channel,
+                recipient=row.recipient,
+                provider=provider,
+                status=status,
+                reason=reason,
+                error_class=error_class,
+                error_code=code,
+                error_message=message,
+                created_at=row.created_at,
+                dead_lettered_at=utcnow(),
+            )
+        )
+
+    # ---- outcomes ----------------------------------------------------------------------------------
+
+    def outcome(self, outcome: OutcomeMessage) -> None:
+        row = self.state.get(outcome.log_id)
         if row is None:
-            plan.ignored.append((outcome, "unknown log"))
-            continue
+            self.plan.ignored.append((outcome, "unknown log"))
+            return
         state = LogState(row.status, row.attempts, row.max_attempts, row.provider)
-        decision = decide(outcome, state, policy, chains.get(row.channel, []), rng)
+        policy = self.retry_policy(row)
+        decision = decide(outcome, state, policy, self.chain(row), self.rng)
         if (
             isinstance(decision, Ignore)
             and outcome.outcome == OutcomeClass.SUCCESS
@@ -97,49 +235,184 @@ def plan_writes(
             # the provider did send it, so the log is SENT (and no further attempt may go out).
             decision = MarkSent(outcome.provider)
         if isinstance(decision, Ignore):
-            plan.ignored.append((outcome, decision.why))
-            continue
-        if isinstance(decision, MarkSent):
-            plan.attempts.append(AttemptRow(outcome, None))
-            plan.updates.append(
-                LogUpdate(row.id, Status.SENT, 0.0, outcome.provider, outcome.vendor_ref, None, None)
-            )
-            plan.receipts.append(outcome)
-            plan.send_latencies.append((row.channel, (outcome.finished_at - row.created_at).total_seconds()))
-            plan.bump(row.campaign_id, 0)
+            self.plan.ignored.append((outcome, decision.why))
+            return
+        self.plan.attempts.append(AttemptRow(outcome, fallback_reason(outcome, row)))
+        early = row.early_receipt
+        if early is not None and early.status == ReceiptStatus.DELIVERED:
+            self.delivered_early(outcome, row)
+        elif isinstance(decision, MarkSent):
+            self.sent(outcome, row, early if early is not None and early.attempt == outcome.attempt else None)
         elif isinstance(decision, ScheduleRetry):
-            reason = "provider_unavailable" if decision.switched_provider else None
-            plan.attempts.append(AttemptRow(outcome, reason))
-            plan.updates.append(
-                LogUpdate(row.id, Status.PENDING, decision.delay_s, decision.provider, None,
-                          outcome.error_code, outcome.error_message)
+            self.update(
+                row,
+                LogUpdate(
+                    row.id,
+                    Status.PENDING,
+                    decision.delay_s,
+                    decision.provider,
+                    None,
+                    outcome.error_code,
+                    outcome.error_message,
+                ),
             )
-            plan.retries.append((outcome, decision))
-            plan.bump(row.campaign_id, 3)
+            self.plan.retries.append((outcome, decision))
+            self.plan.bump(row.campaign_id, RETRIES_I)
         elif isinstance(decision, GiveUp):
-            plan.attempts.append(AttemptRow(outcome, None))
-            plan.updates.append(
-                LogUpdate(row.id, decision.status, 0.0, outcome.provider, None,
-                          outcome.error_code, outcome.error_message)
+            self.update(
+                row,
+                LogUpdate(
+                    row.id,
+                    decision.status,
+                    0.0,
+                    outcome.provider,
+                    None,
+                    outcome.error_code,
+                    outcome.error_message,
+                ),
             )
-            plan.bump(row.campaign_id, 2 if decision.status == Status.BOUNCED else 1)
-            plan.dead_letters.append(
-                DeadLetter(
-                    log_id=row.id,
-                    attempt=outcome.attempt,
-                    max_attempts=row.max_attempts,
-                    tenant=row.tenant,
-                    campaign_id=row.campaign_id,
-                    channel=row.channel,
-                    recipient=row.recipient,
-                    provider=outcome.provider,
-                    status=decision.status,
-                    reason=decision.reason,
-                    error_class=outcome.outcome,
-                    error_code=outcome.error_code,
-                    error_message=outcome.error_message,
-                    created_at=row.created_at,
-                    dead_lettered_at=utcnow(),
-                )
+            self.plan.bump(row.campaign_id, BOUNCED_I if decision.status == Status.BOUNCED else FAILED_I)
+            attempts_allowed = (
+                policy.attempts_allowed(row.max_attempts)
+                if isinstance(policy, RetryPolicy)
+                else row.max_attempts
             )
-    return plan
+            self.dead_letter(
+                row,
+                outcome.attempt,
+                decision.status,
+                decision.reason,
+                outcome.provider,
+                outcome.outcome,
+                outcome.error_code,
+                outcome.error_message,
+                attempts_allowed,
+            )
+
+    def sent(self, outcome: OutcomeMessage, row: LogRow, early: EarlyReceipt | None) -> None:
+        self.plan.receipts.append(outcome)
+        self.plan.send_latencies.append((row.channel, (outcome.finished_at - row.created_at).total_seconds()))
+        if early is None:
+            self.update(
+                row,
+                LogUpdate(
+                    row.id, Status.SENT, 0.0, outcome.provider, outcome.vendor_ref, None, None, sent=True
+                ),
+            )
+            self.plan.bump(row.campaign_id, SENT_I)
+            return
+        status = Status.BOUNCED if early.status == ReceiptStatus.BOUNCED else Status.FAILED
+        code, message = (
+            early.error_code or "UNDELIVERED",
+            f"delivery report: {early.provider_status or status}",
+        )
+        self.update(
+            row,
+            LogUpdate(row.id, status, 0.0, outcome.provider, outcome.vendor_ref, code, message, sent=True),
+        )
+        self.plan.bump(row.campaign_id, BOUNCED_I if status == Status.BOUNCED else FAILED_I)
+        self.dead_letter(
+            row,
+            outcome.attempt,
+            status,
+            DeadLetterReason.PERMANENT_ERROR,
+            outcome.provider,
+            OutcomeClass.PERMANENT,
+            code,
+            message,
+            row.max_attempts,
+        )
+
+    def delivered_early(self, outcome: OutcomeMessage, row: LogRow) -> None:
+        """The provider reported delivery before this outcome arrived: the log is DELIVERED, whatever
+        the outcome says (a timeout on our side does not undo a delivery)."""
+        if outcome.outcome == OutcomeClass.SUCCESS:
+            self.plan.receipts.append(outcome)
+            self.plan.send_latencies.append(
+                (row.channel, (outcome.finished_at - row.created_at).total_seconds())
+            )
+        self.update(
+            row,
+            LogUpdate(
+                row.id,
+                Status.DELIVERED,
+                0.0,
+                outcome.provider,
+                outcome.vendor_ref,
+                None,
+                None,
+                sent=True,
+                delivered=True,
+            ),
+        )
+        self.plan.bump(row.campaign_id, SENT_I)
+        self.plan.deliver(row.campaign_id)
+
+    # ---- receipts ----------------------------------------------------------------------------------
+
+    def receipt(self, receipt: ReceiptMessage) -> None:
+        row = self.state.get(receipt.log_id)
+        if row is None:
+            self.plan.ignored_receipts.append((receipt, "unknown log"))
+            return
+        self.plan.reports.append(receipt)
+        decision = decide_receipt(row.status, row.attempts, receipt)
+        if isinstance(decision, RecordOnly):
+            self.plan.ignored_receipts.append((receipt, decision.why))
+        elif isinstance(decision, Deliver):
+            self.update(
+                row,
+                LogUpdate(
+                    row.id,
+                    Status.DELIVERED,
+                    0.0,
+                    receipt.provider,
+                    receipt.vendor_ref,
+                    None,
+                    None,
+                    sent=True,
+                    delivered=True,
+                ),
+            )
+            if not decision.was_sent:
+                self.plan.bump(row.campaign_id, SENT_I)
+            self.plan.deliver(row.campaign_id)
+            self.plan.applied_receipts.append((receipt, Status.DELIVERED))
+        elif isinstance(decision, Undeliverable):
+            code = receipt.error_code or "UNDELIVERED"
+            message = f"delivery report: {receipt.provider_status or receipt.status.value}"
+            self.update(
+                row,
+                LogUpdate(row.id, decision.status, 0.0, receipt.provider, receipt.vendor_ref, code, message),
+            )
+            self.plan.bump(row.campaign_id, SENT_I, -1)
+            self.plan.bump(row.campaign_id, BOUNCED_I if decision.status == Status.BOUNCED else FAILED_I)
+            self.dead_letter(
+                row,
+                receipt.attempt,
+                decision.status,
+                DeadLetterReason.PERMANENT_ERROR,
+                receipt.provider,
+                OutcomeClass.PERMANENT,
+                code,
+                message,
+                row.max_attempts,
+            )
+            self.plan.applied_receipts.append((receipt, decision.status))
+
+
+def plan_writes(
+    outcomes: Sequence[OutcomeMessage],
+    logs: dict[int, LogRow],
+    policy: BackoffPolicy | RetryPolicy,
+    chains: dict[str, list[str]],
+    rng: random.Random | None = None,
+    receipts: Sequence[ReceiptMessage] = (),
+    routing: RoutingConfig | None = None,
+) -> WritePlan:
+    planner = Planner(logs, policy, chains, rng, routing)
+    for outcome in unique_outcomes(outcomes):
+        planner.outcome(outcome)
+    for receipt in unique_receipts(receipts):
+        planner.receipt(receipt)
+    return planner.finish()

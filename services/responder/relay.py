@@ -74,6 +74,12 @@ async def relay_dead_letters(pool: asyncpg.Pool, exchange: AbstractExchange, bat
         await conn.execute(DELETE_OUTBOX_SQL, [x.log_id for x in done], [x.attempt for x in done])
     for letter in done:
         metrics.DEAD_LETTERS.labels(reason=letter.reason.value).inc()
-        log.info("dead_lettered", log_id=letter.log_id, attempt=letter.attempt, reason=letter.reason.value,
-                 error_code=letter.error_code, provider=letter.provider)
+        log.info(
+            "dead_lettered",
+            log_id=letter.log_id,
+            attempt=letter.attempt,
+            reason=letter.reason.value,
+            error_code=letter.error_code,
+            provider=letter.provider,
+        )
     return len(done)

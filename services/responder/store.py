@@ -4,12 +4,26 @@ from __future__ import annotations
 
 import asyncpg
 
-from services.responder.plan import LogRow, WritePlan
-from shared.models import Status
+from services.responder.plan import EarlyReceipt, LogRow, WritePlan
+from shared.models import ReceiptStatus, Status
 
+# With each log: its previous attempt (for the "primary failed" fallback reason) and a final receipt
+# that arrived before the outcome it belongs to (a delivery of any attempt, or a failure of this one).
 LOCK_LOGS_SQL = """
-SELECT id, status, attempts, max_attempts, provider, tenant, campaign_id, channel, recipient, created_at
-FROM communication_logs WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE
+SELECT l.id, l.status, l.attempts, l.max_attempts, l.provider, l.tenant, l.campaign_id, l.channel,
+       l.recipient, l.created_at, pa.provider AS prev_provider, pa.outcome AS prev_outcome,
+       er.attempt AS early_attempt, er.status AS early_status, er.provider AS early_provider,
+       er.error_code AS early_error_code, er.provider_status AS early_provider_status
+FROM communication_logs l
+LEFT JOIN delivery_attempts pa ON pa.log_id = l.id AND pa.attempt = l.attempts - 1
+LEFT JOIN LATERAL (
+    SELECT r.attempt, r.status, r.provider, r.error_code, r.provider_status FROM delivery_receipts r
+    WHERE r.log_id = l.id AND l.status = 'PROCESSING'
+      AND (r.status = 'DELIVERED' OR (r.status IN ('BOUNCED', 'FAILED') AND r.attempt = l.attempts))
+    ORDER BY r.status = 'DELIVERED' DESC, r.id
+    LIMIT 1
+) er ON true
+WHERE l.id = ANY($1::bigint[]) ORDER BY l.id FOR UPDATE OF l
 """
 
 UPDATE_LOGS_SQL = """
@@ -22,10 +36,12 @@ UPDATE communication_logs AS l SET
     vendor_ref = COALESCE(u.vendor_ref, l.vendor_ref),
     last_error_code = u.error_code,
     last_error = u.error_message,
-    sent_at = CASE WHEN u.status = 'SENT' THEN now() ELSE l.sent_at END,
+    sent_at = CASE WHEN u.sent THEN coalesce(l.sent_at, now()) ELSE l.sent_at END,
+    delivered_at = CASE WHEN u.delivered THEN now() ELSE l.delivered_at END,
     updated_at = now()
-FROM unnest($1::bigint[], $2::text[], $3::float8[], $4::text[], $5::text[], $6::text[], $7::text[])
-     AS u(id, status, delay_s, provider, vendor_ref, error_code, error_message)
+FROM unnest($1::bigint[], $2::text[], $3::float8[], $4::text[], $5::text[], $6::text[], $7::text[],
+            $8::bool[], $9::bool[])
+     AS u(id, status, delay_s, provider, vendor_ref, error_code, error_message, sent, delivered)
 WHERE l.id = u.id
 """
 
@@ -39,8 +55,22 @@ ON CONFLICT (log_id, attempt) DO NOTHING
 
 INSERT_RECEIPTS_SQL = """
 INSERT INTO delivery_receipts (log_id, attempt, provider, vendor_ref, status, provider_status)
-SELECT l, a, p, v, 'ACCEPTED', 'accepted' FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[]) AS r(l, a, p, v)
+SELECT l, a, p, v, 'ACCEPTED', 'accepted'
+FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[]) AS r(l, a, p, v)
 ON CONFLICT (log_id, attempt, status) DO NOTHING
+"""
+
+INSERT_REPORTS_SQL = """
+INSERT INTO delivery_receipts (log_id, attempt, provider, vendor_ref, status, provider_status, error_code,
+                               occurred_at)
+SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+                     $8::timestamptz[])
+ON CONFLICT (log_id, attempt, status) DO NOTHING
+"""
+
+UPDATE_DELIVERED_SQL = """
+UPDATE campaigns AS c SET delivered_count = c.delivered_count + d.delivered, updated_at = now()
+FROM unnest($1::bigint[], $2::int[]) AS d(id, delivered) WHERE c.id = d.id
 """
 
 UPDATE_CAMPAIGNS_SQL = """
@@ -63,12 +93,34 @@ async def lock_logs(conn: asyncpg.Connection, ids: list[int]) -> dict[int, LogRo
     rows = await conn.fetch(LOCK_LOGS_SQL, sorted(set(ids)))
     return {
         r["id"]: LogRow(
-            id=r["id"], status=Status(r["status"]), attempts=r["attempts"], max_attempts=r["max_attempts"],
-            provider=r["provider"], tenant=r["tenant"], campaign_id=r["campaign_id"], channel=r["channel"],
-            recipient=r["recipient"], created_at=r["created_at"],
+            id=r["id"],
+            status=Status(r["status"]),
+            attempts=r["attempts"],
+            max_attempts=r["max_attempts"],
+            provider=r["provider"],
+            tenant=r["tenant"],
+            campaign_id=r["campaign_id"],
+            channel=r["channel"],
+            recipient=r["recipient"],
+            created_at=r["created_at"],
+            prev_provider=r["prev_provider"],
+            prev_outcome=r["prev_outcome"],
+            early_receipt=_early(r),
         )
         for r in rows
     }
+
+
+def _early(r: asyncpg.Record) -> EarlyReceipt | None:
+    if r["early_status"] is None:
+        return None
+    return EarlyReceipt(
+        r["early_attempt"],
+        ReceiptStatus(r["early_status"]),
+        r["early_provider"],
+        r["early_error_code"],
+        r["early_provider_status"] or "",
+    )
 
 
 async def write_plan(conn: asyncpg.Connection, plan: WritePlan) -> None:
@@ -76,33 +128,74 @@ async def write_plan(conn: asyncpg.Connection, plan: WritePlan) -> None:
         u = plan.updates
         await conn.execute(
             UPDATE_LOGS_SQL,
-            [x.log_id for x in u], [x.status.value for x in u], [x.delay_s for x in u],
-            [x.provider for x in u], [x.vendor_ref for x in u], [x.error_code for x in u],
+            [x.log_id for x in u],
+            [x.status.value for x in u],
+            [x.delay_s for x in u],
+            [x.provider for x in u],
+            [x.vendor_ref for x in u],
+            [x.error_code for x in u],
             [x.error_message for x in u],
+            [x.sent for x in u],
+            [x.delivered for x in u],
         )
     if plan.attempts:
         o = [a.outcome for a in plan.attempts]
         await conn.execute(
             INSERT_ATTEMPTS_SQL,
-            [x.log_id for x in o], [x.attempt for x in o], [x.provider for x in o], [x.outcome.value for x in o],
-            [x.error_code for x in o], [x.error_message for x in o], [a.fallback_reason for a in plan.attempts],
-            [x.latency_ms for x in o], [x.cost for x in o], [x.vendor_ref for x in o], [x.replay for x in o],
+            [x.log_id for x in o],
+            [x.attempt for x in o],
+            [x.provider for x in o],
+            [x.outcome.value for x in o],
+            [x.error_code for x in o],
+            [x.error_message for x in o],
+            [a.fallback_reason for a in plan.attempts],
+            [x.latency_ms for x in o],
+            [x.cost for x in o],
+            [x.vendor_ref for x in o],
+            [x.replay for x in o],
             [x.finished_at for x in o],
         )
     if plan.receipts:
         r = plan.receipts
         await conn.execute(
-            INSERT_RECEIPTS_SQL, [x.log_id for x in r], [x.attempt for x in r], [x.provider for x in r],
+            INSERT_RECEIPTS_SQL,
+            [x.log_id for x in r],
+            [x.attempt for x in r],
+            [x.provider for x in r],
             [x.vendor_ref for x in r],
         )
+    if plan.reports:
+        p = plan.reports
+        await conn.execute(
+            INSERT_REPORTS_SQL,
+            [x.log_id for x in p],
+            [x.attempt for x in p],
+            [x.provider for x in p],
+            [x.vendor_ref for x in p],
+            [x.status.value for x in p],
+            [x.provider_status for x in p],
+            [x.error_code for x in p],
+            [x.occurred_at for x in p],
+        )
+    if plan.delivered_deltas:
+        ids = list(plan.delivered_deltas)
+        await conn.execute(UPDATE_DELIVERED_SQL, ids, [plan.delivered_deltas[i] for i in ids])
     if plan.campaign_deltas:
         ids = list(plan.campaign_deltas)
         d = [plan.campaign_deltas[i] for i in ids]
-        await conn.execute(UPDATE_CAMPAIGNS_SQL, ids, [x[0] for x in d], [x[1] for x in d], [x[2] for x in d],
-                           [x[3] for x in d])
+        await conn.execute(
+            UPDATE_CAMPAIGNS_SQL,
+            ids,
+            [x[0] for x in d],
+            [x[1] for x in d],
+            [x[2] for x in d],
+            [x[3] for x in d],
+        )
     if plan.dead_letters:
         dl = plan.dead_letters
         await conn.execute(
-            INSERT_OUTBOX_SQL, [x.log_id for x in dl], [x.attempt for x in dl],
+            INSERT_OUTBOX_SQL,
+            [x.log_id for x in dl],
+            [x.attempt for x in dl],
             [x.model_dump(mode="json") for x in dl],
         )

@@ -6,29 +6,37 @@ import orjson
 
 from services.sender.adapters import ProviderAdapter, SendRequest, SendResult
 from shared.errors import InvalidRecipient
-from shared.models import Channel, DispatchMessage, OutcomeClass, OutcomeMessage
+from shared.models import Channel, DispatchMessage, FallbackReason, OutcomeClass, OutcomeMessage
 from shared.recipients import normalise
 
 
-def refuse(message: DispatchMessage, code: str, text: str, outcome: OutcomeClass) -> OutcomeMessage:
+def refuse(
+    message: DispatchMessage,
+    code: str,
+    text: str,
+    outcome: OutcomeClass,
+    provider: str | None = None,
+    retry_after_s: float | None = None,
+) -> OutcomeMessage:
     return OutcomeMessage(
         log_id=message.log_id,
         attempt=message.attempt,
         recipient=message.recipient,
         channel=message.channel,
-        provider=message.provider,
+        provider=provider or message.provider,
         outcome=outcome,
         error_code=code,
         error_message=text,
+        retry_after_s=retry_after_s,
     )
 
 
-def precheck(message: DispatchMessage, chains: dict[str, list[str]], max_payload_bytes: int) -> (
-    OutcomeMessage | tuple[str, str]
-):
-    """Either a refusal (an outcome sent without calling anyone) or (provider, normalised recipient)."""
+def validate(message: DispatchMessage, max_payload_bytes: int) -> OutcomeMessage | str:
+    """Either a refusal (an outcome sent without calling anyone) or the normalised recipient."""
     if message.channel not in {c.value for c in Channel}:
-        return refuse(message, "UNKNOWN_CHANNEL", f"unknown channel {message.channel!r}", OutcomeClass.PERMANENT)
+        return refuse(
+            message, "UNKNOWN_CHANNEL", f"unknown channel {message.channel!r}", OutcomeClass.PERMANENT
+        )
     try:
         recipient = normalise(message.channel, message.recipient)
     except InvalidRecipient as exc:
@@ -36,18 +44,37 @@ def precheck(message: DispatchMessage, chains: dict[str, list[str]], max_payload
     size = len(orjson.dumps(message.payload))
     if size > max_payload_bytes:
         return refuse(
-            message, "PAYLOAD_TOO_LARGE", f"payload of {size} bytes exceeds {max_payload_bytes}",
+            message,
+            "PAYLOAD_TOO_LARGE",
+            f"payload of {size} bytes exceeds {max_payload_bytes}",
             OutcomeClass.PERMANENT,
         )
+    return recipient
+
+
+def precheck(
+    message: DispatchMessage, chains: dict[str, list[str]], max_payload_bytes: int
+) -> OutcomeMessage | tuple[str, str]:
+    """Either a refusal or (provider, normalised recipient): the head of a fixed chain."""
+    checked = validate(message, max_payload_bytes)
+    if isinstance(checked, OutcomeMessage):
+        return checked
     chain = chains.get(message.channel) or []
     provider = message.provider or (chain[0] if chain else None)
     if provider is None:
-        return refuse(message, "NO_PROVIDER", f"no provider configured for {message.channel}",
-                      OutcomeClass.RECOVERABLE)
-    return provider, recipient
+        return refuse(
+            message, "NO_PROVIDER", f"no provider configured for {message.channel}", OutcomeClass.RECOVERABLE
+        )
+    return provider, checked
 
 
-def to_outcome(message: DispatchMessage, provider: str, result: SendResult) -> OutcomeMessage:
+def to_outcome(
+    message: DispatchMessage,
+    provider: str,
+    result: SendResult,
+    fallback_reason: FallbackReason | None = None,
+    default_cost: float = 0.0,
+) -> OutcomeMessage:
     return OutcomeMessage(
         log_id=message.log_id,
         attempt=message.attempt,
@@ -61,8 +88,9 @@ def to_outcome(message: DispatchMessage, provider: str, result: SendResult) -> O
         bounced=result.bounced,
         vendor_ref=result.vendor_ref,
         latency_ms=result.latency_ms,
-        cost=result.cost,
+        cost=result.cost or default_cost,
         replay=result.replay,
+        fallback_reason=fallback_reason,
     )
 
 

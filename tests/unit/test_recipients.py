@@ -191,7 +191,12 @@ def _visible(masked: str) -> int:
 
 @pytest.mark.parametrize(
     ("recipient", "masked"),
-    [("+447911123456", "+44*******456"), ("+1234567", "+1****67"), ("jane@example.com", "j***@example.com"), ("12345", "*****")],
+    [
+        ("+447911123456", "+44*******456"),
+        ("+1234567", "+1****67"),
+        ("jane@example.com", "j***@example.com"),
+        ("12345", "*****"),
+    ],
 )
 def test_mask_examples(recipient: str, masked: str) -> None:
     assert mask(recipient) == masked

@@ -180,7 +180,8 @@ def test_never_retries_past_max_attempts(
     if isinstance(decision, ScheduleRetry):
         assert attempt < max_attempts
         assert klass in (OutcomeClass.TRANSIENT, OutcomeClass.RECOVERABLE)
-        assert 0 <= decision.delay_s <= POLICY.cap_s
+        # capped, except that a provider's Retry-After is honoured in full (BackoffPolicy.retry_after_limit_s)
+        assert 0 <= decision.delay_s <= max(POLICY.cap_s, min(retry_after or 0, POLICY.retry_after_limit_s))
     else:
         assert not isinstance(decision, Ignore)
 

@@ -1,0 +1,40 @@
+"""What a submission to the mock provider came to, and the JSON answers every emulated API shares."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from services.mock_provider.behaviour import Answer, Verdict
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    response: dict[str, Any]  # {"id", "status", "cost", "replay"}
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    answer: Answer
+
+
+OUTAGE = Answer(Verdict.OUTAGE, 503, "PROVIDER_UNAVAILABLE", "provider is unavailable", 5.0)
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(data), status=status, content_type="application/json", headers=headers
+    )
+
+
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    return json_response({"error": {"code": code, "message": message}}, status, headers)
+
+
+def retry_after_header(answer: Answer) -> dict[str, str] | None:
+    return {"Retry-After": f"{answer.retry_after_s:g}"} if answer.retry_after_s is not None else None

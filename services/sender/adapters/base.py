@@ -1,0 +1,74 @@
+"""The adapter seam: one request in, one classified result out; every provider API behind it."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from shared.models import OutcomeClass
+
+
+@dataclass(frozen=True, slots=True)
+class SendRequest:
+    provider: str
+    channel: str
+    recipient: str  # normalised (shared/recipients.py)
+    payload: dict[str, Any]
+    idempotency_key: str  # "<log id>-<attempt>": sent to every provider, echoed in its receipts
+    log_id: int
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    outcome: OutcomeClass
+    latency_ms: float
+    vendor_ref: str | None = None
+    cost: float = 0.0
+    replay: bool = False
+    error_code: str | None = None
+    error_message: str | None = None
+    retry_after_s: float | None = None
+    bounced: bool = False
+
+
+class ProviderAdapter(Protocol):
+    async def send(self, request: SendRequest) -> SendResult: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorClass:
+    """One row of a provider's error table: our class and our code for its code."""
+
+    outcome: OutcomeClass
+    code: str
+    bounced: bool = False
+
+
+@dataclass
+class Stopwatch:
+    started: float = field(default_factory=time.perf_counter)
+
+    def ms(self) -> float:
+        return (time.perf_counter() - self.started) * 1000
+
+
+def failure(
+    row: ErrorClass, latency_ms: float, message: str, retry_after_s: float | None = None
+) -> SendResult:
+    return SendResult(
+        outcome=row.outcome,
+        latency_ms=latency_ms,
+        error_code=row.code,
+        error_message=message[:500],
+        retry_after_s=retry_after_s,
+        bounced=row.bounced,
+    )
+
+
+def setting(settings: Any, key: str, default: Any = None) -> Any:
+    value = settings.get(key, default) if hasattr(settings, "get") else default
+    return default if value in (None, "") else value

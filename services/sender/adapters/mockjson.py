@@ -1,0 +1,80 @@
+"""The mock provider's generic JSON API (``POST {base}/{provider}/{channel}``): the default while no
+routing is configured in PostgreSQL (``Settings.provider_chains``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from services.sender.adapters.base import SendRequest, SendResult, Stopwatch
+from services.sender.adapters.transport import HttpRequest, HttpTransport, TransportError
+from shared.classification import BOUNCE_CODES, classify_http, default_code, parse_retry_after
+from shared.models import OutcomeClass
+
+
+def _number(value: Any) -> float:
+    try:
+        number = float(value or 0.0)
+    except (TypeError, ValueError):
+        return 0.0
+    return number if number == number and number >= 0 and number != float("inf") else 0.0
+
+
+def result_from_http(status: int, body: bytes, retry_after: str | None, latency_ms: float) -> SendResult:
+    """Map a provider's HTTP answer onto a :class:`SendResult` (pure, unit-tested)."""
+    data: dict[str, Any] = {}
+    try:
+        parsed = orjson.loads(body) if body else {}
+        if isinstance(parsed, dict):
+            data = parsed
+    except orjson.JSONDecodeError:
+        pass
+    raw_error = data.get("error")
+    error: dict[str, Any] = raw_error if isinstance(raw_error, dict) else {}
+    code = error.get("code") if isinstance(error.get("code"), str) else None
+    outcome = classify_http(status, code if status >= 300 else None)
+    if outcome == OutcomeClass.SUCCESS:
+        return SendResult(
+            outcome=outcome,
+            latency_ms=latency_ms,
+            vendor_ref=str(data.get("id")) if data.get("id") is not None else None,
+            cost=_number(data.get("cost")),
+            replay=bool(data.get("replay", False)),
+        )
+    code = code or default_code(status)
+    text = error.get("message")
+    message = text if isinstance(text, str) else f"HTTP {status}"
+    return SendResult(
+        outcome=outcome,
+        latency_ms=latency_ms,
+        error_code=code,
+        error_message=message[:500],
+        retry_after_s=parse_retry_after(retry_after),
+        bounced=code in BOUNCE_CODES,
+    )
+
+
+class MockJsonAdapter:
+    def __init__(self, base_url: str, transport: HttpTransport) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.transport = transport
+
+    async def send(self, request: SendRequest) -> SendResult:
+        body = orjson.dumps({"to": request.recipient, "payload": request.payload})
+        headers = {"Content-Type": "application/json", "Idempotency-Key": request.idempotency_key}
+        watch = Stopwatch()
+        try:
+            response = await self.transport.request(
+                HttpRequest("POST", f"{self.base_url}/{request.provider}/{request.channel}", headers, body)
+            )
+        except TransportError as exc:
+            return SendResult(
+                OutcomeClass.TRANSIENT, watch.ms(), error_code=exc.code, error_message=exc.message
+            )
+        return result_from_http(
+            response.status, response.content, response.headers.get("retry-after"), watch.ms()
+        )
+
+    async def close(self) -> None:
+        await self.transport.close()

@@ -1,0 +1,139 @@
+"""Every provider's circuit breaker in one sender replica, its gauge, and its share of the broadcast.
+
+State changes go out on the ``circuit-events`` fanout exchange; each replica reads them from its
+own exclusive queue and adopts them (shared/circuit.py decides how), so a provider that fails for
+one replica is avoided by all of them within milliseconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict
+from typing import Any
+
+import orjson
+
+from services.sender.metrics import CIRCUIT_STATE, CIRCUIT_TRANSITIONS
+from shared.circuit import Admission, CircuitBreaker, CircuitEvent, CircuitPolicy, CircuitState
+from shared.logs import get_logger
+from shared.models import OutcomeClass
+
+log = get_logger("sender.circuits")
+
+# What counts against a provider's circuit: answers that say the provider itself is unwell or out of
+# reach (every recoverable error: unavailable, our account refused ...), and transport failures. A
+# provider that answers with an error for this message (a 500 for one request, a 429, a soft bounce)
+# is working: the message is retried with backoff, and the circuit stays as it is.
+UNHEALTHY_TRANSIENT_CODES = frozenset({"TIMEOUT", "CONNECTION_ERROR", "SERVER_BUSY", "QUEUE_OVERFLOW"})
+
+Publish = Callable[[CircuitEvent], Awaitable[None]]
+
+
+def is_failure(outcome: OutcomeClass, error_code: str | None) -> bool:
+    if outcome == OutcomeClass.RECOVERABLE:
+        return True
+    return outcome == OutcomeClass.TRANSIENT and error_code in UNHEALTHY_TRANSIENT_CODES
+
+
+def encode_event(event: CircuitEvent) -> bytes:
+    return orjson.dumps({**asdict(event), "state": int(event.state)})
+
+
+def decode_event(body: bytes) -> CircuitEvent:
+    """Raises ValueError (or KeyError/TypeError) on anything that is not a circuit event."""
+    data: Any = orjson.loads(body)
+    return CircuitEvent(
+        provider=str(data["provider"]),
+        state=CircuitState(int(data["state"])),
+        origin=str(data["origin"]),
+        owner=str(data["owner"]),
+        open_until=float(data["open_until"]),
+        at=float(data["at"]),
+    )
+
+
+class CircuitBoard:
+    def __init__(
+        self,
+        policy: CircuitPolicy,
+        replica: str,
+        publish: Publish | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.policy = policy
+        self.replica = replica
+        self.publish = publish
+        self.clock = clock
+        self._breakers: dict[str, CircuitBreaker] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def breaker(self, provider: str) -> CircuitBreaker:
+        breaker = self._breakers.get(provider)
+        if breaker is None:
+            breaker = self._breakers[provider] = CircuitBreaker(provider, self.policy, self.replica)
+            CIRCUIT_STATE.labels(provider=provider).set(0)
+        return breaker
+
+    def state(self, provider: str) -> CircuitState:
+        return self.breaker(provider).state(self.clock())
+
+    def would_admit(self, provider: str) -> bool:
+        return self.breaker(provider).would_admit(self.clock())
+
+    def admit(self, provider: str) -> tuple[Admission, int | None]:
+        admission, probe, event = self.breaker(provider).admit(self.clock())
+        if event is not None:
+            self._changed(event, "local")
+        return admission, probe
+
+    def record(self, provider: str, failed: bool, probe: int | None, key: str | None = None) -> None:
+        event = self.breaker(provider).record(failed, self.clock(), probe, key)
+        if event is not None:
+            self._changed(event, "local")
+
+    def apply(self, event: CircuitEvent) -> None:
+        if self.breaker(event.provider).apply(event, self.clock()):
+            CIRCUIT_TRANSITIONS.labels(
+                provider=event.provider, state=event.state.name.lower(), source="peer"
+            ).inc()
+            log.info("circuit_adopted", provider=event.provider, state=event.state.name, origin=event.origin)
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Bring the gauge up to date (OPEN turns HALF_OPEN by the clock alone)."""
+        now = self.clock()
+        for provider, breaker in self._breakers.items():
+            CIRCUIT_STATE.labels(provider=provider).set(int(breaker.state(now)))
+
+    def snapshot(self) -> dict[str, str]:
+        now = self.clock()
+        return {p: b.state(now).name for p, b in self._breakers.items()}
+
+    def _changed(self, event: CircuitEvent, source: str) -> None:
+        CIRCUIT_TRANSITIONS.labels(
+            provider=event.provider, state=event.state.name.lower(), source=source
+        ).inc()
+        log.warning(
+            "circuit_changed",
+            provider=event.provider,
+            state=event.state.name,
+            open_until=round(event.open_until, 3),
+        )
+        self.refresh()
+        if self.publish is not None:
+            task = asyncio.get_running_loop().create_task(self._broadcast(event))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _broadcast(self, event: CircuitEvent) -> None:
+        assert self.publish is not None
+        try:
+            await self.publish(event)
+        except Exception as exc:  # the others find out by their own calls
+            log.warning("circuit_broadcast_failed", provider=event.provider, error=repr(exc))
+
+    async def close(self) -> None:
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=2)

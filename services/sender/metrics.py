@@ -1,0 +1,28 @@
+"""The sender's own metrics (the pipeline's are in shared/metrics.py); documented in docs/metrics.md."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge
+
+CIRCUIT_STATE = Gauge(
+    "switchboard_circuit_state", "Circuit breaker per provider: 0 closed, 1 half-open, 2 open", ["provider"]
+)
+CIRCUIT_TRANSITIONS = Counter(
+    "switchboard_circuit_transitions_total",
+    "Circuit breaker state changes seen by this replica (source: local or peer)",
+    ["provider", "state", "source"],
+)
+FALLBACKS = Counter(
+    "switchboard_fallbacks_total",
+    "Attempts sent to other than the first provider in line",
+    ["channel", "reason"],
+)
+LOCAL_REFUSALS = Counter(
+    "switchboard_local_refusals_total",
+    "Attempts no provider was called for (every one open or saturated)",
+    ["code"],
+)
+STALE_TOKENS = Counter(
+    "switchboard_rate_limit_stale_tokens_total",
+    "Rate-limit tokens dropped because the sender could not use them within their lease",
+)

@@ -1,0 +1,184 @@
+"""One attempt of one message: pick a provider by strategy, skip the unhealthy or saturated ones,
+call it, and say why it was not the first in line (the fallback reason).
+
+Order of checks per candidate: circuit breaker (may it be called?), pacing and rate limit (is there
+room right now?), then the half-open probe slot. A first pass waits for nothing; if every provider
+was saturated, a second pass waits (up to ``rate_limit_max_wait_s``) for the first one with room.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import time
+from collections import defaultdict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from services.sender.adapters import AdapterPool, SendRequest
+from services.sender.bucket import Limit
+from services.sender.circuits import CircuitBoard, is_failure
+from services.sender.metrics import FALLBACKS, LOCAL_REFUSALS
+from services.sender.outcomes import refuse, to_outcome, validate
+from services.sender.pacing import PacingStore, identity, pace
+from services.sender.ratelimit import RateLimiter
+from shared.circuit import Admission
+from shared.models import DispatchMessage, FallbackReason, OutcomeClass, OutcomeMessage
+from shared.routing import Candidate, ProviderSpec, Route, RoutingConfig, candidates, rank
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    candidate: Candidate
+    spec: ProviderSpec
+    probe: int | None
+
+
+def limit_of(spec: ProviderSpec) -> Limit | None:
+    if spec.rate_per_s is None:
+        return None
+    return Limit(spec.rate_per_s, spec.burst or max(1, int(spec.rate_per_s)), spec.reserved_share)
+
+
+class Router:
+    def __init__(
+        self,
+        config: Callable[[], RoutingConfig],
+        success_rates: Callable[[], Mapping[str, float]],
+        circuits: CircuitBoard,
+        limiter: RateLimiter,
+        pacing: PacingStore,
+        adapters: AdapterPool,
+        *,
+        max_payload_bytes: int,
+        max_wait_s: float,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self.success_rates = success_rates
+        self.circuits = circuits
+        self.limiter = limiter
+        self.pacing = pacing
+        self.adapters = adapters
+        self.max_payload_bytes = max_payload_bytes
+        self.max_wait_s = max_wait_s
+        self.rng = rng or random.Random()
+        self._turns: dict[tuple[str, str], itertools.count[int]] = defaultdict(itertools.count)
+
+    async def attempt(self, message: DispatchMessage) -> OutcomeMessage:
+        checked = validate(message, self.max_payload_bytes)
+        if isinstance(checked, OutcomeMessage):
+            return checked
+        config = self.config()
+        routes = config.ordered(message.tenant, message.channel)
+        if not routes:
+            LOCAL_REFUSALS.labels(code="NO_PROVIDER").inc()
+            return refuse(
+                message,
+                "NO_PROVIDER",
+                f"no provider configured for {message.channel}",
+                OutcomeClass.RECOVERABLE,
+            )
+        policy = config.policy(message.channel)
+        rates = self.success_rates()
+        ranked = rank(
+            policy.strategy,
+            routes,
+            turn=next(self._turns[(message.tenant, message.channel)]),
+            rng=self.rng,
+            success_rates=rates,
+        )
+        preferred = message.provider if any(r.provider == message.provider for r in ranked) else None
+        order = candidates(ranked, policy, preferred=preferred, success_rates=rates)
+        head = preferred or ranked[0].provider
+        reasons: dict[str, FallbackReason] = {c.route.provider: c.demoted for c in order if c.demoted}
+        choice = await self._choose(message, config, order, reasons, wait_s=0.0)
+        if choice is None:
+            saturated = [
+                c for c in order if reasons.get(c.route.provider) == FallbackReason.RATE_LIMIT_EXCEEDED
+            ]
+            if saturated:
+                choice = await self._choose(message, config, saturated[:1], reasons, wait_s=self.max_wait_s)
+                if choice is None:
+                    LOCAL_REFUSALS.labels(code="RATE_LIMITED_LOCALLY").inc()
+                    return refuse(
+                        message,
+                        "RATE_LIMITED_LOCALLY",
+                        "every provider is at its rate limit",
+                        OutcomeClass.TRANSIENT,
+                        provider=head,
+                        retry_after_s=1.0,
+                    )
+            else:
+                LOCAL_REFUSALS.labels(code="ALL_PROVIDERS_UNAVAILABLE").inc()
+                return refuse(
+                    message,
+                    "ALL_PROVIDERS_UNAVAILABLE",
+                    "every provider's circuit is open",
+                    OutcomeClass.TRANSIENT,
+                    provider=head,
+                    retry_after_s=self._until_half_open(order),
+                )
+        provider = choice.candidate.route.provider
+        reason = None if provider == head else reasons.get(head)
+        if reason is not None:
+            FALLBACKS.labels(channel=message.channel, reason=reason.value).inc()
+        return await self._call(message, checked, choice, reason)
+
+    async def _choose(
+        self,
+        message: DispatchMessage,
+        config: RoutingConfig,
+        order: list[Candidate],
+        reasons: dict[str, FallbackReason],
+        wait_s: float,
+    ) -> Choice | None:
+        high = message.priority == 0
+        for candidate in order:
+            name = candidate.route.provider
+            spec = config.providers[name]
+            if not self.circuits.would_admit(name):
+                reasons.setdefault(name, FallbackReason.PROVIDER_UNAVAILABLE)
+                continue
+            deadline = time.monotonic() + wait_s
+            who = identity(message.payload, spec.settings, name)
+            if not await pace(
+                self.pacing, name, who, spec.pacing_gap_s, wait_s
+            ) or not await self.limiter.acquire(
+                name, limit_of(spec), high, max(deadline - time.monotonic(), 0.0)
+            ):
+                reasons[name] = FallbackReason.RATE_LIMIT_EXCEEDED
+                continue
+            admission, probe = self.circuits.admit(name)
+            if admission == Admission.DENIED:
+                reasons.setdefault(name, FallbackReason.PROVIDER_UNAVAILABLE)
+                continue
+            return Choice(candidate, spec, probe)
+        return None
+
+    async def _call(
+        self, message: DispatchMessage, recipient: str, choice: Choice, reason: FallbackReason | None
+    ) -> OutcomeMessage:
+        route: Route = choice.candidate.route
+        request = SendRequest(
+            route.provider,
+            message.channel,
+            recipient,
+            message.payload,
+            message.idempotency_key,
+            message.log_id,
+            message.attempt,
+        )
+        try:
+            result = await self.adapters.get(choice.spec).send(request)
+        except BaseException:
+            self.circuits.record(route.provider, True, choice.probe, key=recipient)
+            raise
+        failed = is_failure(result.outcome, result.error_code)
+        self.circuits.record(route.provider, failed, choice.probe, key=recipient)
+        return to_outcome(message, route.provider, result, reason, default_cost=route.cost)
+
+    def _until_half_open(self, order: list[Candidate]) -> float:
+        now = time.time()
+        waits = [self.circuits.breaker(c.route.provider).open_until() - now for c in order]
+        return max(min(waits, default=1.0), 0.5)
