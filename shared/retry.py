@@ -6,7 +6,7 @@ import random
 from dataclasses import dataclass
 from enum import StrEnum
 
-from shared.backoff import BackoffPolicy
+from shared.backoff import BackoffPolicy, exponential_ceiling, jittered_delay
 from shared.models import DeadLetterReason, OutcomeClass, OutcomeMessage, Status
 
 
@@ -55,22 +55,16 @@ class RetryPolicy:
         if attempt < 1:
             raise ValueError("attempt numbers start at 1")
         if self.mode == RetryMode.LINEAR:
-            top = self.initial_s * attempt
-        elif self.mode == RetryMode.CUSTOM:
-            top = self.delays[min(attempt, len(self.delays)) - 1]
-        else:
-            top = self.initial_s * 2 ** min(attempt - 1, 62)
-        return float(min(top, self.max_s))
+            return float(min(self.initial_s * attempt, self.max_s))
+        if self.mode == RetryMode.CUSTOM:
+            return float(min(self.delays[min(attempt, len(self.delays)) - 1], self.max_s))
+        return exponential_ceiling(self.initial_s, self.max_s, attempt)
 
     def delay(
         self, attempt: int, retry_after: float | None = None, rng: random.Random | None = None
     ) -> float:
         """Seconds before the next attempt; never shorter than a provider's Retry-After."""
-        top = self.ceiling(attempt)
-        chosen = top * (rng or random).uniform(1.0 - self.jitter, 1.0)
-        if retry_after is not None:
-            chosen = max(chosen, min(retry_after, self.retry_after_limit_s))
-        return chosen
+        return jittered_delay(self.ceiling(attempt), self.jitter, retry_after, self.retry_after_limit_s, rng)
 
     def attempts_allowed(self, log_max_attempts: int) -> int:
         if self.mode == RetryMode.NONE:

@@ -54,6 +54,7 @@ class Sender:
         self.serializer = RecipientSerializer()
         self.in_flight: set[asyncio.Task[None]] = set()
         self.consumers: list[tuple[object, str]] = []
+        self.queue_by_tag: dict[str, str] = {}
         self.channel: AbstractChannel | None = None
         self.responses: AbstractExchange | None = None
         self.circuit_events: AbstractExchange | None = None
@@ -99,6 +100,7 @@ class Sender:
             queue = await self.channel.get_queue(name, ensure=False)
             tag = await queue.consume(self.on_message)
             self.consumers.append((queue, tag))
+            self.queue_by_tag[tag] = name
             log.info("consuming", queue=name)
 
     async def on_message(self, message: AbstractIncomingMessage) -> None:
@@ -116,7 +118,8 @@ class Sender:
         try:
             dispatch = decode(DispatchMessage, message.body, self.settings.max_payload_bytes * 2)
         except MessageError as exc:
-            await reject_poison(message, exc, "sender", self.dlx)
+            queue = self.queue_by_tag.get(message.consumer_tag or "")
+            await reject_poison(message, exc, "sender", self.dlx, queue)
             return
         await self.serializer.run(dispatch.ordering_key, lambda: self.process(dispatch, message))
 

@@ -109,12 +109,6 @@ async def test_tail_is_registered_while_an_action_runs_and_removed_after() -> No
     assert len(serializer) == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ordering.RecipientSerializer.run resolves its own future in `finally` even when it is "
-    "cancelled while still waiting for its predecessor, so the next action of the recipient starts "
-    "while the first one is still running",
-)
 async def test_cancelled_waiter_does_not_let_the_next_action_overtake() -> None:
     serializer = RecipientSerializer()
     release = asyncio.Event()
