@@ -36,6 +36,16 @@ async def declare(channel: AbstractChannel, topology: Topology) -> None:
             await queue.bind(exchanges[queue_spec.bound_to], routing_key=queue_spec.binding_key)
 
 
+async def queue_has_consumer(connection: AbstractRobustConnection, queue: str) -> bool:
+    """Whether ``queue`` has a consumer now (a passive declare, on a short-lived channel)."""
+    channel = await connection.channel()
+    try:
+        declared = await channel.declare_queue(queue, passive=True)
+        return bool(declared.declaration_result.consumer_count)
+    finally:
+        await channel.close()
+
+
 def make_message(
     body: bytes,
     *,
@@ -67,11 +77,27 @@ async def publish_confirmed(
 
     async def one(message: aio_pika.Message, key: str) -> None:
         try:
-            confirmation = await exchange.publish(message, routing_key=key, mandatory=True, timeout=timeout)
+            confirmation = await exchange.publish(message, routing_key=key, mandatory=True, timeout=None)
         except DeliveryError as exc:  # a nack, or a return of an unroutable message
             raise PublishError(f"broker refused message {message.message_id}: {exc!r}") from exc
         if not isinstance(confirmation, Basic.Ack):
             raise PublishError(f"broker did not confirm message {message.message_id}: {confirmation!r}")
 
-    results = await asyncio.gather(*(one(m, k) for m, k in items), return_exceptions=True)
-    return [r if isinstance(r, BaseException) else None for r in results]
+    if not items:
+        return []
+    # One deadline for the whole window (a per-message timeout costs a wait_for task each).
+    tasks = [asyncio.ensure_future(one(m, k)) for m, k in items]
+    _, pending = await asyncio.wait(tasks, timeout=timeout)
+    for task in pending:
+        task.cancel()
+    if pending:
+        await asyncio.wait(pending)
+    results: list[BaseException | None] = []
+    for task in tasks:
+        if task in pending:
+            results.append(PublishError(f"no confirm within {timeout}s"))
+        elif task.cancelled():
+            results.append(PublishError("publish cancelled"))
+        else:
+            results.append(task.exception())
+    return results

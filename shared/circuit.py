@@ -7,6 +7,9 @@ HALF_OPEN --(probe succeeded)--> CLOSED;  --(probe failed)--> OPEN again
 Replicas share state through events (see services/sender/circuits.py): an OPEN event names its
 ``owner``, the replica that probes first when the breaker half-opens; the others keep it open for
 ``probe_grace_s`` longer and only probe themselves if no verdict arrived by then (the owner died).
+A HALF_OPEN event (a peer is probing) keeps the others waiting for that peer's verdict, at most
+``probe_timeout_s``; the verdict (its next event) ends the wait whether or not it is adopted, so a
+late notice cannot hold a replica's own, newer open period hostage.
 Times are wall-clock seconds (``time.time()``), so that an ``open_until`` means the same on every
 replica of one deployment.
 """
@@ -72,12 +75,15 @@ class CircuitBreaker:
         self._probe: int | None = None  # id of the probe in flight
         self._probe_started = 0.0
         self._probes = 0
+        self._peer_probe: tuple[str, float] | None = None  # (prober, until when we wait for its verdict)
 
     def state(self, now: float) -> CircuitState:
         if not self._open:
             return CircuitState.CLOSED
         if self._probe is not None and now - self._probe_started < self.policy.probe_timeout_s:
             return CircuitState.HALF_OPEN
+        if self._peer_probe is not None and now < self._peer_probe[1]:
+            return CircuitState.OPEN  # a peer is probing: its verdict comes first
         grace = 0.0 if self._owner == self.replica else self.policy.probe_grace_s
         return CircuitState.HALF_OPEN if now >= self._until + grace else CircuitState.OPEN
 
@@ -134,15 +140,16 @@ class CircuitBreaker:
             return False
         before = self.state(now)
         if event.state == CircuitState.CLOSED:
-            self._open, self._until, self._probe = False, 0.0, None
+            self._open, self._until, self._probe, self._peer_probe = False, 0.0, None, None
             self._outcomes.clear()
         elif event.state == CircuitState.OPEN:
+            if self._peer_probe is not None and self._peer_probe[0] == event.origin:
+                self._peer_probe = None  # the verdict of the probe we were waiting for
             if not self._open or (event.open_until, event.owner) >= (self._until, self._owner):
                 self._open, self._until, self._owner, self._probe = True, event.open_until, event.owner, None
         else:  # a peer is probing: wait for its verdict (or its probe timeout) before probing here
             self._open, self._probe = True, None
-            self._until = max(self._until, now + self.policy.probe_timeout_s)
-            self._owner = event.owner
+            self._peer_probe = (event.origin, now + self.policy.probe_timeout_s)
         return self.state(now) != before
 
     def _probe_in_flight(self, now: float) -> bool:
@@ -150,11 +157,12 @@ class CircuitBreaker:
 
     def _trip(self, now: float) -> CircuitEvent:
         self._open, self._until, self._owner, self._probe = True, now + self.policy.open_s, self.replica, None
+        self._peer_probe = None
         self._outcomes.clear()
         return self._event(CircuitState.OPEN, now)
 
     def _close(self, now: float) -> CircuitEvent:
-        self._open, self._until = False, 0.0
+        self._open, self._until, self._peer_probe = False, 0.0, None
         self._outcomes.clear()
         return self._event(CircuitState.CLOSED, now)
 

@@ -25,8 +25,22 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 
 
 async def create_pool(dsn: str, min_size: int = 1, max_size: int = 10, **kwargs: Any) -> asyncpg.Pool:
+    """A pool whose connections plan every prepared statement for its actual parameters.
+
+    PostgreSQL switches a prepared statement to a generic plan after five runs; for the claim
+    query that plan is chosen on statistics that a burst of inserts has made stale, and its
+    strict-ordering check then scans every open row per candidate (measured: 0.9-2.2 s for one
+    500-row claim instead of milliseconds). Custom plans cost a little planning each time.
+    """
+    server_settings = {"plan_cache_mode": "force_custom_plan", **kwargs.pop("server_settings", {})}
     pool = await asyncpg.create_pool(
-        dsn, min_size=min_size, max_size=max_size, init=_init_connection, command_timeout=60, **kwargs
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        init=_init_connection,
+        command_timeout=60,
+        server_settings=server_settings,
+        **kwargs,
     )
     assert pool is not None
     return pool

@@ -105,19 +105,33 @@ def run_service(name: str, main: ServiceMain) -> None:
 
 
 async def subscribe_shards(
-    subscribe: Callable[[list[int]], Awaitable[None]], settings: Settings, stop: asyncio.Event
+    subscribe: Callable[[list[int]], Awaitable[None]],
+    settings: Settings,
+    stop: asyncio.Event,
+    has_consumer: Callable[[int], Awaitable[bool]] | None = None,
 ) -> tuple[list[int], list[int]]:
-    """Subscribe to this replica's shards now and, with ``standby_all``, to the others after a delay.
+    """Subscribe to this replica's shards now and, with ``standby_all``, to the others as a standby.
 
-    Shard queues are single-active-consumer: whoever subscribes first is active and the rest wait
-    as standbys. Subscribing late to the other replicas' shards makes this one their standby, so a
-    crashed replica's shards move over at once. Returns (active, standby) shard lists.
+    Shard queues are single-active-consumer: whoever subscribes first is active and the rest wait.
+    Subscribing to another replica's shard only once that replica consumes it (``has_consumer``)
+    makes this one its standby, so a crashed replica's shards move over at once, without a slow
+    starter losing its own shards to a fast one. A shard still without a consumer after
+    ``standby_wait_s`` is taken over. Returns (preferred, standby) shard lists.
     """
     preferred = settings.shard_ids()
     await subscribe(preferred)
     others = [n for n in range(settings.shards) if n not in preferred] if settings.standby_all else []
-    if others:
-        if await sleep_or_stop(stop, settings.standby_delay_s):
-            return preferred, []
-        await subscribe(others)
+    if not others or await sleep_or_stop(stop, settings.standby_delay_s):
+        return preferred, []
+    waiting = list(others)
+    deadline = asyncio.get_running_loop().time() + settings.standby_wait_s
+    while waiting and has_consumer is not None and asyncio.get_running_loop().time() < deadline:
+        owned = [shard for shard in waiting if await has_consumer(shard)]
+        if owned:
+            await subscribe(owned)
+            waiting = [shard for shard in waiting if shard not in owned]
+        if waiting and await sleep_or_stop(stop, 0.5):
+            return preferred, [n for n in others if n not in waiting]
+    if waiting:
+        await subscribe(waiting)
     return preferred, others

@@ -33,6 +33,8 @@ class Settings(BaseSettings):
     # ...and, with standby_all, it subscribes to the rest after a delay as a single-active-consumer standby.
     standby_all: bool = True
     standby_delay_s: float = Field(2.0, ge=0)
+    # ...waiting up to this long for each of those shards' own replica to subscribe first.
+    standby_wait_s: float = Field(30.0, ge=0)
     delivery_limit: int = Field(10, ge=1)
     batch_size: int = Field(500, ge=1, le=10_000)
     prefetch: int = Field(200, ge=1, le=5_000)

@@ -71,6 +71,9 @@ def create_key(
     tenant: str = typer.Option(..., help="The tenant the key acts for."),
     name: str = typer.Option("", help="A label to recognise the key by."),
     rate_limit: float | None = typer.Option(None, help="Requests per second (default: the API's setting)."),
+    admin: bool = typer.Option(
+        False, "--admin", help="An operator key: may also change the global routing configuration."
+    ),
 ) -> None:
     """Create an API key and print it once (only its hash is stored)."""
     settings: ApiSettings = get_api_settings()
@@ -78,10 +81,11 @@ def create_key(
     digest = hash_key(new.key, settings.api_key_pepper.get_secret_value())
 
     async def insert(conn: asyncpg.Connection) -> None:
-        await store.insert_key(conn, tenant, new.key_id, digest, name, rate_limit)
+        await store.insert_key(conn, tenant, new.key_id, digest, name, rate_limit, admin)
 
     _run(insert)
-    console.print(f"[green]created key[/] {new.key_id} for tenant {tenant!r}; it is shown only once:")
+    role = "operator key" if admin else "key"
+    console.print(f"[green]created {role}[/] {new.key_id} for tenant {tenant!r}; it is shown only once:")
     print(new.key)
 
 
@@ -108,4 +112,5 @@ def list_keys(tenant: str | None = typer.Option(None, help="Only this tenant's k
 
     for row in _run(fetch):
         state = "revoked" if row["revoked_at"] else "active"
-        print(f"{row['key_id']}\t{row['tenant']}\t{state}\t{row['name']}")
+        role = "admin" if row["admin"] else "tenant"
+        print(f"{row['key_id']}\t{row['tenant']}\t{state}\t{role}\t{row['name']}")

@@ -17,11 +17,13 @@ from shared.settings import Settings
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is calling: every query is scoped to ``tenant``."""
+    """Who is calling: every query is scoped to ``tenant``; an ``admin`` (operator) key may also change
+    the global routing configuration."""
 
     tenant: str
     key_id: str
     rate_limit_per_s: float | None = None
+    admin: bool = False
 
 
 @dataclass
@@ -55,7 +57,7 @@ class ApiContext:
         pepper = self.settings.api_key_pepper.get_secret_value()
         if row is None or not verify_key(key, row.key_hash, pepper):
             raise Unauthorized("unknown or revoked API key")
-        return Principal(row.tenant, row.key_id, row.rate_limit_per_s)
+        return Principal(row.tenant, row.key_id, row.rate_limit_per_s, row.admin)
 
     async def _lookup(self, key_id: str) -> KeyRow | None:
         now = time.monotonic()

@@ -8,6 +8,7 @@ from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader
 
 from services.api.context import ApiContext, Principal
+from services.api.errors import Forbidden
 
 API_KEY_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False, description="A tenant's API key.")
 
@@ -31,5 +32,13 @@ async def limited(context: Context, principal: Annotated[Principal, Depends(auth
     return principal
 
 
+async def operator(principal: Annotated[Principal, Depends(limited)]) -> Principal:
+    """The caller, who must hold an operator (admin) key; 403 otherwise."""
+    if not principal.admin:
+        raise Forbidden("only an operator (admin) key may change the global routing configuration")
+    return principal
+
+
 Caller = Annotated[Principal, Depends(limited)]
+Operator = Annotated[Principal, Depends(operator)]
 Sender = Annotated[Principal, Depends(authenticated)]

@@ -3,6 +3,7 @@
 ApiError (4xx/5xx with a code and a clear message)
  ├── BadRequest (400)
  ├── Unauthorized (401)
+ ├── Forbidden (403)
  ├── NotFound (404)
  ├── Conflict (409)
  ├── PayloadTooLarge (413)
@@ -79,6 +80,13 @@ class Unauthorized(ApiError):
         super().__init__(message, headers={"WWW-Authenticate": 'ApiKey header="X-API-Key"'})
 
 
+class Forbidden(ApiError):
+    """A valid key that may not do this (a tenant key changing the global routing configuration)."""
+
+    status_code = 403
+    code = "forbidden"
+
+
 class NotFound(ApiError):
     """Nothing of that id for the caller's tenant."""
 
@@ -143,6 +151,11 @@ def _doc(description: str, headers: dict[str, Any] | None = None) -> dict[str, A
 
 _RETRY_AFTER = {
     "Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "string"}}
+}
+
+# Documented on the operations that only operator (admin) keys may call.
+FORBIDDEN_RESPONSES: dict[int | str, dict[str, Any]] = {
+    403: _doc("The key is not an operator (admin) key."),
 }
 
 # Documented on every operation, so clients (and schemathesis) know every answer the API may give.

@@ -86,4 +86,6 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(HTTPException, on_http)
     app.add_exception_handler(asyncpg.DataError, on_data_error)
     app.add_exception_handler(asyncpg.UniqueViolationError, on_unique)
+    # A check or foreign key the validation did not foresee (or a row deleted meanwhile): still a 4xx.
+    app.add_exception_handler(asyncpg.IntegrityConstraintViolationError, on_data_error)
     app.add_exception_handler(Exception, on_unexpected)

@@ -12,7 +12,7 @@ from services.responder.plan import WritePlan, plan_writes
 from services.responder.relay import relay_dead_letters
 from services.responder.store import lock_logs, write_plan
 from shared import metrics
-from shared.amqp import confirming_channel, connect, declare
+from shared.amqp import confirming_channel, connect, declare, queue_has_consumer
 from shared.backoff import BackoffPolicy
 from shared.db import create_pool
 from shared.errors import MessageError
@@ -57,6 +57,23 @@ DATABASE_UNAVAILABLE = (
     asyncpg.DeadlockDetectedError,
     asyncpg.SerializationError,
 )
+
+
+async def ack_batch(messages: list[AbstractIncomingMessage]) -> None:
+    """One ``multiple`` ack per channel, on the batch's highest delivery tag.
+
+    Safe because the inbox is filled in delivery order: every lower tag of that channel is in this
+    batch or was settled by an earlier one (poison messages are settled one by one before).
+    """
+    highest: dict[int, AbstractIncomingMessage] = {}
+    for message in messages:
+        if message.processed or message.delivery_tag is None:
+            continue
+        key = id(message.channel)
+        if key not in highest or message.delivery_tag > (highest[key].delivery_tag or 0):
+            highest[key] = message
+    for message in highest.values():
+        await message.ack(multiple=True)
 
 
 class Responder:
@@ -253,9 +270,7 @@ class Responder:
                 plans = await self.apply_batch(decoded, stop)
                 if plans is None:
                     return  # stopping: unacked messages go back to the queue when the channel closes
-                for message, _ in decoded:
-                    if not message.processed:
-                        await message.ack()
+                await ack_batch([message for message, _ in decoded])
                 metrics.MESSAGES_OUT.labels(stage="responder").inc(len(decoded))
                 for plan in plans:
                     self.report(plan)
@@ -294,7 +309,12 @@ async def main(settings: Settings, health: Health, stop: asyncio.Event) -> None:
     try:
         await retry_until_stopped("topology", responder.start, stop)
         run = asyncio.create_task(responder.run(stop))
-        active, standby = await subscribe_shards(responder.subscribe, settings, stop)
+        active, standby = await subscribe_shards(
+            responder.subscribe,
+            settings,
+            stop,
+            lambda n: queue_has_consumer(connection, shard_queue(RESPONSES_EXCHANGE, n)),
+        )
         log.info("responder_ready", shards=active, standby=standby)
         await run
         await responder.stop_consuming()

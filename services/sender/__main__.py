@@ -17,7 +17,14 @@ from services.sender.pacing import PostgresPacing
 from services.sender.ratelimit import PostgresBucketStore, RateLimiter
 from services.sender.router import Router
 from shared import metrics
-from shared.amqp import confirming_channel, connect, declare, make_message, publish_confirmed
+from shared.amqp import (
+    confirming_channel,
+    connect,
+    declare,
+    make_message,
+    publish_confirmed,
+    queue_has_consumer,
+)
 from shared.circuit import CircuitEvent, CircuitPolicy
 from shared.db import create_pool
 from shared.errors import MessageError, PublishError
@@ -271,7 +278,12 @@ async def main(settings: Settings, health: Health, stop: asyncio.Event) -> None:
             asyncio.create_task(t(stop))
             for t in (background.routing, background.reliability, background.gauges)
         ]
-        active, standby = await subscribe_shards(sender.subscribe, settings, stop)
+        active, standby = await subscribe_shards(
+            sender.subscribe,
+            settings,
+            stop,
+            lambda n: queue_has_consumer(connection, shard_queue(DISPATCH_EXCHANGE, n)),
+        )
         log.info(
             "sender_ready", replica=replica, shards=active, standby=standby, routing=cache.config.version
         )

@@ -35,7 +35,10 @@ async def api_key(environment: Environment) -> str:
     new = generate_key()
     conn = await asyncpg.connect(environment.database_url)
     try:
-        await insert_key(conn, "fuzz", new.key_id, hash_key(new.key, PEPPER), "schemathesis", None)
+        # An operator key, so that the routing configuration's writes are fuzzed too, not only refused.
+        await insert_key(
+            conn, "fuzz", new.key_id, hash_key(new.key, PEPPER), "schemathesis", None, admin=True
+        )
     finally:
         await conn.close()
     return new.key

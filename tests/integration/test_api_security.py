@@ -23,7 +23,11 @@ async def api(environment: Environment) -> AsyncIterator[Api]:
 
 async def test_one_tenant_cannot_read_or_change_another_tenants_data(api: Api, pool: asyncpg.Pool) -> None:
     acme, globex = await api.key("acme"), await api.key("globex")
-    # Given acme's message, template, contact list, campaign and route
+    ops = await api.key("ops", admin=True)
+    for n, provider in enumerate(("smsA", "smsB")):  # the operator's global routing: smsA, then smsB
+        await api.client.put(f"/v1/routing/providers/{provider}", json={"kind": "mock_json"}, headers=ops)
+        await api.client.put(f"/v1/routing/channels/sms/routes/{provider}", json={"priority": n}, headers=ops)
+    # Given acme's message, template, contact list, campaign and routing override
     message = (await api.client.post("/v1/messages", json=sms(), headers=acme)).json()["id"]
     template = (
         await api.client.post(
@@ -42,31 +46,40 @@ async def test_one_tenant_cannot_read_or_change_another_tenants_data(api: Api, p
             headers=acme,
         )
     ).json()["id"]
-    route = (
-        await api.client.post("/v1/routes", json={"channel": "sms", "provider": "mocksms"}, headers=acme)
-    ).json()["id"]
+    override = "/v1/routing/overrides/sms/smsB"
+    put = await api.client.put(override, json={"priority": -1}, headers=acme)
+    assert put.status_code == 201, put.text
     # When globex tries to read them
     reads = [
         f"/v1/messages/{message}",
         f"/v1/templates/{template}",
         f"/v1/contact-lists/{contacts}",
         f"/v1/campaigns/{campaign}",
-        f"/v1/routes/{route}",
+        override,
     ]
     # Then each is "not found" for globex
     for path in reads:
         assert (await api.client.get(path, headers=globex)).status_code == 404, path
     # ... its lists are empty
-    for path in ("/v1/messages", "/v1/campaigns", "/v1/routes", "/v1/templates", "/v1/contact-lists"):
+    lists = ("/v1/messages", "/v1/campaigns", "/v1/routing/overrides", "/v1/templates", "/v1/contact-lists")
+    for path in lists:
         assert (await api.client.get(path, headers=globex)).json()["items"] == [], path
     assert (await api.client.get("/v1/stats", headers=globex)).json()["groups"][0]["total"] == 0
+    # ... and its routing is the operator's, without acme's override
+    assert (await api.client.get("/v1/routing/channels/sms", headers=globex)).json()["chain"] == [
+        "smsA",
+        "smsB",
+    ]
+    assert (await api.client.get("/v1/routing/channels/sms", headers=acme)).json()["chain"] == [
+        "smsB",
+        "smsA",
+    ]
     # When globex tries to change them, or to use acme's template and list in a campaign
     changes = [
         api.client.post(f"/v1/messages/{message}/cancel", headers=globex),
         api.client.post(f"/v1/campaigns/{campaign}/pause", headers=globex),
         api.client.post(f"/v1/campaigns/{campaign}/cancel", headers=globex),
-        api.client.put(f"/v1/routes/{route}", json={"channel": "sms", "provider": "evil"}, headers=globex),
-        api.client.delete(f"/v1/routes/{route}", headers=globex),
+        api.client.delete(override, headers=globex),
         api.client.post(f"/v1/templates/{template}/preview", json={}, headers=globex),
     ]
     assert [r.status_code for r in await asyncio.gather(*changes)] == [404] * len(changes)
@@ -79,7 +92,26 @@ async def test_one_tenant_cannot_read_or_change_another_tenants_data(api: Api, p
     # Then acme's data is untouched
     assert await pool.fetchval("SELECT status FROM communication_logs WHERE id = $1", message) == "PENDING"
     assert await pool.fetchval("SELECT status FROM campaigns WHERE id = $1", campaign) == "RUNNING"
-    assert await pool.fetchval("SELECT provider FROM provider_routes WHERE id = $1", route) == "mocksms"
+    # When globex writes an override of the same provider, it is globex's own, and the global routing
+    # is not globex's to change
+    mine = await api.client.put(override, json={"active": False}, headers=globex)
+    assert mine.status_code == 201 and mine.json()["active"] is False
+    global_changes = [
+        api.client.put("/v1/routing/channels/sms/routes/smsB", json={"priority": -5}, headers=globex),
+        api.client.put("/v1/routing/channels/sms/policy", json={"strategy": "primary"}, headers=globex),
+        api.client.delete("/v1/routing/providers/smsA", headers=globex),
+    ]
+    assert [r.status_code for r in await asyncio.gather(*global_changes)] == [403] * len(global_changes)
+    # Then acme's override and the global routing are untouched
+    overrides = await pool.fetch(
+        "SELECT tenant, provider, priority, active FROM tenant_routes ORDER BY tenant"
+    )
+    assert [tuple(r) for r in overrides] == [("acme", "smsB", -1, True), ("globex", "smsB", 1, False)]
+    assert await pool.fetchval("SELECT priority FROM channel_routes WHERE provider = 'smsB'") == 1
+    assert (await api.client.get("/v1/routing/channels/sms", headers=acme)).json()["chain"] == [
+        "smsB",
+        "smsA",
+    ]
     assert await pool.fetchval("SELECT count(*) FROM campaigns WHERE tenant = 'globex'") == 0
 
 

@@ -34,12 +34,16 @@ class Api:
     settings: ApiSettings
     shared: Settings
 
-    async def key(self, tenant: str, rate_limit_per_s: float | None = None) -> dict[str, str]:
-        """A new key for ``tenant``, as the headers to send it with."""
+    async def key(
+        self, tenant: str, rate_limit_per_s: float | None = None, admin: bool = False
+    ) -> dict[str, str]:
+        """A new key for ``tenant`` (an operator key if ``admin``), as the headers to send it with."""
         new = generate_key()
         conn = await asyncpg.connect(self.shared.database_dsn())
         try:
-            await insert_key(conn, tenant, new.key_id, hash_key(new.key, PEPPER), "test", rate_limit_per_s)
+            await insert_key(
+                conn, tenant, new.key_id, hash_key(new.key, PEPPER), "test", rate_limit_per_s, admin
+            )
         finally:
             await conn.close()
         return {"X-API-Key": new.key}
