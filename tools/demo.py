@@ -1,5 +1,9 @@
 """``python -m tools.demo`` (``make demo``): every process, a 10 000-log campaign, live progress, a summary.
 
+A few seconds into the delivery the first sms provider goes down for a while (the mock provider's
+``POST /admin/outage``; ``--no-outage`` leaves it up): the live view shows the calls per provider and
+their circuit breakers, the summary where the traffic went and why (``delivery_attempts.fallback_reason``).
+
 Runs against the environment the settings point at (database and vhost ``switchboard`` by default, as
 ``make setup`` prepares them), so that an operator can watch it in the RabbitMQ management UI. Process
 logs go to ``var/demo/run-<time>/`` (``var/demo/latest`` points at the last run). Exit status: 0 when
@@ -11,23 +15,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
-import os
 import time
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Annotated, Any
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-import aio_pika
 import asyncpg
 import httpx
 import orjson
 import typer
-from aio_pika.abc import AbstractConnection
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.live import Live
 from rich.progress import (
     BarColumn,
@@ -41,8 +41,10 @@ from rich.table import Table
 
 from shared.db import create_pool, database_name
 from shared.management import Management
-from shared.topology import DEAD_LETTER_QUEUE, DISPATCH_EXCHANGE, RESPONSES_EXCHANGE, shard_queue
 from tools.demo_campaign import Campaign, build_campaign, create_campaign, insert_logs
+from tools.demo_env import DemoError, Routing, broker_view, demo_lock, dlq_depth, preflight, routing
+from tools.demo_outage import OutagePlan, OutageReport, Watchers, describe_plan, outage_report, outage_view
+from tools.demo_providers import ProviderRow, fallback_table, provider_rows, provider_table
 from tools.demo_report import Rate, Summary, exit_table, live_view, measure, snapshot, summary_table
 from tools.stack import ROOT, Environment, Stack, default_environment
 
@@ -50,10 +52,6 @@ DEFAULT_ROOT = ROOT / "var" / "demo"
 LEDGER_FILE = "provider-ledger.jsonl"
 # Stopped in this order: the producer first, the provider last.
 STOP_ORDER = ("poller", "sender", "responder", "mock_provider")
-
-
-class DemoError(Exception):
-    """The demo cannot start: the message says why and what to do."""
 
 
 class StartFailed(Exception):
@@ -72,6 +70,14 @@ class DemoOptions:
     backoff_cap_s: float = 5.0
     max_attempts: int = 5
     refresh_s: float = 0.5
+    # A simulated outage of one provider during the delivery (default: the first sms provider).
+    outage: bool = True
+    outage_provider: str | None = None
+    outage_seconds: float = 8.0
+    outage_after_s: float = 3.0
+    # Demo-friendly circuit breakers (service defaults 30 s and 5 s), so that recovery shows too.
+    circuit_open_s: float = 2.0
+    circuit_probe_grace_s: float = 1.0
     # True when nothing else writes to the vhost's dlq meanwhile (an isolated environment)
     exact_dlq: bool = False
 
@@ -82,6 +88,8 @@ class DemoOptions:
             "mock_latency_ms": str(self.provider_latency_ms),
             "mock_latency_jitter_ms": str(self.provider_latency_ms / 2),
             "mock_seed": str(self.seed),
+            "circuit_open_s": str(self.circuit_open_s),
+            "circuit_probe_grace_s": str(self.circuit_probe_grace_s),
         }
 
 
@@ -89,6 +97,8 @@ class DemoOptions:
 class DemoResult:
     run_dir: Path
     summary: Summary | None = None
+    providers: list[ProviderRow] = field(default_factory=list)
+    outage: OutageReport | None = None
     checks: dict[str, bool] = field(default_factory=dict)
     exit_codes: dict[str, int | None] = field(default_factory=dict)
     completed: bool = False
@@ -104,106 +114,6 @@ class DemoResult:
             and all(self.checks.values())
             and all(code == 0 for code in self.exit_codes.values())
         )
-
-
-@contextlib.contextmanager
-def demo_lock(root: Path) -> Iterator[None]:
-    """One demo at a time per checkout: an exclusive ``flock`` on ``<root>/demo.lock`` (freed if we die)."""
-    root.mkdir(parents=True, exist_ok=True)
-    path = root / "demo.lock"
-    handle: IO[str] = path.open("a+")
-    try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "?"
-            raise DemoError(
-                f"another demo is running (pid {holder}, lock {path}); stop it (Ctrl-C) first"
-            ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
-        yield
-    finally:
-        handle.close()
-
-
-async def preflight(environment: Environment, shards: int) -> int:
-    """Check the database and broker are prepared and nobody consumes the shards; returns the dlq depth."""
-    where = f"database {database_name(environment.database_url)!r}"
-    try:
-        conn = await asyncpg.connect(environment.database_url, timeout=10)
-    except asyncpg.InvalidCatalogNameError:
-        raise DemoError(f"{where} does not exist: run `make setup`") from None
-    except (OSError, asyncpg.PostgresError) as exc:
-        raise DemoError(f"cannot reach PostgreSQL ({exc}); is it running? `make services`") from None
-    try:
-        await conn.fetchval("SELECT count(*) FROM campaigns WHERE false")
-    except asyncpg.UndefinedTableError:
-        raise DemoError(f"{where} has no Switchboard schema: run `make setup`") from None
-    finally:
-        await conn.close()
-    try:
-        connection = await aio_pika.connect(environment.amqp_url, timeout=10)
-    except Exception as exc:
-        raise DemoError(
-            f"cannot reach RabbitMQ vhost {environment.vhost!r} ({exc!r}); run `make setup`"
-        ) from None
-    try:
-        names = [shard_queue(e, n) for e in (DISPATCH_EXCHANGE, RESPONSES_EXCHANGE) for n in range(shards)]
-        counts = await queue_counts(connection, [*names, DEAD_LETTER_QUEUE])
-    finally:
-        await connection.close()
-    busy = {name: consumers for name, (_, consumers) in counts.items() if consumers and name in names}
-    if busy:
-        raise DemoError(
-            f"vhost {environment.vhost!r} already has consumers on {', '.join(sorted(busy))}: another demo "
-            "or other Switchboard processes run against it; stop them first"
-        )
-    return counts[DEAD_LETTER_QUEUE][0]
-
-
-async def queue_counts(connection: AbstractConnection, names: list[str]) -> dict[str, tuple[int, int]]:
-    """Exact (messages ready, consumers) per queue, by passive declaration."""
-    result: dict[str, tuple[int, int]] = {}
-    for name in names:
-        channel = await connection.channel()
-        try:
-            queue = await channel.declare_queue(name, passive=True)
-        except Exception:
-            raise DemoError(f"queue {name!r} does not exist: run `make setup`") from None
-        declared = queue.declaration_result
-        result[name] = (declared.message_count or 0, declared.consumer_count or 0)
-        await channel.close()
-    return result
-
-
-async def dlq_depth(environment: Environment) -> int:
-    connection = await aio_pika.connect(environment.amqp_url, timeout=10)
-    try:
-        return (await queue_counts(connection, [DEAD_LETTER_QUEUE]))[DEAD_LETTER_QUEUE][0]
-    finally:
-        await connection.close()
-
-
-async def broker_view(management: Management, vhost: str) -> tuple[int | None, dict[str, int]]:
-    """What the management UI shows: the dlq depth and the messages queued per exchange's shards."""
-    try:
-        queues = await management.queues(vhost)
-    except httpx.HTTPError:
-        return None, {}
-    backlog: dict[str, int] = {}
-    dlq = None
-    for queue in queues:
-        name, messages = queue["name"], int(queue.get("messages") or 0)
-        if name == DEAD_LETTER_QUEUE:
-            dlq = messages
-        else:
-            prefix = name.split(".")[0]
-            backlog[prefix] = backlog.get(prefix, 0) + messages
-    return dlq, backlog
 
 
 def build_stack(environment: Environment, run_dir: Path, options: DemoOptions) -> Stack:
@@ -234,7 +144,12 @@ def stop_in_order(stack: Stack) -> dict[str, int | None]:
 
 
 def describe(
-    console: Console, environment: Environment, stack: Stack, options: DemoOptions, run_dir: Path
+    console: Console,
+    environment: Environment,
+    stack: Stack,
+    options: DemoOptions,
+    run_dir: Path,
+    outage: OutagePlan | None,
 ) -> None:
     db = urlsplit(environment.database_url)
     ui = environment.settings.rabbitmq_management_url.rstrip("/")
@@ -248,6 +163,7 @@ def describe(
     )
     console.print(f"  watch    management UI {ui}/#/queues (select vhost {environment.vhost!r})")
     console.print(f"  logs     {_relative(run_dir)}/<process>.log (JSON lines)")
+    console.print(f"  outage   {describe_plan(outage) if outage else 'none (--no-outage)'}")
     table = Table(show_header=True, box=None, pad_edge=False)
     for column in ("process", "pid", "endpoint"):
         table.add_column(column, style="dim" if column == "pid" else None)
@@ -303,19 +219,27 @@ async def watch(
     live: Live,
     dlq_baseline: int,
     result: DemoResult,
+    watchers: Watchers,
 ) -> None:
-    """Refresh the live view until the campaign is done, a process dies or the time runs out."""
+    """Refresh the live view until the campaign is done, a process dies or the time runs out; take the
+    provider down when the outage is due."""
     deliver = progress.add_task("deliver", total=options.count)
     rate = Rate()
     deadline = time.monotonic() + options.timeout_s
     dlq: int | None = None
     backlog: dict[str, int] = {}
     broker_due = 0.0
-    async with Management(stack.environment.settings) as management:
+    watchers.started = time.monotonic()
+    async with Management(stack.environment.settings) as management, httpx.AsyncClient(timeout=5) as client:
         while True:
+            if watchers.outage is not None:
+                await watchers.outage.tick(
+                    client, stack.url("mock_provider"), time.monotonic() - watchers.started
+                )
             snap = await snapshot(pool, campaign_id)
             if time.monotonic() >= broker_due:  # the management API is not free for the broker: 1/s
                 dlq, backlog = await broker_view(management, stack.environment.vhost)
+                await watchers.providers.refresh(client)
                 broker_due = time.monotonic() + 1.0
             progress.update(deliver, completed=snap.terminal)
             up = sum(p.alive() for p in stack.processes.values())
@@ -329,6 +253,7 @@ async def watch(
                     backlog,
                     up,
                     len(stack.processes),
+                    watchers.lines(),
                 )
             )
             if inserting.done():
@@ -353,6 +278,13 @@ async def run_demo(
     result = DemoResult(run_dir)
     with demo_lock(root):
         dlq_baseline = await preflight(environment, environment.settings.shards)
+        plan = await routing(
+            environment,
+            options.outage,
+            options.outage_provider,
+            options.outage_after_s,
+            options.outage_seconds,
+        )
         run_dir.mkdir(parents=True, exist_ok=True)
         latest = root / "latest"
         latest.unlink(missing_ok=True)
@@ -360,8 +292,8 @@ async def run_demo(
         stack = build_stack(environment, run_dir, options)
         try:
             async with running(stack, result, console):
-                describe(console, environment, stack, options, run_dir)
-                await drive(stack, options, dlq_baseline, result, console)
+                describe(console, environment, stack, options, run_dir, plan.outage)
+                await drive(stack, options, plan, dlq_baseline, result, console)
         except asyncio.CancelledError:
             result.interrupted = True
             task = asyncio.current_task()
@@ -380,6 +312,8 @@ async def run_demo(
                 "exit_codes": result.exit_codes,
                 "checks": result.checks,
                 "summary": result.summary.as_dict() if result.summary else None,
+                "providers": [asdict(row) for row in result.providers],
+                "outage": result.outage.as_dict() if result.outage else None,
             },
             option=orjson.OPT_INDENT_2,
         )
@@ -407,6 +341,7 @@ async def deliver(
     dlq_baseline: int,
     result: DemoResult,
     console: Console,
+    watchers: Watchers,
 ) -> None:
     """Insert the campaign's logs while the live view follows them until they are all terminal."""
     progress = progress_bars(console)
@@ -424,7 +359,16 @@ async def deliver(
             )
             try:
                 await watch(
-                    stack, pool, campaign_id, inserting, options, progress, live, dlq_baseline, result
+                    stack,
+                    pool,
+                    campaign_id,
+                    inserting,
+                    options,
+                    progress,
+                    live,
+                    dlq_baseline,
+                    result,
+                    watchers,
                 )
             finally:
                 if not inserting.done():
@@ -436,24 +380,40 @@ async def deliver(
 
 
 async def drive(
-    stack: Stack, options: DemoOptions, dlq_baseline: int, result: DemoResult, console: Console
+    stack: Stack,
+    options: DemoOptions,
+    plan: Routing,
+    dlq_baseline: int,
+    result: DemoResult,
+    console: Console,
 ) -> None:
-    """Create and deliver the campaign, then measure and print the summary."""
+    """Create and deliver the campaign (taking a provider down meanwhile), then measure and print the
+    summary."""
     campaign = build_campaign(options.count, options.seed)
     pool = await create_pool(stack.environment.database_url, max_size=3)
     try:
         campaign_id = await create_campaign(pool, campaign)
         mix = ", ".join(f"{c} {n:,}" for c, n in sorted(campaign.by_channel().items()))
         console.print(f"campaign [bold]{campaign_id}[/] {campaign.name!r}: {mix}")
-        await deliver(stack, pool, campaign, campaign_id, options, dlq_baseline, result, console)
+        watchers = Watchers.of(stack, plan.providers, plan.outage)
+        await deliver(stack, pool, campaign, campaign_id, options, dlq_baseline, result, console, watchers)
         if result.crashed:
             console.print(f"[bold red]process exited during the run: {', '.join(result.crashed)}[/]")
         if result.timed_out:
             console.print(f"[bold red]the campaign did not complete within {options.timeout_s:g} s[/]")
         depth = await dlq_depth(stack.environment)
-        result.summary = await measure(pool, campaign_id, depth, dlq_baseline, await ledger_stats(stack))
+        ledger = await ledger_stats(stack)
+        result.summary = await measure(pool, campaign_id, depth, dlq_baseline, ledger)
         result.checks = result.summary.checks(options.exact_dlq)
-        console.print(summary_table(result.summary, result.checks))
+        result.providers = await provider_rows(pool, campaign_id, plan.providers)
+        extra: list[RenderableType] = [provider_table(result.providers), fallback_table(result.providers)]
+        if watchers.outage is not None:
+            result.outage = await outage_report(
+                pool, campaign_id, watchers.outage, watchers.started, stack.url("mock_provider")
+            )
+            result.checks.update(result.outage.checks())
+            extra.append(outage_view(result.outage))
+        console.print(summary_table(result.summary, result.checks, extra))
         if options.keep_running and result.completed:
             console.print("processes keep running (metrics and UI above); [bold]Ctrl-C[/] stops them")
             await asyncio.Event().wait()
@@ -486,6 +446,16 @@ def main(
         int, typer.Option(min=1, max=100, help="Attempts before a log is dead-lettered.")
     ] = 5,
     log_dir: Annotated[Path, typer.Option(help="Where run directories and the lock file go.")] = DEFAULT_ROOT,
+    outage: Annotated[
+        bool, typer.Option(help="Take a provider down during the delivery (provider fallback).")
+    ] = True,
+    outage_provider: Annotated[
+        str | None, typer.Option(help="The provider to take down (default: the first sms provider).")
+    ] = None,
+    outage_seconds: Annotated[float, typer.Option(min=0.5, help="How long it stays down.")] = 8.0,
+    outage_after_s: Annotated[
+        float, typer.Option(min=0, help="When it goes down, in seconds after the delivery started.")
+    ] = 3.0,
 ) -> None:
     """Run every process, feed a realistic campaign, show live progress and a summary, stop cleanly."""
     console = Console()
@@ -499,6 +469,10 @@ def main(
         backoff_base_s=backoff_base_s,
         backoff_cap_s=backoff_cap_s,
         max_attempts=max_attempts,
+        outage=outage,
+        outage_provider=outage_provider,
+        outage_seconds=outage_seconds,
+        outage_after_s=outage_after_s,
     )
     try:
         result = asyncio.run(run_demo(options, default_environment(), log_dir.resolve(), console))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -279,7 +280,9 @@ def live_view(
     backlog: dict[str, int],
     processes_up: int,
     processes: int,
+    extra: Sequence[RenderableType] = (),
 ) -> RenderableType:
+    """Progress bars, counts per channel and status, the rates and queues; then ``extra`` lines."""
     parts: list[RenderableType] = [progress]
     if snap is not None and snap.per_channel:
         parts.append(channel_table(snap.per_channel))
@@ -294,11 +297,12 @@ def live_view(
             f"processes {processes_up}/{processes} up",
             style="green" if processes_up == processes else "bold red",
         )
-        parts += [first, second]
+        parts += [first, second, *extra]
     return Group(*parts)
 
 
-def summary_table(summary: Summary, checks: dict[str, bool]) -> Group:
+def summary_table(summary: Summary, checks: dict[str, bool], extra: Sequence[RenderableType] = ()) -> Group:
+    """The figures, the per-channel table, ``extra`` (providers, the outage), then the checks."""
     s = summary.statuses
     table = Table(title=f"Summary: campaign {summary.campaign_id}", title_justify="left", show_header=False)
     table.add_column("what", style="bold")
@@ -338,7 +342,7 @@ def summary_table(summary: Summary, checks: dict[str, bool]) -> Group:
     for name, ok in checks.items():
         check_lines.append("  ✓ " if ok else "  ✗ ", style="green" if ok else "bold red")
         check_lines.append(name + "\n")
-    return Group(table, per_channel, Text("Checks", style="bold"), check_lines)
+    return Group(table, per_channel, *extra, Text("Checks", style="bold"), check_lines)
 
 
 def exit_table(rows: list[tuple[str, int | None, int | None, str]]) -> Table:

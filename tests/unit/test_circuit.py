@@ -133,6 +133,41 @@ def test_peer_probe_keeps_others_waiting_and_its_verdict_is_adopted() -> None:
     assert b.state(30.6) == CircuitState.CLOSED and b.admit(30.6)[0] == Admission.ALLOWED
 
 
+def test_a_peers_failed_probe_opens_it_for_open_s_everywhere_not_for_the_probe_timeout() -> None:
+    # Given a short open period (shorter than the probe timeout), b waiting for a's probe
+    policy = CircuitPolicy(open_s=2, probe_grace_s=1, probe_timeout_s=15)
+    a, b = CircuitBreaker("mocksms", policy, "a"), CircuitBreaker("mocksms", policy, "b")
+    (opened,) = feed(a, "F" * 10)
+    b.apply(opened, 0)
+    _, probe, probing = a.admit(2)
+    assert probing is not None
+    b.apply(probing, 2)
+    # When the probe fails / Then b adopts the new open period, and half-opens after it (+ grace)
+    reopened = a.record(True, 2.1, probe)
+    assert reopened is not None
+    b.apply(reopened, 2.1)
+    assert b.open_until() == reopened.open_until == 4.1
+    assert b.state(4.5) == CircuitState.OPEN and b.state(5.2) == CircuitState.HALF_OPEN
+
+
+def test_a_late_probe_notice_and_its_stale_verdict_do_not_hold_a_newer_open_period() -> None:
+    # Given b opened it itself (owner, until 4.5), then hears late of a probe a made before that
+    policy = CircuitPolicy(open_s=2, probe_grace_s=1, probe_timeout_s=15)
+    a, b = CircuitBreaker("mocksms", policy, "a"), CircuitBreaker("mocksms", policy, "b")
+    (a_opened,) = feed(a, "F" * 10, now=0)
+    _, probe, a_probing = a.admit(2)
+    a_reopened = a.record(True, 2, probe)
+    feed(b, "F" * 10, now=2.5)
+    assert a_probing is not None and a_reopened is not None
+    b.apply(a_opened, 2.6)
+    b.apply(a_probing, 2.6)
+    assert b.state(4.6) == CircuitState.OPEN  # waiting for a's verdict
+    # When the verdict arrives (older than b's own period) / Then b probes when its own period ends
+    b.apply(a_reopened, 2.7)
+    assert b.open_until() == 4.5 > a_reopened.open_until
+    assert b.admit(4.6)[0] == Admission.PROBE
+
+
 def test_own_events_and_other_providers_events_are_ignored() -> None:
     a = breaker("a")
     (opened,) = feed(a, "F" * 10)
