@@ -15,7 +15,7 @@ import pytest
 from shared.management import Management
 from shared.settings import Settings
 from shared.setup import dev_password
-from shared.topology import ServiceRole, Topology, service_user
+from shared.topology import ROLE_TAGS, ServiceRole, Topology, service_user
 from tools.stack import ROOT, environment_settings
 
 OLD_SHARD_ARGUMENTS: dict[str, Any] = {
@@ -164,7 +164,7 @@ async def test_users_get_least_privilege_and_passwords_from_the_environment(vhos
     ):
         connection = await aio_pika.connect(f"amqp://{user}:{password}@{host}")
         await connection.close()
-    # ... and each has exactly the permissions of the topology, and no management rights
+    # ... and each has exactly the permissions of the topology, and management rights only as its role says
     expected = Topology(shards=2).permissions()
     async with Management(settings) as management:
         for role, permission in expected.items():
@@ -176,4 +176,4 @@ async def test_users_get_least_privilege_and_passwords_from_the_environment(vhos
                 permission.read,
             )
             record = await management.user(service_user(role, prefix))
-            assert record is not None and record["tags"] == []
+            assert record is not None and record["tags"] == ROLE_TAGS.get(role, [])
