@@ -5,14 +5,19 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 
+import asyncpg
+from aio_pika.abc import AbstractRobustConnection
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from shared.amqp import connect
+from shared.db import create_pool
 from shared.logs import configure_logging, get_logger
 from shared.metrics import READY
-from shared.resilience import sleep_or_stop
+from shared.resilience import retry_until_stopped, sleep_or_stop
 from shared.settings import Settings, get_settings
 
 ReadinessCheck = Callable[[], bool]
@@ -135,3 +140,29 @@ async def subscribe_shards(
     if waiting:
         await subscribe(waiting)
     return preferred, others
+
+
+@asynccontextmanager
+async def backends(
+    settings: Settings, name: str, stop: asyncio.Event, health: Health, pool_size: int
+) -> AsyncIterator[tuple[asyncpg.Pool, AbstractRobustConnection] | None]:
+    """A database pool and a broker connection, each retried until it works or ``stop`` is set
+    (then ``None``), registered as readiness checks and closed on the way out."""
+    pool = await retry_until_stopped(
+        "postgres", lambda: create_pool(settings.database_dsn(), max_size=pool_size), stop
+    )
+    if pool is None:
+        yield None
+        return
+    try:
+        connection = await retry_until_stopped("rabbitmq", lambda: connect(settings.amqp_url(), name), stop)
+        if connection is None:
+            yield None
+            return
+        health.add("rabbitmq", lambda: not connection.is_closed)
+        try:
+            yield pool, connection
+        finally:
+            await connection.close()
+    finally:
+        await pool.close()

@@ -11,12 +11,11 @@ from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnec
 from services.poller.claims import ClaimedLog, claim, expire_leases, reclaim_expired
 from services.poller.dispatch import publish_order, to_amqp, to_dispatch
 from shared import metrics
-from shared.amqp import confirming_channel, connect, declare, publish_confirmed
-from shared.db import create_pool
+from shared.amqp import confirming_channel, declare, publish_confirmed
 from shared.logs import get_logger
 from shared.models import utcnow
 from shared.resilience import Backoff, retry_until_stopped, sleep_or_stop
-from shared.runtime import Health, run_service
+from shared.runtime import Health, backends, run_service
 from shared.settings import Settings
 from shared.topology import DISPATCH_EXCHANGE, Topology, shard_queue
 
@@ -134,25 +133,15 @@ class Poller:
 
 
 async def main(settings: Settings, health: Health, stop: asyncio.Event) -> None:
-    pool = await retry_until_stopped(
-        "postgres", lambda: create_pool(settings.database_dsn(), max_size=4), stop
-    )
-    if pool is None:
-        return
-    connection = await retry_until_stopped("rabbitmq", lambda: connect(settings.amqp_url(), "poller"), stop)
-    if connection is None:
-        await pool.close()
-        return
-    health.add("rabbitmq", lambda: not connection.is_closed)
-    health.add("postgres", lambda: not pool.is_closing())
-    poller = Poller(settings, pool, connection)
-    try:
+    async with backends(settings, "poller", stop, health, pool_size=4) as opened:
+        if opened is None:
+            return
+        pool, connection = opened
+        health.add("postgres", lambda: not pool.is_closing())
+        poller = Poller(settings, pool, connection)
         await retry_until_stopped("topology", poller.open_channels, stop)
         log.info("poller_ready", ordering=settings.ordering.value, batch_size=settings.batch_size)
         await poller.run(stop)
-    finally:
-        await connection.close()
-        await pool.close()
 
 
 if __name__ == "__main__":

@@ -12,9 +12,8 @@ from services.responder.plan import WritePlan, plan_writes
 from services.responder.relay import relay_dead_letters
 from services.responder.store import lock_logs, write_plan
 from shared import metrics
-from shared.amqp import confirming_channel, connect, declare, queue_has_consumer
+from shared.amqp import confirming_channel, declare, queue_has_consumer
 from shared.backoff import BackoffPolicy
-from shared.db import create_pool
 from shared.errors import MessageError
 from shared.logs import get_logger
 from shared.models import OutcomeMessage, ReceiptMessage, decode
@@ -23,7 +22,7 @@ from shared.recipients import recipient_hash
 from shared.resilience import Backoff, retry_until_stopped, sleep_or_stop
 from shared.routing import RoutingConfig
 from shared.routing_store import RoutingCache
-from shared.runtime import Health, run_service, subscribe_shards
+from shared.runtime import Health, backends, run_service, subscribe_shards
 from shared.settings import Settings
 from shared.topology import (
     DEAD_LETTER_EXCHANGE,
@@ -292,21 +291,12 @@ class Responder:
 
 
 async def main(settings: Settings, health: Health, stop: asyncio.Event) -> None:
-    pool = await retry_until_stopped(
-        "postgres", lambda: create_pool(settings.database_dsn(), max_size=4), stop
-    )
-    if pool is None:
-        return
-    connection = await retry_until_stopped(
-        "rabbitmq", lambda: connect(settings.amqp_url(), "responder"), stop
-    )
-    if connection is None:
-        await pool.close()
-        return
-    responder = Responder(settings, pool, connection)
-    health.add("rabbitmq", lambda: not connection.is_closed)
-    health.add("postgres", lambda: responder.db_ok)
-    try:
+    async with backends(settings, "responder", stop, health, pool_size=4) as opened:
+        if opened is None:
+            return
+        pool, connection = opened
+        responder = Responder(settings, pool, connection)
+        health.add("postgres", lambda: responder.db_ok)
         await retry_until_stopped("topology", responder.start, stop)
         run = asyncio.create_task(responder.run(stop))
         active, standby = await subscribe_shards(
@@ -318,9 +308,6 @@ async def main(settings: Settings, health: Health, stop: asyncio.Event) -> None:
         log.info("responder_ready", shards=active, standby=standby)
         await run
         await responder.stop_consuming()
-    finally:
-        await connection.close()
-        await pool.close()
 
 
 if __name__ == "__main__":

@@ -19,14 +19,12 @@ from services.sender.router import Router
 from shared import metrics
 from shared.amqp import (
     confirming_channel,
-    connect,
     declare,
     make_message,
     publish_confirmed,
     queue_has_consumer,
 )
 from shared.circuit import CircuitEvent, CircuitPolicy
-from shared.db import create_pool
 from shared.errors import MessageError, PublishError
 from shared.logs import get_logger
 from shared.models import DispatchMessage, OutcomeMessage, decode, encode
@@ -35,7 +33,7 @@ from shared.recipients import recipient_hash, routing_key
 from shared.resilience import retry_until_stopped, sleep_or_stop
 from shared.routing import RoutingConfig
 from shared.routing_store import RoutingCache, load_success_rates
-from shared.runtime import Health, run_service, subscribe_shards
+from shared.runtime import Health, backends, run_service, subscribe_shards
 from shared.settings import Settings
 from shared.topology import (
     CIRCUIT_EVENTS_EXCHANGE,
@@ -241,15 +239,16 @@ def circuit_policy(settings: Settings) -> CircuitPolicy:
 
 
 async def main(settings: Settings, health: Health, stop: asyncio.Event) -> None:
-    pool = await retry_until_stopped(
-        "postgres", lambda: create_pool(settings.database_dsn(), max_size=8), stop
-    )
-    if pool is None:
-        return
-    connection = await retry_until_stopped("rabbitmq", lambda: connect(settings.amqp_url(), "sender"), stop)
-    if connection is None:
-        await pool.close()
-        return
+    async with backends(settings, "sender", stop, health, pool_size=8) as opened:
+        if opened is None:
+            return
+        pool, connection = opened
+        await serve(settings, stop, pool, connection)
+
+
+async def serve(
+    settings: Settings, stop: asyncio.Event, pool: asyncpg.Pool, connection: AbstractRobustConnection
+) -> None:
     replica = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     cache = RoutingCache(RoutingConfig.from_chains(settings.provider_chains), settings.routing_refresh_s)
     board = CircuitBoard(circuit_policy(settings), replica)
@@ -267,7 +266,6 @@ async def main(settings: Settings, health: Health, stop: asyncio.Event) -> None:
     )
     sender = Sender(settings, connection, router)
     board.publish = sender.broadcast
-    health.add("rabbitmq", lambda: not connection.is_closed)
     tasks: list[asyncio.Task[None]] = []
     try:
         await retry_until_stopped("routing", lambda: cache.refresh(pool), stop)
@@ -294,9 +292,7 @@ async def main(settings: Settings, health: Health, stop: asyncio.Event) -> None:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await board.close()
-        await connection.close()
         await adapters.close()
-        await pool.close()
 
 
 if __name__ == "__main__":
