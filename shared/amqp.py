@@ -85,6 +85,15 @@ async def publish_confirmed(
 
     if not items:
         return []
+    if len(items) == 1:  # the sender's case: no task, no waiter, just the deadline
+        try:
+            async with asyncio.timeout(timeout):
+                await one(*items[0])
+        except TimeoutError:
+            return [PublishError(f"no confirm within {timeout}s")]
+        except Exception as exc:
+            return [exc]
+        return [None]
     # One deadline for the whole window (a per-message timeout costs a wait_for task each).
     tasks = [asyncio.ensure_future(one(m, k)) for m, k in items]
     _, pending = await asyncio.wait(tasks, timeout=timeout)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import socket
 import uuid
 
 import asyncpg
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage, AbstractRobustConnection
+from prometheus_client import Counter, Histogram
 
 from services.sender.adapters import AdapterPool
 from services.sender.circuits import CircuitBoard, decode_event, encode_event
@@ -48,6 +50,19 @@ from shared.topology import (
 )
 
 log = get_logger("sender")
+
+
+SENDER_IN = metrics.MESSAGES_IN.labels(stage="sender")
+SENDER_OUT = metrics.MESSAGES_OUT.labels(stage="sender")
+
+
+@functools.lru_cache(maxsize=1024)
+def outcome_metrics(provider: str, outcome: str) -> tuple[Counter, Histogram]:
+    """The per-(provider, outcome) metric children, looked up once (labels() takes a lock each time)."""
+    return (
+        metrics.OUTCOMES.labels(provider=provider, outcome=outcome),
+        metrics.PROVIDER_LATENCY.labels(provider=provider, outcome=outcome),
+    )
 
 
 class Sender:
@@ -119,7 +134,7 @@ class Sender:
                 self.in_flight.discard(task)
 
     async def handle(self, message: AbstractIncomingMessage) -> None:
-        metrics.MESSAGES_IN.labels(stage="sender").inc()
+        SENDER_IN.inc()
         try:
             dispatch = decode(DispatchMessage, message.body, self.settings.max_payload_bytes * 2)
         except MessageError as exc:
@@ -132,10 +147,9 @@ class Sender:
         if self.stopping:
             return  # left unacked: the broker gives it back when this channel closes
         outcome = await self.router.attempt(dispatch)
-        metrics.OUTCOMES.labels(provider=outcome.provider or "none", outcome=outcome.outcome.value).inc()
-        metrics.PROVIDER_LATENCY.labels(
-            provider=outcome.provider or "none", outcome=outcome.outcome.value
-        ).observe(outcome.latency_ms / 1000)
+        counted, timed = outcome_metrics(outcome.provider or "none", outcome.outcome.value)
+        counted.inc()
+        timed.observe(outcome.latency_ms / 1000)
         log.info(
             "attempted",
             log_id=dispatch.log_id,
@@ -153,7 +167,7 @@ class Sender:
             await message.nack(requeue=True)
             return
         await message.ack()
-        metrics.MESSAGES_OUT.labels(stage="sender").inc()
+        SENDER_OUT.inc()
 
     async def publish_outcome(self, outcome: OutcomeMessage) -> bool:
         assert self.responses is not None
@@ -164,9 +178,10 @@ class Sender:
             message_type=MESSAGE_TYPE_OUTCOME,
         )
         for delay in (0.0, 0.5, 1.0, 2.0):
-            if delay and self.stopping:
-                break
-            await asyncio.sleep(delay)
+            if delay:
+                if self.stopping:
+                    break
+                await asyncio.sleep(delay)
             (error,) = await publish_confirmed(
                 self.responses, [(amqp_message, routing_key(outcome.recipient))]
             )
