@@ -243,6 +243,10 @@ async def test_invalid_input_gets_a_4xx_with_a_clear_message(api: Api) -> None:
     # ... unknown query parameters and ids that cannot exist are refused too
     typo = await api.client.get("/v1/messages", params={"stauts": "SENT"}, headers=headers)
     assert typo.status_code == 422 and "stauts" in typo.json()["error"]["message"]
+    twice = await api.client.get(
+        "/v1/messages", params=[("recipient", "+447911123456"), ("recipient", "+1")], headers=headers
+    )
+    assert twice.status_code == 422 and twice.json()["error"]["code"] == "repeated_parameter"
     huge = await api.client.get(f"/v1/messages/{2**64}", headers=headers)
     assert huge.status_code == 422
     assert (await api.client.get("/v1/messages/abc", headers=headers)).status_code == 404
