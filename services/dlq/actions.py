@@ -95,14 +95,14 @@ async def dlq_guard(settings: Settings) -> str | None:
     return None
 
 
-async def scan(
+async def _walk(
     connection: AbstractConnection,
     wanted: EntryFilter,
-    on_match: Callable[[Delivery], Awaitable[None] | None],
-    options: ScanOptions | None = None,
-    progress: Progress | None = None,
+    on_match: Callable[[DlqBrowser, Delivery], Awaitable[bool]],
+    options: ScanOptions | None,
+    progress: Progress | None,
 ) -> ScanReport:
-    """Read every message, hand the matching ones to ``on_match``, remove nothing."""
+    """Read every message once; ``on_match`` returns True when it removed the message, else it is kept."""
     options, progress, report, now = (
         options or ScanOptions(),
         progress or NoProgress(),
@@ -112,15 +112,33 @@ async def scan(
     async with DlqBrowser(connection, window=options.window, idle_s=options.idle_s) as browser:
         progress.start(browser.expected)
         async for delivery in browser.deliveries():
+            removed = False
             if wanted.matches(delivery.entry, now):
                 report.matched += 1
-                result = on_match(delivery)
-                if result is not None:
-                    await result
-            browser.keep(delivery)
+                removed = await on_match(browser, delivery)
+            if not removed:
+                browser.keep(delivery)
             progress.advance(1)
     report.absorb(browser)
     return report
+
+
+async def scan(
+    connection: AbstractConnection,
+    wanted: EntryFilter,
+    on_match: Callable[[Delivery], Awaitable[None] | None],
+    options: ScanOptions | None = None,
+    progress: Progress | None = None,
+) -> ScanReport:
+    """Read every message, hand the matching ones to ``on_match``, remove nothing."""
+
+    async def look(_: DlqBrowser, delivery: Delivery) -> bool:
+        result = on_match(delivery)
+        if result is not None:
+            await result
+        return False
+
+    return await _walk(connection, wanted, look, options, progress)
 
 
 async def requeue(
@@ -182,22 +200,11 @@ async def purge(
     progress: Progress | None = None,
 ) -> ScanReport:
     """Remove the matching messages (dead letters and poison alike); the logs are not touched."""
-    options, progress, report, now = (
-        options or ScanOptions(),
-        progress or NoProgress(),
-        ScanReport(),
-        utcnow(),
-    )
-    async with DlqBrowser(connection, window=options.window, idle_s=options.idle_s) as browser:
-        progress.start(browser.expected)
-        async for delivery in browser.deliveries():
-            if wanted.matches(delivery.entry, now):
-                report.matched += 1
-                if not dry_run:
-                    await browser.ack(delivery)
-                    progress.advance(1)
-                    continue
-            browser.keep(delivery)
-            progress.advance(1)
-    report.absorb(browser)
-    return report
+
+    async def remove(browser: DlqBrowser, delivery: Delivery) -> bool:
+        if dry_run:
+            return False
+        await browser.ack(delivery)
+        return True
+
+    return await _walk(connection, wanted, remove, options, progress)
