@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from shared.classification import classify_http, default_code
 from shared.models import OutcomeClass
 
 
@@ -46,6 +47,23 @@ class ErrorClass:
     outcome: OutcomeClass
     code: str
     bounced: bool = False
+
+
+def http_status_row(status: int) -> ErrorClass:
+    """The row for an HTTP answer that no provider code explains (shared.classification's table)."""
+    return ErrorClass(classify_http(status), default_code(status))
+
+
+def error_row(table: dict[int, ErrorClass], code: object, status: int) -> ErrorClass:
+    """A provider's numeric error code looked up in its table; unknown codes fall back to the HTTP
+    status, keeping the provider's code in ours (``SERVER_ERROR:1234``) for the operator."""
+    if isinstance(code, int):
+        row = table.get(code)
+        if row is not None:
+            return row
+        fallback = http_status_row(status)
+        return ErrorClass(fallback.outcome, f"{fallback.code}:{code}")
+    return http_status_row(status)
 
 
 @dataclass

@@ -11,7 +11,15 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlencode
 
-from services.sender.adapters.base import ErrorClass, SendRequest, SendResult, Stopwatch, failure, setting
+from services.sender.adapters.base import (
+    ErrorClass,
+    SendRequest,
+    SendResult,
+    Stopwatch,
+    error_row,
+    failure,
+    setting,
+)
 from services.sender.adapters.transport import (
     HttpRequest,
     HttpResponse,
@@ -19,7 +27,7 @@ from services.sender.adapters.transport import (
     TransportError,
     basic_auth,
 )
-from shared.classification import classify_http, default_code, parse_retry_after
+from shared.classification import parse_retry_after
 from shared.models import OutcomeClass
 
 P, T, R = OutcomeClass.PERMANENT, OutcomeClass.TRANSIENT, OutcomeClass.RECOVERABLE
@@ -82,11 +90,7 @@ def result_from_gateway(response: HttpResponse, latency_ms: float) -> SendResult
             replay=bool(body.get("replay", False)),
         )
     code = body.get("code")
-    row = SMS_ERRORS.get(code) if isinstance(code, int) else None
-    if row is None:
-        row = ErrorClass(classify_http(response.status), default_code(response.status))
-        if isinstance(code, int):
-            row = ErrorClass(row.outcome, f"{row.code}:{code}")
+    row = error_row(SMS_ERRORS, code, response.status)
     message = body.get("message") if isinstance(body.get("message"), str) else f"HTTP {response.status}"
     return failure(row, latency_ms, str(message), parse_retry_after(response.headers.get("retry-after")))
 

@@ -13,9 +13,17 @@ from typing import Any
 
 import orjson
 
-from services.sender.adapters.base import ErrorClass, SendRequest, SendResult, Stopwatch, failure, setting
+from services.sender.adapters.base import (
+    ErrorClass,
+    SendRequest,
+    SendResult,
+    Stopwatch,
+    failure,
+    http_status_row,
+    setting,
+)
 from services.sender.adapters.transport import HttpRequest, HttpResponse, HttpTransport, TransportError
-from shared.classification import classify_http, default_code, parse_retry_after
+from shared.classification import parse_retry_after
 from shared.models import OutcomeClass
 from shared.signatures import SWITCHBOARD_HEADER, sign_timestamped
 
@@ -35,7 +43,7 @@ def result_from_webhook(response: HttpResponse, latency_ms: float) -> SendResult
     elif 300 <= response.status < 400:
         row = ErrorClass(OutcomeClass.PERMANENT, "REDIRECT_REFUSED")
     else:
-        row = ErrorClass(classify_http(response.status), default_code(response.status))
+        row = http_status_row(response.status)
     text = response.content[:200].decode(errors="replace") or f"HTTP {response.status}"
     return failure(row, latency_ms, text, parse_retry_after(response.headers.get("retry-after")))
 

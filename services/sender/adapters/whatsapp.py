@@ -12,9 +12,17 @@ from typing import Any
 
 import orjson
 
-from services.sender.adapters.base import ErrorClass, SendRequest, SendResult, Stopwatch, failure, setting
+from services.sender.adapters.base import (
+    ErrorClass,
+    SendRequest,
+    SendResult,
+    Stopwatch,
+    error_row,
+    failure,
+    setting,
+)
 from services.sender.adapters.transport import HttpRequest, HttpResponse, HttpTransport, TransportError
-from shared.classification import classify_http, default_code, parse_retry_after
+from shared.classification import parse_retry_after
 from shared.models import OutcomeClass
 
 P, T, R = OutcomeClass.PERMANENT, OutcomeClass.TRANSIENT, OutcomeClass.RECOVERABLE
@@ -97,11 +105,7 @@ def result_from_graph(response: HttpResponse, latency_ms: float) -> SendResult:
     raw_error = body.get("error")
     error: dict[str, Any] = raw_error if isinstance(raw_error, dict) else {}
     code = error.get("code")
-    row = WHATSAPP_ERRORS.get(code) if isinstance(code, int) else None
-    if row is None:
-        row = ErrorClass(classify_http(response.status), default_code(response.status))
-        if isinstance(code, int):
-            row = ErrorClass(row.outcome, f"{row.code}:{code}")
+    row = error_row(WHATSAPP_ERRORS, code, response.status)
     message = error.get("message") if isinstance(error.get("message"), str) else f"HTTP {response.status}"
     return failure(row, latency_ms, str(message), parse_retry_after(response.headers.get("retry-after")))
 
