@@ -107,6 +107,7 @@ def notes(options: BenchOptions) -> list[str]:
         f"processes: {options.pollers} poller(s), {options.senders} sender(s), "
         f"{options.responders} responder(s), {options.shards} shards, log level {options.log_level}; "
         "the mock provider shares the same cores",
+        *(f"process setting: SWITCHBOARD_{k.upper()} = {v}" for k, v in options.settings.items()),
         *(f"bench database setting: {k} = {v}" for k, v in options.database_settings.items()),
     ]
 
@@ -216,6 +217,13 @@ def main(
     keep_environment: Annotated[
         bool, typer.Option(help="Keep the bench vhost and database to inspect them.")
     ] = False,
+    setting: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="NAME=VALUE given to every pipeline process as SWITCHBOARD_<NAME> (repeatable), e.g. "
+            "provider_batch_max=1 for one provider request per message."
+        ),
+    ] = None,
     database_setting: Annotated[
         list[str] | None,
         typer.Option(
@@ -227,6 +235,9 @@ def main(
     pairs = [item.partition("=") for item in database_setting or []]
     if any(not sep or not key for key, sep, _ in pairs):
         raise typer.BadParameter("--database-setting takes NAME=VALUE")
+    process_pairs = [item.partition("=") for item in setting or []]
+    if any(not sep or not key.strip() for key, sep, _ in process_pairs):
+        raise typer.BadParameter("--setting takes NAME=VALUE")
     options = BenchOptions(
         count=count,
         provider_latencies_ms=parse_list(provider_latency, float, allow_empty=True),
@@ -243,6 +254,7 @@ def main(
         profile_dir=profile,
         keep_environment=keep_environment,
         database_settings={key.strip(): value.strip() for key, _, value in pairs},
+        settings={key.strip().lower(): value.strip() for key, _, value in process_pairs},
     )
     if max(senders, responders) > shards:
         raise typer.BadParameter("--senders and --responders must each be at most --shards")

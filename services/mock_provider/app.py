@@ -12,7 +12,7 @@ import random
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,9 +33,45 @@ from services.mock_provider.results import (
 )
 
 MAX_BODY = 256 * 1024
+MAX_BATCH_BODY = 16 * 1024 * 1024
+MAX_BATCH_ITEMS = 1000
 CHANNELS = frozenset({"sms", "mms", "email", "whatsapp", "webhook"})
 COST = {"sms": 0.0075, "mms": 0.02, "email": 0.0004, "whatsapp": 0.005, "webhook": 0.0}
 MAX_CALLS = 200_000
+
+
+@dataclass(frozen=True, slots=True)
+class BatchItem:
+    recipient: str
+    key: str
+
+
+def parse_batch(body: object) -> list[BatchItem | str]:
+    """The bulk body's messages, each a :class:`BatchItem` or the reason it is unusable (that item
+    alone is refused); ValueError when the body as a whole is unusable."""
+    if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
+        raise ValueError("expected an object with a 'messages' list")
+    messages = body["messages"]
+    if not 1 <= len(messages) <= MAX_BATCH_ITEMS:
+        raise ValueError(f"'messages' must hold 1 to {MAX_BATCH_ITEMS} items, not {len(messages)}")
+    items: list[BatchItem | str] = []
+    for message in messages:
+        if not isinstance(message, dict):
+            items.append("a message must be an object")
+        elif not isinstance(message.get("to"), str) or not message["to"]:
+            items.append("'to' must be a non-empty string")
+        elif not isinstance(message.get("idempotency_key"), str) or not message["idempotency_key"]:
+            items.append("'idempotency_key' must be a non-empty string")
+        else:
+            items.append(BatchItem(message["to"], message["idempotency_key"]))
+    return items
+
+
+def batch_error(status: int, code: str, message: str, retry_after_s: float | None = None) -> dict[str, Any]:
+    result: dict[str, Any] = {"http_status": status, "error": {"code": code, "message": message}}
+    if retry_after_s is not None:
+        result["retry_after"] = retry_after_s
+    return result
 
 
 class MockProvider:
@@ -86,37 +122,99 @@ class MockProvider:
         arrived_at = datetime.now(UTC).isoformat()
         if key not in self.ledger.responses and key in self.in_progress:
             await asyncio.shield(self.in_progress[key])  # the same key in flight: answer from its result
+        early = self._answered(provider, channel, recipient, key, arrived_at)
+        if early is not None:
+            return early
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.in_progress[key] = future
+        try:
+            delay = self._delay_s()
+            if delay:
+                await asyncio.sleep(delay)
+            return self._decide(provider, channel, recipient, key, arrived_at, delivery, magic)
+        finally:
+            future.set_result(None)
+            self.in_progress.pop(key, None)
+
+    async def submit_batch(
+        self, provider: str, channel: str, items: list[BatchItem]
+    ) -> list[Accepted | Refused]:
+        """One bulk request: every item answered as :meth:`submit` would answer it alone, after one
+        provider latency for the whole batch (a bulk API's round trip), in the items' order."""
+        self.requests += 1
+        arrived_at = datetime.now(UTC).isoformat()
+        results: list[Accepted | Refused | None] = [None] * len(items)
+        mine: dict[str, asyncio.Future[None]] = {}
+        later: dict[int, None] = {}  # a key in flight elsewhere or repeated here: answered alone, after
+        for index, item in enumerate(items):
+            if item.key in mine or (item.key not in self.ledger.responses and item.key in self.in_progress):
+                later[index] = None
+                continue
+            results[index] = self._answered(provider, channel, item.recipient, item.key, arrived_at)
+            if results[index] is None:
+                mine[item.key] = self.in_progress[item.key] = asyncio.get_running_loop().create_future()
+        try:
+            delay = self._delay_s() if mine else 0.0
+            if delay:
+                await asyncio.sleep(delay)
+            for index, item in enumerate(items):
+                if results[index] is None and index not in later:
+                    delivery = Delivery("json", provider, channel, item.recipient, item.key)
+                    results[index] = self._decide(
+                        provider, channel, item.recipient, item.key, arrived_at, delivery, None
+                    )
+        finally:
+            for key, future in mine.items():
+                future.set_result(None)
+                self.in_progress.pop(key, None)
+        for index in later:
+            item = items[index]
+            delivery = Delivery("json", provider, channel, item.recipient, item.key)
+            results[index] = await self.submit(provider, channel, item.recipient, item.key, delivery)
+            self.requests -= 1  # part of this one request
+        return [r for r in results if r is not None]
+
+    def _delay_s(self) -> float:
+        return max(self.latency_ms + self.rng.uniform(-self.jitter_ms, self.jitter_ms), 0.0) / 1000
+
+    def _answered(
+        self, provider: str, channel: str, recipient: str, key: str, arrived_at: str
+    ) -> Accepted | Refused | None:
+        """The answer that needs no decision: a replay from the ledger, or an outage."""
         if key in self.ledger.responses:
             self._call(provider, channel, "replay")
             return Accepted(self._replay(key, provider, channel, recipient, arrived_at))
         if self.in_outage(provider, channel):
             self._call(provider, channel, "outage")
             return Refused(OUTAGE)
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.in_progress[key] = future
-        try:
-            delay = max(self.latency_ms + self.rng.uniform(-self.jitter_ms, self.jitter_ms), 0.0) / 1000
-            if delay:
-                await asyncio.sleep(delay)
-            answer = decide(self.mix, channel, magic or recipient, key)
-            if answer.verdict != Verdict.ACCEPT:
-                self._call(provider, channel, answer.code or "refused")
-                return Refused(answer)
-            ref = f"{provider}-{uuid.uuid4().hex[:16]}"
-            response: dict[str, Any] = {
-                "id": ref,
-                "status": "accepted",
-                "cost": COST.get(channel, 0.0),
-                "replay": False,
-            }
-            self._record(provider, channel, recipient, key, arrived_at, response)
-            self._call(provider, channel, "accepted")
-            if self.callbacks is not None and delivery is not None:
-                self.callbacks.schedule(replace(delivery, ref=ref))
-            return Accepted(response)
-        finally:
-            future.set_result(None)
-            self.in_progress.pop(key, None)
+        return None
+
+    def _decide(
+        self,
+        provider: str,
+        channel: str,
+        recipient: str,
+        key: str,
+        arrived_at: str,
+        delivery: Delivery | None,
+        magic: str | None,
+    ) -> Accepted | Refused:
+        answer = decide(self.mix, channel, magic or recipient, key)
+        if answer.verdict != Verdict.ACCEPT:
+            self._call(provider, channel, answer.code or "refused")
+            return Refused(answer)
+        ref = f"{provider}-{uuid.uuid4().hex[:16]}"
+        response: dict[str, Any] = {
+            "id": ref,
+            "status": "accepted",
+            "cost": COST.get(channel, 0.0),
+            "replay": False,
+        }
+        self._record(provider, channel, recipient, key, arrived_at, response)
+        self._call(provider, channel, "accepted")
+        if self.callbacks is not None and delivery is not None:
+            self.callbacks.schedule(replace(delivery, ref=ref))
+        return Accepted(response)
 
     def _record(
         self,
@@ -161,7 +259,10 @@ class MockProvider:
         if request.content_length is not None and request.content_length > MAX_BODY:
             return error_response(413, "PAYLOAD_TOO_LARGE", "request body too large")
         try:
-            body = orjson.loads(await request.read())
+            raw = await request.read()
+            if len(raw) > MAX_BODY:  # a chunked body has no Content-Length to refuse it by
+                return error_response(413, "PAYLOAD_TOO_LARGE", "request body too large")
+            body = orjson.loads(raw)
             recipient = body["to"]
             if not isinstance(recipient, str) or not recipient:
                 raise ValueError("'to' must be a non-empty string")
@@ -176,6 +277,40 @@ class MockProvider:
                 answer.status, answer.code or "ERROR", answer.message or "", retry_after_header(answer)
             )
         return json_response(result.response)
+
+    # ---- the generic JSON bulk API: POST /{provider}/{channel}/batch -------------------------------
+
+    async def send_batch(self, request: web.Request) -> web.Response:
+        """``{"messages": [{"to", "payload", "idempotency_key"}, ...]}`` -> ``{"results": [...]}``, one
+        result per message in order: ``{"http_status", ...the single API's JSON body}`` plus
+        ``retry_after`` (seconds) where the single API would send a Retry-After header."""
+        provider, channel = request.match_info["provider"], request.match_info["channel"]
+        if channel not in CHANNELS:
+            return error_response(404, "UNKNOWN_CHANNEL", f"no such channel: {channel}")
+        if request.content_length is not None and request.content_length > MAX_BATCH_BODY:
+            return error_response(413, "PAYLOAD_TOO_LARGE", "request body too large")
+        try:
+            items = parse_batch(orjson.loads(await request.read()))
+        except (orjson.JSONDecodeError, ValueError) as exc:
+            return error_response(400, "VALIDATION_ERROR", f"invalid request body: {exc}")
+        valid = [item for item in items if isinstance(item, BatchItem)]
+        answers = iter(await self.submit_batch(provider, channel, valid))
+        results: list[dict[str, Any]] = []
+        for item in items:
+            if isinstance(item, str):
+                results.append(batch_error(400, "VALIDATION_ERROR", item))
+                continue
+            result = next(answers)
+            if isinstance(result, Refused):
+                answer = result.answer
+                results.append(
+                    batch_error(
+                        answer.status, answer.code or "ERROR", answer.message or "", answer.retry_after_s
+                    )
+                )
+            else:
+                results.append({"http_status": 200, **result.response})
+        return json_response({"results": results})
 
     # ---- ledger and admin ---------------------------------------------------------------------------
 
@@ -247,7 +382,7 @@ class MockProvider:
 
 
 def build_app(provider: MockProvider) -> web.Application:
-    app = web.Application(client_max_size=MAX_BODY)
+    app = web.Application(client_max_size=MAX_BATCH_BODY)
     app.router.add_get("/ledger", provider.ledger_rows)
     app.router.add_get("/ledger/stats", provider.ledger_stats)
     app.router.add_delete("/ledger", provider.ledger_clear)
@@ -258,4 +393,5 @@ def build_app(provider: MockProvider) -> web.Application:
     app.router.add_get("/readyz", provider.healthz)
     add_api_routes(app, provider)
     app.router.add_post("/{provider}/{channel}", provider.send)
+    app.router.add_post("/{provider}/{channel}/batch", provider.send_batch)
     return app

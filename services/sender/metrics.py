@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
 
 CIRCUIT_STATE = Gauge(
     "switchboard_circuit_state", "Circuit breaker per provider: 0 closed, 1 half-open, 2 open", ["provider"]
@@ -25,4 +25,10 @@ LOCAL_REFUSALS = Counter(
 STALE_TOKENS = Counter(
     "switchboard_rate_limit_stale_tokens_total",
     "Rate-limit tokens dropped because the sender could not use them within their lease",
+)
+PROVIDER_BATCH_SIZE = Histogram(
+    "switchboard_provider_batch_size",
+    "Messages per provider request (bulk APIs; 1 for single sends)",
+    ["provider"],
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000),
 )

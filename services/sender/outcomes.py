@@ -31,9 +31,12 @@ def refuse(
     )
 
 
+CHANNELS = frozenset(c.value for c in Channel)
+
+
 def validate(message: DispatchMessage, max_payload_bytes: int) -> OutcomeMessage | str:
     """Either a refusal (an outcome sent without calling anyone) or the normalised recipient."""
-    if message.channel not in {c.value for c in Channel}:
+    if message.channel not in CHANNELS:
         return refuse(
             message, "UNKNOWN_CHANNEL", f"unknown channel {message.channel!r}", OutcomeClass.PERMANENT
         )

@@ -8,6 +8,7 @@ import asyncio
 import orjson
 
 from services.sender.adapters.base import ProviderAdapter, SendRequest, SendResult
+from services.sender.adapters.batching import BatchingAdapter
 from services.sender.adapters.mockjson import MockJsonAdapter, result_from_http
 from services.sender.adapters.sms import SmsGatewayAdapter
 from services.sender.adapters.smtp import SmtpAdapter
@@ -35,7 +36,10 @@ def build_adapter(spec: ProviderSpec, settings: Settings, transport: HttpTranspo
         )
     if spec.kind == "webhook":
         return WebhookAdapter(spec.settings, transport, default_secret=settings.receipt_secret(spec.name))
-    return MockJsonAdapter(str(spec.settings.get("base_url") or settings.provider_url), transport)
+    adapter = MockJsonAdapter(str(spec.settings.get("base_url") or settings.provider_url), transport)
+    if settings.provider_batch_max > 1:
+        return BatchingAdapter(adapter, settings.provider_batch_max, settings.provider_batch_linger_ms / 1000)
+    return adapter
 
 
 class AdapterPool:
@@ -71,6 +75,5 @@ class AdapterPool:
         for task in list(self._retiring):
             task.cancel()
         for _, adapter in self._adapters.values():
-            if not isinstance(adapter, MockJsonAdapter):  # the shared transport closes last, once
-                await adapter.close()
+            await adapter.close()
         await self.transport.close()

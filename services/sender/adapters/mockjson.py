@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 
 from services.sender.adapters.base import SendRequest, SendResult, Stopwatch
-from services.sender.adapters.transport import HttpRequest, HttpTransport, TransportError
+from services.sender.adapters.transport import HttpRequest, HttpResponse, HttpTransport, TransportError
 from shared.classification import BOUNCE_CODES, classify_http, default_code, parse_retry_after
 from shared.models import OutcomeClass
 
@@ -30,6 +30,47 @@ def result_from_http(status: int, body: bytes, retry_after: str | None, latency_
             data = parsed
     except orjson.JSONDecodeError:
         pass
+    return result_from_answer(status, data, retry_after, latency_ms)
+
+
+def results_from_batch(response: HttpResponse, count: int, latency_ms: float) -> list[SendResult]:
+    """Map a bulk answer (``{"results": [...]}``, one per message in order) onto one result per
+    message; an answer that is not that (an error status, a short list) fails every message alike."""
+    data = response.json()
+    items = data.get("results") if isinstance(data, dict) and response.status < 300 else None
+    if not isinstance(items, list) or len(items) != count:
+        if response.status < 300:  # a 2xx we cannot read: the messages may have gone; say so
+            one = SendResult(
+                OutcomeClass.TRANSIENT,
+                latency_ms,
+                error_code="SERVER_ERROR",
+                error_message=f"bulk answer without {count} results",
+            )
+        else:
+            one = result_from_http(
+                response.status, response.content, response.headers.get("retry-after"), latency_ms
+            )
+        return [one] * count
+    results = []
+    for item in items:
+        item = item if isinstance(item, dict) else {}
+        status = item.get("http_status")
+        retry_after = item.get("retry_after")
+        results.append(
+            result_from_answer(
+                status if isinstance(status, int) and not isinstance(status, bool) else 502,
+                item,
+                None if retry_after is None else str(retry_after),
+                latency_ms,
+            )
+        )
+    return results
+
+
+def result_from_answer(
+    status: int, data: dict[str, Any], retry_after: str | None, latency_ms: float
+) -> SendResult:
+    """One answer (HTTP status, JSON object, Retry-After) as a :class:`SendResult`."""
     raw_error = data.get("error")
     error: dict[str, Any] = raw_error if isinstance(raw_error, dict) else {}
     code = error.get("code") if isinstance(error.get("code"), str) else None
@@ -76,5 +117,32 @@ class MockJsonAdapter:
             response.status, response.content, response.headers.get("retry-after"), watch.ms()
         )
 
+    def batch_key(self, request: SendRequest) -> tuple[str, str]:
+        return request.provider, request.channel
+
+    async def send_batch(self, requests: list[SendRequest]) -> list[SendResult]:
+        """Requests of one provider and channel in one bulk call (``POST .../batch``)."""
+        first = requests[0]
+        body = orjson.dumps(
+            {
+                "messages": [
+                    {"to": r.recipient, "payload": r.payload, "idempotency_key": r.idempotency_key}
+                    for r in requests
+                ]
+            }
+        )
+        watch = Stopwatch()
+        url = f"{self.base_url}/{first.provider}/{first.channel}/batch"
+        try:
+            response = await self.transport.request(
+                HttpRequest("POST", url, {"Content-Type": "application/json"}, body)
+            )
+        except TransportError as exc:
+            failed = SendResult(
+                OutcomeClass.TRANSIENT, watch.ms(), error_code=exc.code, error_message=exc.message
+            )
+            return [failed] * len(requests)
+        return results_from_batch(response, len(requests), watch.ms())
+
     async def close(self) -> None:
-        await self.transport.close()
+        return None  # the transport is shared: its owner (the AdapterPool) closes it
