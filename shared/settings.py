@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     starvation_share: float = Field(0.1, ge=0, le=1)
     ordering: Ordering = Ordering.STRICT
 
+    # A dead letter being relayed is marked this long; a mark that runs out (its relay died) makes the
+    # row "in doubt", resolved by looking for its letter in the DLQ (services/responder/relay.py).
+    dead_letter_lease_s: float = Field(60.0, ge=1, le=3600)
     max_attempts: int = Field(5, ge=1, le=100)
     backoff_base_s: float = Field(5.0, ge=0)
     backoff_cap_s: float = Field(300.0, ge=0)

@@ -222,10 +222,12 @@ class Topology:
                     ]
                 ),
             ),
+            # dlq (read): after a crash mid-relay the responder looks there for the letters it may
+            # have published already (services/responder/relay.py); it gives every message back.
             ServiceRole.RESPONDER: Permission(
                 configure=_any_of(declared),
                 write=_any_of([_literal(DEAD_LETTER_EXCHANGE), *bound_queues]),
-                read=_any_of([*bound_exchanges, shards_of(RESPONSES_EXCHANGE)]),
+                read=_any_of([*bound_exchanges, shards_of(RESPONSES_EXCHANGE), _literal(DEAD_LETTER_QUEUE)]),
             ),
             ServiceRole.RECEIPTS: Permission(
                 configure=_any_of(declared),

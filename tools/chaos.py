@@ -119,6 +119,7 @@ def process_settings(config: ChaosConfig) -> dict[str, str]:
         "shards": str(config.shards),
         "ordering": "strict",
         "lease_s": "15",
+        "dead_letter_lease_s": "15",  # a relay killed mid-publish: its rows are resolved 15 s later
         "backoff_base_s": "0.5",
         "backoff_cap_s": "4",
         "poll_interval_s": "0.1",

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 
 import asyncpg
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage, AbstractRobustConnection
 
 from services.responder.plan import WritePlan, plan_writes
-from services.responder.relay import relay_dead_letters
+from services.responder.relay import letters_in_dlq, relay_dead_letters, resolve_in_doubt
 from services.responder.store import lock_logs, write_plan
 from shared import metrics
 from shared.amqp import confirming_channel, declare, queue_has_consumer
@@ -245,13 +246,19 @@ class Responder:
 
     async def relay(self) -> None:
         assert self.dlx is not None
-        while await relay_dead_letters(self.pool, self.dlx) > 0:
+        lease = self.settings.dead_letter_lease_s
+        while await relay_dead_letters(self.pool, self.dlx, lease_s=lease) > 0:
             pass
 
     async def relay_loop(self, stop: asyncio.Event) -> None:
         while not await sleep_or_stop(stop, RELAY_INTERVAL_S):
             try:
                 await self.relay()
+                assert self.dlx is not None
+                lease = self.settings.dead_letter_lease_s
+                in_dlq = functools.partial(letters_in_dlq, self.connection)
+                while await resolve_in_doubt(self.pool, self.dlx, in_dlq, lease_s=lease) > 0:
+                    pass
             except Exception as exc:
                 log.warning("relay_failed", error=repr(exc))
 

@@ -1,16 +1,29 @@
 """The dead-letter outbox relay: rows committed with the FAILED status are published to ``dlx``.
 
-A row is deleted in the same transaction that held its lock while the broker confirmed it, so a
-crash can only repeat a publish (same ``message_id``), never lose one.
+Two phases, so that a crash neither loses a dead letter nor puts a second copy in the DLQ:
+
+1. claim: one committed statement marks up to ``batch`` rows ``relaying_until = now() + lease``;
+2. publish them with confirms, then delete the confirmed rows (and unmark the refused ones).
+
+A process killed between the two leaves its rows marked. Once the mark has run out such a row is
+*in doubt*: the broker may have taken its letter before the crash. :func:`resolve_in_doubt` claims
+in-doubt rows again, reads the DLQ once (nothing is removed: every message is given back) looking
+for their message ids ``dl-<log id>-<attempt>``, deletes the rows whose letter is there and
+publishes the others. Reading the DLQ costs one pass over it, and happens only after a crash.
 """
 
 from __future__ import annotations
 
-import asyncpg
-from aio_pika.abc import AbstractExchange
+from collections.abc import Awaitable, Callable
 
+import asyncpg
+from aio_pika.abc import AbstractConnection, AbstractExchange
+from aio_pika.exceptions import DeliveryError
+
+from services.dlq.browse import DlqBrowser
 from shared import metrics
 from shared.amqp import make_message, publish_confirmed
+from shared.errors import PublishError
 from shared.logs import get_logger
 from shared.models import DeadLetter, encode
 from shared.topology import (
@@ -26,8 +39,21 @@ from shared.topology import (
 
 log = get_logger("responder.relay")
 
+# $3: claim rows nobody relays (false) or rows whose relay mark ran out (true, in doubt)
 CLAIM_OUTBOX_SQL = """
-SELECT log_id, attempt, body FROM dead_letter_outbox ORDER BY created_at LIMIT $1 FOR UPDATE SKIP LOCKED
+UPDATE dead_letter_outbox AS o SET relaying_until = now() + make_interval(secs => $2)
+FROM (
+    SELECT log_id, attempt FROM dead_letter_outbox
+    WHERE CASE WHEN $3::bool THEN relaying_until < now() ELSE relaying_until IS NULL END
+    ORDER BY created_at LIMIT $1 FOR UPDATE SKIP LOCKED
+) AS c
+WHERE o.log_id = c.log_id AND o.attempt = c.attempt
+RETURNING o.log_id, o.attempt, o.body
+"""
+UNMARK_OUTBOX_SQL = """
+UPDATE dead_letter_outbox AS o SET relaying_until = NULL
+FROM unnest($1::bigint[], $2::int[]) AS d(log_id, attempt)
+WHERE o.log_id = d.log_id AND o.attempt = d.attempt
 """
 DELETE_OUTBOX_SQL = """
 DELETE FROM dead_letter_outbox AS o USING unnest($1::bigint[], $2::int[]) AS d(log_id, attempt)
@@ -47,31 +73,103 @@ def dead_letter_headers(letter: DeadLetter) -> dict[str, str | int]:
     }
 
 
-async def relay_dead_letters(pool: asyncpg.Pool, exchange: AbstractExchange, batch: int = 500) -> int:
+class InDoubtUnresolved(Exception):
+    """The DLQ could not be read whole: in-doubt rows stay marked and are tried again later."""
+
+
+def refused_outright(error: BaseException) -> bool:
+    """The broker answered and did not take the message (so it cannot be in the DLQ)."""
+    return isinstance(error, PublishError) and (
+        isinstance(error.__cause__, DeliveryError) or "did not confirm" in str(error)
+    )
+
+
+def letter_id(log_id: int, attempt: int) -> str:
+    return f"dl-{log_id}-{attempt}"
+
+
+async def relay_dead_letters(
+    pool: asyncpg.Pool, exchange: AbstractExchange, batch: int = 500, lease_s: float = 60.0
+) -> int:
     """Publish up to ``batch`` outbox rows with confirms; returns how many were relayed."""
-    async with pool.acquire() as conn, conn.transaction():
-        rows = await conn.fetch(CLAIM_OUTBOX_SQL, batch)
-        if not rows:
-            return 0
-        letters = [DeadLetter.model_validate(r["body"]) for r in rows]
-        items = [
-            (
-                make_message(
-                    encode(letter),
-                    message_id=f"dl-{letter.log_id}-{letter.attempt}",
-                    correlation_id=str(letter.log_id),
-                    message_type=MESSAGE_TYPE_DEAD_LETTER,
-                    headers=dead_letter_headers(letter),
-                ),
-                letter.channel,
-            )
-            for letter in letters
-        ]
-        results = await publish_confirmed(exchange, items)
-        done = [letter for letter, error in zip(letters, results, strict=True) if error is None]
-        if len(done) < len(letters):
-            log.warning("dead_letter_publish_failed", failed=len(letters) - len(done))
-        await conn.execute(DELETE_OUTBOX_SQL, [x.log_id for x in done], [x.attempt for x in done])
+    rows = await pool.fetch(CLAIM_OUTBOX_SQL, batch, lease_s, False)
+    if not rows:
+        return 0
+    return await _publish(pool, exchange, [DeadLetter.model_validate(r["body"]) for r in rows], lease_s)
+
+
+async def resolve_in_doubt(
+    pool: asyncpg.Pool,
+    exchange: AbstractExchange,
+    letters_in_dlq: Callable[[set[str]], Awaitable[set[str]]],
+    batch: int = 500,
+    lease_s: float = 60.0,
+) -> int:
+    """Finish the rows a dead relay left marked: those whose letter the DLQ holds are deleted, the
+    others published. ``letters_in_dlq(ids)`` says which of the message ids the DLQ holds."""
+    rows = await pool.fetch(CLAIM_OUTBOX_SQL, batch, lease_s, True)
+    if not rows:
+        return 0
+    letters = [DeadLetter.model_validate(r["body"]) for r in rows]
+    held = await letters_in_dlq({letter_id(x.log_id, x.attempt) for x in letters})
+    there = [x for x in letters if letter_id(x.log_id, x.attempt) in held]
+    if there:
+        await pool.execute(DELETE_OUTBOX_SQL, [x.log_id for x in there], [x.attempt for x in there])
+    log.warning("dead_letters_in_doubt", rows=len(letters), already_in_dlq=len(there))
+    missing = [x for x in letters if letter_id(x.log_id, x.attempt) not in held]
+    return len(there) + (await _publish(pool, exchange, missing, lease_s) if missing else 0)
+
+
+async def letters_in_dlq(connection: AbstractConnection, wanted: set[str]) -> set[str]:
+    """Which of these message ids the DLQ holds: one read of it, every message given back."""
+    found: set[str] = set()
+    async with DlqBrowser(connection) as browser:
+        if browser.other_consumers:
+            raise InDoubtUnresolved(f"{browser.other_consumers} other reader(s) of the DLQ hide letters")
+        async for delivery in browser.deliveries():
+            browser.keep(delivery)
+            message_id = delivery.entry.message_id
+            if message_id in wanted:
+                found.add(message_id)
+                if found == wanted:
+                    return found
+    if browser.incomplete:
+        raise InDoubtUnresolved(f"{browser.incomplete} DLQ message(s) could not be read")
+    return found
+
+
+async def _publish(
+    pool: asyncpg.Pool, exchange: AbstractExchange, letters: list[DeadLetter], lease_s: float
+) -> int:
+    items = [
+        (
+            make_message(
+                encode(letter),
+                message_id=letter_id(letter.log_id, letter.attempt),
+                correlation_id=str(letter.log_id),
+                message_type=MESSAGE_TYPE_DEAD_LETTER,
+                headers=dead_letter_headers(letter),
+            ),
+            letter.channel,
+        )
+        for letter in letters
+    ]
+    # Confirms must come back well within the lease, or another relay could take the rows as in doubt.
+    results = await publish_confirmed(exchange, items, timeout=lease_s / 3)
+    done = [letter for letter, error in zip(letters, results, strict=True) if error is None]
+    # Refused outright (a nack, unroutable): publish again on the next pass. No answer (timeout,
+    # lost channel): the broker may hold it, so the row stays marked and is resolved as in doubt.
+    refused = [
+        x for x, error in zip(letters, results, strict=True) if error is not None and refused_outright(error)
+    ]
+    failed = sum(error is not None for error in results)
+    if failed:
+        errors = [repr(error)[:300] for error in results if error is not None]
+        log.warning("dead_letter_publish_failed", failed=failed, refused=len(refused), error=errors[0])
+    if refused:
+        await pool.execute(UNMARK_OUTBOX_SQL, [x.log_id for x in refused], [x.attempt for x in refused])
+    if done:
+        await pool.execute(DELETE_OUTBOX_SQL, [x.log_id for x in done], [x.attempt for x in done])
     for letter in done:
         metrics.DEAD_LETTERS.labels(reason=letter.reason.value).inc()
         log.info(

@@ -157,7 +157,8 @@ def test_definitions_carry_one_user_and_permission_per_service() -> None:
         (ServiceRole.POLLER, "write", ["dispatch"], ["responses", "dlx"]),
         (ServiceRole.SENDER, "read", ["dispatch.0", "dispatch.12"], ["responses.0", "dlq"]),
         (ServiceRole.SENDER, "write", ["responses", "dlx"], ["dispatch"]),
-        (ServiceRole.RESPONDER, "read", ["responses.3"], ["dispatch.3", "dlq"]),
+        # dlq: to look for letters a relay that died may have published (services/responder/relay.py)
+        (ServiceRole.RESPONDER, "read", ["responses.3", "dlq"], ["dispatch.3", "dlq2"]),
         (ServiceRole.RESPONDER, "write", ["dlx"], ["dispatch", "responses"]),
         (ServiceRole.DLQ, "read", ["dlq"], ["dispatch.0", "responses.0", "dlq2"]),
         (ServiceRole.DLQ, "configure", [], ["dlq", "dispatch", "anything"]),
