@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -130,15 +131,26 @@ async def subscribe_shards(
         return preferred, []
     waiting = list(others)
     deadline = asyncio.get_running_loop().time() + settings.standby_wait_s
+
+    async def owned(shard: int) -> bool:
+        assert has_consumer is not None
+        try:
+            return await has_consumer(shard)
+        except Exception as exc:  # the broker is away for a moment: ask again on the next round
+            get_logger().warning("standby_check_failed", shard=shard, error=repr(exc)[:300])
+            return False
+
     while waiting and has_consumer is not None and asyncio.get_running_loop().time() < deadline:
-        owned = [shard for shard in waiting if await has_consumer(shard)]
-        if owned:
-            await subscribe(owned)
-            waiting = [shard for shard in waiting if shard not in owned]
+        taken = [shard for shard in waiting if await owned(shard)]
+        if taken:
+            await retry_until_stopped("standby", functools.partial(subscribe, taken), stop)
+            if stop.is_set():
+                return preferred, [n for n in others if n not in waiting]
+            waiting = [shard for shard in waiting if shard not in taken]
         if waiting and await sleep_or_stop(stop, 0.5):
             return preferred, [n for n in others if n not in waiting]
     if waiting:
-        await subscribe(waiting)
+        await retry_until_stopped("standby", functools.partial(subscribe, waiting), stop)
     return preferred, others
 
 
