@@ -238,6 +238,19 @@ async def test_build_adapter_wraps_the_mock_json_adapter_only_when_batching_is_o
     assert isinstance(build_adapter(spec, Settings(provider_batch_max=1), transport), MockJsonAdapter)
 
 
+@pytest.mark.parametrize(
+    "spec",
+    [
+        ProviderSpec("m", "mock_json", rate_per_s=40.0, burst=8),
+        ProviderSpec("m", "mock_json", pacing_gap_s=1.0),
+    ],
+)
+def test_a_paced_provider_gets_bulk_requests_without_lingering(spec: ProviderSpec) -> None:
+    transport = MockTransport(lambda _: HttpResponse(200))
+    adapter = build_adapter(spec, Settings(provider_batch_max=50, provider_batch_linger_ms=20), transport)
+    assert isinstance(adapter, BatchingAdapter) and adapter.linger_s == 0.0
+
+
 # ---- results_from_batch / result_from_answer -----------------------------------------------------------
 
 

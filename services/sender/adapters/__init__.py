@@ -38,8 +38,16 @@ def build_adapter(spec: ProviderSpec, settings: Settings, transport: HttpTranspo
         return WebhookAdapter(spec.settings, transport, default_secret=settings.receipt_secret(spec.name))
     adapter = MockJsonAdapter(str(spec.settings.get("base_url") or settings.provider_url), transport)
     if settings.provider_batch_max > 1:
-        return BatchingAdapter(adapter, settings.provider_batch_max, settings.provider_batch_linger_ms / 1000)
+        return BatchingAdapter(adapter, settings.provider_batch_max, batch_linger_s(spec, settings))
     return adapter
+
+
+def batch_linger_s(spec: ProviderSpec, settings: Settings) -> float:
+    """No lingering for a provider whose pace we keep (a rate limit or a per-identity gap): holding
+    sends back would let up to ``linger`` of them arrive at once, beyond the limit they were paced to."""
+    if spec.rate_per_s is not None or spec.pacing_gap_s > 0:
+        return 0.0
+    return settings.provider_batch_linger_ms / 1000
 
 
 class AdapterPool:
