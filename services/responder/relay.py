@@ -157,15 +157,17 @@ async def _publish(
     # Confirms must come back well within the lease, or another relay could take the rows as in doubt.
     results = await publish_confirmed(exchange, items, timeout=lease_s / 3)
     done = [letter for letter, error in zip(letters, results, strict=True) if error is None]
+    failed = [(letter, error) for letter, error in zip(letters, results, strict=True) if error is not None]
     # Refused outright (a nack, unroutable): publish again on the next pass. No answer (timeout,
     # lost channel): the broker may hold it, so the row stays marked and is resolved as in doubt.
-    refused = [
-        x for x, error in zip(letters, results, strict=True) if error is not None and refused_outright(error)
-    ]
-    failed = sum(error is not None for error in results)
+    refused = [letter for letter, error in failed if refused_outright(error)]
     if failed:
-        errors = [repr(error)[:300] for error in results if error is not None]
-        log.warning("dead_letter_publish_failed", failed=failed, refused=len(refused), error=errors[0])
+        log.warning(
+            "dead_letter_publish_failed",
+            failed=len(failed),
+            refused=len(refused),
+            error=repr(failed[0][1])[:300],
+        )
     if refused:
         await pool.execute(UNMARK_OUTBOX_SQL, [x.log_id for x in refused], [x.attempt for x in refused])
     if done:
