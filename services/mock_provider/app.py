@@ -27,6 +27,7 @@ from services.mock_provider.results import (
     OUTAGE,
     Accepted,
     Refused,
+    batch_error,
     error_response,
     json_response,
     retry_after_header,
@@ -65,13 +66,6 @@ def parse_batch(body: object) -> list[BatchItem | str]:
         else:
             items.append(BatchItem(message["to"], message["idempotency_key"]))
     return items
-
-
-def batch_error(status: int, code: str, message: str, retry_after_s: float | None = None) -> dict[str, Any]:
-    result: dict[str, Any] = {"http_status": status, "error": {"code": code, "message": message}}
-    if retry_after_s is not None:
-        result["retry_after"] = retry_after_s
-    return result
 
 
 class MockProvider:

@@ -30,10 +30,22 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
     )
 
 
+def error_body(code: str, message: str) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message}}
+
+
 def error_response(
     status: int, code: str, message: str, headers: dict[str, str] | None = None
 ) -> web.Response:
-    return json_response({"error": {"code": code, "message": message}}, status, headers)
+    return json_response(error_body(code, message), status, headers)
+
+
+def batch_error(status: int, code: str, message: str, retry_after_s: float | None = None) -> dict[str, Any]:
+    """One refused message of a bulk answer: the single API's error body, its status and Retry-After."""
+    result: dict[str, Any] = {"http_status": status, **error_body(code, message)}
+    if retry_after_s is not None:
+        result["retry_after"] = retry_after_s
+    return result
 
 
 def retry_after_header(answer: Answer) -> dict[str, str] | None:

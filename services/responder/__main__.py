@@ -244,21 +244,22 @@ class Responder:
                 why=why,
             )
 
-    async def relay(self) -> None:
+    async def relay(self, in_doubt_too: bool = False) -> None:
+        """Publish the outbox's dead letters; with ``in_doubt_too`` (the periodic pass, not the one
+        after each batch) also the rows a dead relay left marked."""
         assert self.dlx is not None
         lease = self.settings.dead_letter_lease_s
         while await relay_dead_letters(self.pool, self.dlx, lease_s=lease) > 0:
             pass
+        if in_doubt_too:
+            in_dlq = functools.partial(letters_in_dlq, self.connection)
+            while await resolve_in_doubt(self.pool, self.dlx, in_dlq, lease_s=lease) > 0:
+                pass
 
     async def relay_loop(self, stop: asyncio.Event) -> None:
         while not await sleep_or_stop(stop, RELAY_INTERVAL_S):
             try:
-                await self.relay()
-                assert self.dlx is not None
-                lease = self.settings.dead_letter_lease_s
-                in_dlq = functools.partial(letters_in_dlq, self.connection)
-                while await resolve_in_doubt(self.pool, self.dlx, in_dlq, lease_s=lease) > 0:
-                    pass
+                await self.relay(in_doubt_too=True)
             except Exception as exc:
                 log.warning("relay_failed", error=repr(exc))
 
