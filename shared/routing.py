@@ -33,14 +33,20 @@ class Pacing(StrEnum):
     SAFE = "safe"
 
 
-# Minimum gap between two messages of one sender identity (a from-number, a WhatsApp business
-# number): fast suits short codes and high-throughput senders, safe a 1 message/s long code.
-PACING_GAPS_S: dict[Pacing, float] = {
-    Pacing.NONE: 0.0,
-    Pacing.FAST: 0.05,
-    Pacing.BALANCED: 0.25,
-    Pacing.SAFE: 1.0,
+# The gap between two messages of one sender identity (a from-number, a WhatsApp business number):
+# each gap is drawn at random inside its preset's range, so that a paced sender does not tick like a
+# machine. The same presets pace a provider (in the sender) and a campaign (its logs' due times).
+PACING_RANGES_S: dict[Pacing, tuple[float, float]] = {
+    Pacing.NONE: (0.0, 0.0),
+    Pacing.FAST: (2.0, 5.0),
+    Pacing.BALANCED: (5.0, 10.0),
+    Pacing.SAFE: (10.0, 30.0),
 }
+
+
+def pacing_gap(low_s: float, high_s: float, rng: random.Random) -> float:
+    """One gap drawn uniformly from [low, high] (exactly ``low`` when the range is empty)."""
+    return low_s if high_s <= low_s else rng.uniform(low_s, high_s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +57,8 @@ class ProviderSpec:
     rate_per_s: float | None = None  # None: no limit of ours
     burst: int | None = None
     reserved_share: float = 0.0  # of the burst, kept for high-priority messages
-    pacing_gap_s: float = 0.0
+    pacing_gap_s: float = 0.0  # the shortest gap between two messages of one sender identity
+    pacing_gap_max_s: float = 0.0  # the longest (a random gap in between); at most the shortest: fixed
     settings: Mapping[str, Any] = field(default_factory=dict)  # endpoint, credentials (never logged)
 
     def __repr__(self) -> str:  # settings hold credentials

@@ -11,7 +11,7 @@ import asyncpg
 
 from shared.retry import RetryMode, RetryPolicy
 from shared.routing import (
-    PACING_GAPS_S,
+    PACING_RANGES_S,
     ChannelPolicy,
     Pacing,
     ProviderSpec,
@@ -60,7 +60,7 @@ def resolve(value: Any) -> Any:
 
 def _provider(r: Mapping[str, Any]) -> ProviderSpec:
     gap_ms = r["pacing_gap_ms"]
-    gap = gap_ms / 1000 if gap_ms is not None else PACING_GAPS_S[Pacing(r["pacing"])]
+    low, high = (gap_ms / 1000,) * 2 if gap_ms is not None else PACING_RANGES_S[Pacing(r["pacing"])]
     settings = r["settings"] if isinstance(r["settings"], dict) else {}
     return ProviderSpec(
         name=r["name"],
@@ -69,7 +69,8 @@ def _provider(r: Mapping[str, Any]) -> ProviderSpec:
         rate_per_s=r["rate_per_s"],
         burst=r["burst"],
         reserved_share=r["reserved_share"],
-        pacing_gap_s=gap,
+        pacing_gap_s=low,
+        pacing_gap_max_s=high,
         settings=resolve(settings),
     )
 

@@ -13,7 +13,7 @@ from services.api import handlers
 from services.api.context import ApiContext
 from services.api.errors import COMMON_RESPONSES
 from services.api.middleware import BodySizeLimit, RequestMetrics
-from services.api.routers import campaigns, contacts, health, messages, routing, stats, templates
+from services.api.routers import campaigns, contacts, health, messages, retries, routing, stats, templates
 from services.api.scheduler import run_scheduler
 from services.api.settings import ApiSettings
 from services.api.strict import query_names, reject_unknown_query
@@ -50,7 +50,7 @@ def create_app(settings: ApiSettings, shared: Settings) -> FastAPI:
     app.state.context = context
     handlers.install(app)
     app.include_router(health.router)
-    for module in (messages, campaigns, contacts, templates, stats, routing):
+    for module in (messages, retries, campaigns, contacts, templates, stats, routing):
         app.include_router(
             module.router, responses=COMMON_RESPONSES, dependencies=[Depends(reject_unknown_query)]
         )

@@ -26,12 +26,16 @@ class Action(StrEnum):
     PAUSE = "pause"
     RESUME = "resume"
     CANCEL = "cancel"
+    SEND = "send"
 
 
 _ALLOWED: dict[Action, frozenset[CampaignStatus]] = {
     Action.PAUSE: frozenset({CampaignStatus.SCHEDULED, CampaignStatus.RUNNING}),
     Action.RESUME: frozenset({CampaignStatus.PAUSED}),
-    Action.CANCEL: frozenset({CampaignStatus.SCHEDULED, CampaignStatus.RUNNING, CampaignStatus.PAUSED}),
+    Action.CANCEL: frozenset(
+        {CampaignStatus.DRAFT, CampaignStatus.SCHEDULED, CampaignStatus.RUNNING, CampaignStatus.PAUSED}
+    ),
+    Action.SEND: frozenset({CampaignStatus.DRAFT}),
 }
 
 

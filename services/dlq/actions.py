@@ -148,13 +148,16 @@ async def requeue(
     budget: int,
     *,
     dry_run: bool = False,
+    stale_only: bool = False,
     options: ScanOptions | None = None,
     progress: Progress | None = None,
 ) -> ScanReport:
     """Reset the logs of the selected dead letters and remove those letters (see services.dlq.requeue).
 
     Per batch: one transaction for the logs, committed before any of the batch's letters is acked.
-    With ``dry_run`` the database is only read and the DLQ is left as it was.
+    With ``dry_run`` the database is only read and the DLQ is left as it was. With ``stale_only``
+    (``settle``) no log is touched: only the letters whose logs moved on (a tenant's
+    ``retry-failed``, an earlier requeue) are removed, the others kept.
     """
     options, progress, report, now = (
         options or ScanOptions(),
@@ -178,9 +181,12 @@ async def requeue(
                     continue
                 verdicts.append(None)
                 letters.append((entry.log_id, entry.attempt))
-            decided = iter(await requeue_letters(pool, letters, budget, dry_run=dry_run) if letters else [])
+            read_only = dry_run or stale_only
+            decided = iter(await requeue_letters(pool, letters, budget, dry_run=read_only) if letters else [])
             for delivery, verdict in zip(batch, verdicts, strict=True):
                 final = verdict if verdict is not None else next(decided)
+                if stale_only and final == Verdict.REQUEUED:
+                    final = Verdict.STILL_FAILED
                 report.tally.add(final)
                 if final.removes_letter and not dry_run:
                     await browser.ack(delivery)

@@ -365,6 +365,59 @@ def requeue_command(
     log.info("dlq_requeued", **{v.name.lower(): n for v, n in report.tally.counts.items()}, budget=budget)
 
 
+@app.command("settle")
+def settle_command(
+    ctx: typer.Context,
+    tenant: Tenant = None,
+    campaign: Campaign = None,
+    channel: Channel = None,
+    dry_run: DryRun = False,
+) -> None:
+    """Remove the dead letters whose logs have moved on (retried through the API's retry-failed, requeued,
+    re-sent): the DLQ then holds a letter only for logs that are still FAILED or BOUNCED. No log is touched.
+    """
+    wanted = _filter(
+        None,
+        kinds=None,
+        reasons=None,
+        error_classes=None,
+        error_codes=None,
+        channels=channel,
+        providers=None,
+        tenants=tenant,
+        campaigns=campaign,
+        older_than=None,
+        newer_than=None,
+    )
+    settings = get_settings()
+    options: ScanOptions = ctx.obj
+
+    async def work() -> ScanReport:
+        await _guarded(settings)
+        pool = await create_pool(settings.database_dsn(), min_size=1, max_size=2)
+        connection = await connect(settings)
+        try:
+            with render.RichProgress(console, "checking" if dry_run else "settling") as progress:
+                return await requeue(
+                    connection,
+                    pool,
+                    wanted,
+                    settings.max_attempts,
+                    dry_run=dry_run,
+                    stale_only=True,
+                    options=options,
+                    progress=progress,
+                )
+        finally:
+            await connection.close()
+            await pool.close()
+
+    report = _run(work)
+    out.print(render.tally_table(report, "settle", dry_run=dry_run))
+    _notes(report)
+    log.info("dlq_settled", **{v.name.lower(): n for v, n in report.tally.counts.items()})
+
+
 @app.command("purge")
 def purge_command(
     ctx: typer.Context,

@@ -40,6 +40,7 @@ class Verdict(StrEnum):
     MISSING = "log missing, kept"  # no such log in the database: letter left in the DLQ
     INCONSISTENT = "log behind letter, kept"  # fewer attempts than the letter: left for a human
     POISON = "poison, skipped"  # nothing to requeue (purge it)
+    STILL_FAILED = "log still failed, kept"  # settle: the letter is current, so it stays
     NOT_SELECTED = "not selected"  # outside the ids / filter: left in the DLQ
 
     @property

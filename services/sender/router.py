@@ -24,7 +24,7 @@ from services.sender.pacing import PacingStore, identity, pace
 from services.sender.ratelimit import RateLimiter
 from shared.circuit import Admission
 from shared.models import DispatchMessage, FallbackReason, OutcomeClass, OutcomeMessage
-from shared.routing import Candidate, ProviderSpec, Route, RoutingConfig, candidates, rank
+from shared.routing import Candidate, ProviderSpec, Route, RoutingConfig, candidates, pacing_gap, rank
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,9 +142,8 @@ class Router:
                 continue
             deadline = time.monotonic() + wait_s
             who = identity(message.payload, spec.settings, name)
-            if not await pace(
-                self.pacing, name, who, spec.pacing_gap_s, wait_s
-            ) or not await self.limiter.acquire(
+            gap_s = pacing_gap(spec.pacing_gap_s, spec.pacing_gap_max_s, self.rng)
+            if not await pace(self.pacing, name, who, gap_s, wait_s) or not await self.limiter.acquire(
                 name, limit_of(spec), high, max(deadline - time.monotonic(), 0.0)
             ):
                 reasons[name] = FallbackReason.RATE_LIMIT_EXCEEDED

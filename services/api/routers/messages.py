@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query
@@ -17,6 +18,8 @@ from services.api.paging import CursorError, decode_cursor, page
 from services.api.schemas.common import MAX_BIGINT
 from services.api.schemas.messages import (
     BatchAccepted,
+    BatchItem,
+    BatchTotals,
     MessageAccepted,
     MessageDetail,
     MessageFilters,
@@ -29,6 +32,7 @@ from services.api.store import idempotency as idem_store
 from services.api.store import messages as store
 from shared.logs import get_logger
 from shared.metrics import MESSAGES_IN
+from shared.models import Status
 
 log = get_logger("api.messages")
 router = APIRouter(prefix="/v1/messages", tags=["messages"])
@@ -122,7 +126,7 @@ async def send_batch(
     context.limit(principal, high_priority=all(m.priority == 0 for m in body.messages))
 
     def build(rows: list[Any]) -> BatchAccepted:
-        return BatchAccepted(count=len(rows), ids=[r["id"] for r in rows])
+        return batch_accepted(body.messages, rows)
 
     response = await _ingest(
         context, principal, "/v1/messages/batch", body, body.messages, idempotency_key, build
@@ -130,6 +134,31 @@ async def send_batch(
     if isinstance(response, BatchAccepted):
         log.info("batch_accepted", tenant=principal.tenant, count=response.count)
     return response
+
+
+def batch_accepted(messages: list[SendMessage], rows: list[Any]) -> BatchAccepted:
+    """The batch answer: totals and one result per message, rows being in request order."""
+    results = [
+        BatchItem(
+            index=i,
+            id=row["id"],
+            status=Status.PENDING,
+            channel=message.channel,
+            recipient=message.recipient,
+            send_at=row["next_attempt_at"],
+        )
+        for i, (message, row) in enumerate(zip(messages, rows, strict=True))
+    ]
+    by_channel = Counter(item.channel.value for item in results)
+    scheduled = sum(1 for row in rows if row["next_attempt_at"] > row["created_at"])
+    return BatchAccepted(
+        count=len(rows),
+        ids=[item.id for item in results],
+        totals=BatchTotals(
+            accepted=len(rows), scheduled=scheduled, by_channel=dict(sorted(by_channel.items()))
+        ),
+        results=results,
+    )
 
 
 @router.get(

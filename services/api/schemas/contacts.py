@@ -23,6 +23,9 @@ class ContactListOut(BaseModel):
     columns: list[str] = Field(description="Columns other than `recipient`: the variables of each contact.")
     contact_count: int
     rejected_count: int
+    campaign_id: int | None = Field(
+        None, description="Set when the list is a draft campaign's own (its JSON contacts); not reusable."
+    )
     created_at: datetime
 
 

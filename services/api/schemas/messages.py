@@ -67,9 +67,28 @@ class MessageAccepted(BaseModel):
     send_at: datetime
 
 
+class BatchItem(BaseModel):
+    """What became of one message of a batch (all were accepted, or none)."""
+
+    index: int = Field(description="Position of the message in the request, from 0.")
+    id: int
+    status: Status
+    channel: Channel
+    recipient: str = Field(description="The recipient in its normalised form (E.164, lower-case domain).")
+    send_at: datetime
+
+
+class BatchTotals(BaseModel):
+    accepted: int
+    scheduled: int = Field(description="Accepted messages due later than now (`send_at` in the future).")
+    by_channel: dict[str, int]
+
+
 class BatchAccepted(BaseModel):
     count: int
     ids: list[int] = Field(description="The new message ids, in the order of the request.")
+    totals: BatchTotals
+    results: list[BatchItem] = Field(description="One result per message, in the order of the request.")
 
 
 class Attempt(BaseModel):
@@ -133,3 +152,35 @@ class MessageFilters(BaseModel):
     created_to: Timestamp | None = None
     limit: int = Field(50, ge=1, le=200)
     cursor: Text | None = Field(None, max_length=200)
+
+
+class RetryFailed(BaseModel):
+    """Which FAILED messages to put back to PENDING (every filter optional; all must match)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    campaign_id: Id | None = None
+    channel: Channel | None = None
+    error_code: Text | None = Field(
+        None, max_length=100, description="The last error code, e.g. SERVER_ERROR."
+    )
+    failed_from: Timestamp | None = Field(None, description="Failed at or after this time.")
+    failed_to: Timestamp | None = Field(None, description="Failed before this time.")
+    limit: int = Field(1000, ge=1, le=10_000, strict=True, description="At most this many per call.")
+    max_attempts: int | None = Field(
+        None, ge=1, le=100, strict=True, description="Fresh attempts each (default: the server's default)."
+    )
+    dry_run: bool = Field(False, description="Only say which messages would be retried.")
+
+    @model_validator(mode="after")
+    def _window(self) -> RetryFailed:
+        if self.failed_from is not None and self.failed_to is not None and self.failed_to <= self.failed_from:
+            raise ValueError("failed_to must be after failed_from")
+        return self
+
+
+class RetryFailedResult(BaseModel):
+    dry_run: bool
+    retried: int = Field(description="Messages put back to PENDING (a dry run: that would be).")
+    ids: list[int] = Field(description="Their ids, ascending.")
+    more: bool = Field(description="More FAILED messages match the filters than this call's limit.")

@@ -11,7 +11,7 @@ CAMPAIGN_COLUMNS = """
 c.id, c.tenant, c.name, c.status, c.total_count, c.sent_count, c.delivered_count, c.failed_count,
 c.bounced_count, c.retry_count, c.created_at, c.updated_at,
 s.template_id, s.contact_list_id, s.channel, s.priority, s.max_attempts, s.start_at, s.cron, s.timezone,
-s.end_at, s.next_run_at, COALESCE(s.runs, 0) AS runs
+s.end_at, s.next_run_at, COALESCE(s.runs, 0) AS runs, COALESCE(s.pacing, 'none') AS pacing
 """
 _FROM = "FROM campaigns c LEFT JOIN campaign_specs s ON s.campaign_id = c.id"
 
@@ -89,6 +89,25 @@ RETURNING c.id
 
 REPAUSE_SQL = "SELECT id FROM campaigns WHERE status = 'PAUSED'"
 
+# When the last open message of each campaign is due (a paused one: when it was due).
+ETA_SQL = """
+SELECT l.campaign_id, max(COALESCE(p.next_attempt_at, l.next_attempt_at)) AS eta
+FROM communication_logs l LEFT JOIN paused_logs p ON p.log_id = l.id
+WHERE l.campaign_id = ANY($1::bigint[]) AND l.status IN ('PENDING', 'PROCESSING')
+GROUP BY l.campaign_id
+"""
+
+# A resumed paced campaign: its pending logs due again one gap apart from the new start.
+RESCHEDULE_SQL = """
+UPDATE communication_logs l SET next_attempt_at = d.due, updated_at = now()
+FROM unnest($1::bigint[], $2::timestamptz[]) AS d(id, due)
+WHERE l.id = d.id AND l.status = 'PENDING'
+"""
+PENDING_IDS_SQL = """
+SELECT id FROM communication_logs WHERE campaign_id = $1 AND status = 'PENDING'
+ORDER BY next_attempt_at, id
+"""
+
 
 async def insert_campaign(conn: asyncpg.Connection, tenant: str, name: str, status: str) -> int:
     campaign_id: int = await conn.fetchval(
@@ -100,8 +119,8 @@ async def insert_campaign(conn: asyncpg.Connection, tenant: str, name: str, stat
 async def insert_spec(conn: asyncpg.Connection, campaign_id: int, spec: dict[str, Any]) -> None:
     await conn.execute(
         "INSERT INTO campaign_specs (campaign_id, template_id, contact_list_id, channel, priority,"
-        " max_attempts, start_at, cron, timezone, end_at, next_run_at)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        " max_attempts, start_at, cron, timezone, end_at, next_run_at, pacing)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         campaign_id,
         spec["template_id"],
         spec["contact_list_id"],
@@ -113,6 +132,7 @@ async def insert_spec(conn: asyncpg.Connection, campaign_id: int, spec: dict[str
         spec["timezone"],
         spec["end_at"],
         spec["next_run_at"],
+        spec["pacing"],
     )
 
 
@@ -216,3 +236,53 @@ async def complete_finished(conn: asyncpg.Connection) -> list[int]:
 
 async def paused_campaigns(conn: asyncpg.Connection) -> list[int]:
     return [r["id"] for r in await conn.fetch(REPAUSE_SQL)]
+
+
+async def eta_of(conn: asyncpg.Connection, ids: list[int]) -> dict[int, datetime]:
+    return {r["campaign_id"]: r["eta"] for r in await conn.fetch(ETA_SQL, ids)}
+
+
+async def pacing_slot(conn: asyncpg.Connection, tenant: str, identity: str, now: datetime) -> datetime:
+    """The identity's next free slot (never before ``now``), its row locked until the transaction ends."""
+    await conn.execute(
+        "INSERT INTO campaign_pacing (tenant, identity, next_slot) VALUES ($1, $2, $3)"
+        " ON CONFLICT (tenant, identity) DO NOTHING",
+        tenant,
+        identity,
+        now,
+    )
+    slot: datetime = await conn.fetchval(
+        "SELECT next_slot FROM campaign_pacing WHERE tenant = $1 AND identity = $2 FOR UPDATE",
+        tenant,
+        identity,
+    )
+    return max(slot, now)
+
+
+async def set_pacing_slot(conn: asyncpg.Connection, tenant: str, identity: str, next_slot: datetime) -> None:
+    await conn.execute(
+        "UPDATE campaign_pacing SET next_slot = $3 WHERE tenant = $1 AND identity = $2",
+        tenant,
+        identity,
+        next_slot,
+    )
+
+
+async def pending_ids(conn: asyncpg.Connection, campaign_id: int) -> list[int]:
+    return [r["id"] for r in await conn.fetch(PENDING_IDS_SQL, campaign_id)]
+
+
+async def reschedule(conn: asyncpg.Connection, ids: list[int], due: list[datetime]) -> None:
+    await conn.execute(RESCHEDULE_SQL, ids, due)
+
+
+async def set_contact_list(conn: asyncpg.Connection, campaign_id: int, list_id: int) -> None:
+    await conn.execute(
+        "UPDATE campaign_specs SET contact_list_id = $2 WHERE campaign_id = $1", campaign_id, list_id
+    )
+
+
+async def set_start(conn: asyncpg.Connection, campaign_id: int, start_at: datetime | None) -> None:
+    await conn.execute(
+        "UPDATE campaign_specs SET start_at = $2 WHERE campaign_id = $1", campaign_id, start_at
+    )
