@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
@@ -15,9 +18,24 @@ from shared.errors import PublishError
 from shared.topology import CONTENT_TYPE, Topology
 
 
+def connection_name(process: str) -> str:
+    """``<process>-<host>-<pid>``: what the management UI shows for a connection."""
+    return f"{process}-{socket.gethostname()}-{os.getpid()}"
+
+
+def named_url(url: str, process: str) -> str:
+    """``url`` with ``?name=<process>-<host>-<pid>``; aio-pika ignores ``client_properties`` when it is
+    given a URL (mosquito/aio-pika#551), but it sends the URL's ``name`` as the connection name."""
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "name"]
+    query.append(("name", connection_name(process)))
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), parts.fragment))
+
+
 async def connect(url: str, name: str) -> AbstractRobustConnection:
-    """A connection that reconnects by itself (and restores its channels and consumers)."""
-    return await aio_pika.connect_robust(url, client_properties={"connection_name": name}, timeout=10)
+    """A connection that reconnects by itself (and restores its channels and consumers), named after
+    its process."""
+    return await aio_pika.connect_robust(named_url(url, name), timeout=10)
 
 
 async def confirming_channel(connection: AbstractRobustConnection) -> AbstractChannel:

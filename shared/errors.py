@@ -2,6 +2,7 @@
 
 SwitchboardError
  ├── ConfigurationError
+ │    └── BackendUnusable
  ├── MessageError
  │    ├── MalformedMessage
  │    └── PayloadTooLarge
@@ -23,6 +24,11 @@ class SwitchboardError(Exception):
 
 class ConfigurationError(SwitchboardError):
     """Settings or routing configuration that cannot work."""
+
+
+class BackendUnusable(ConfigurationError):
+    """PostgreSQL or RabbitMQ refuses us for a reason retrying cannot fix (missing database or vhost,
+    refused login); the message is one line that names the command that fixes it."""
 
 
 class MessageError(SwitchboardError):

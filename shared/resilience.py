@@ -6,7 +6,9 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from shared.errors import BackendUnusable, ConfigurationError
 from shared.logs import get_logger
+from shared.startup import Endpoint, explain
 
 T = TypeVar("T")
 log = get_logger(__name__)
@@ -39,18 +41,39 @@ class Backoff:
 
 
 async def retry_until_stopped(
-    what: str, action: Callable[[], Awaitable[T]], stop: asyncio.Event, cap: float = 10.0
+    what: str,
+    action: Callable[[], Awaitable[T]],
+    stop: asyncio.Event,
+    cap: float = 10.0,
+    endpoint: Endpoint | None = None,
 ) -> T | None:
-    """Run ``action`` until it succeeds or ``stop`` is set (then ``None``); logs each failure."""
+    """Run ``action`` until it succeeds or ``stop`` is set (then ``None``); logs each failure.
+
+    With ``endpoint`` (the database or broker ``action`` connects to), a failure that retrying cannot
+    fix (shared/startup.py) raises :class:`BackendUnusable` with its one-line explanation, and the
+    others are logged with theirs. A :class:`ConfigurationError` is never retried.
+    """
     backoff = Backoff(cap=cap)
     while not stop.is_set():
         try:
             return await action()
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, ConfigurationError):
             raise
         except Exception as exc:
+            problem = explain(endpoint, exc) if endpoint is not None else None
+            if problem is not None and problem.permanent:
+                raise BackendUnusable(problem.line()) from exc
             delay = backoff.next()
-            log.warning("retrying", what=what, error=repr(exc), retry_in_s=round(delay, 2))
+            if problem is not None:
+                log.warning(
+                    "retrying",
+                    what=what,
+                    error=problem.message,
+                    hint=problem.hint,
+                    retry_in_s=round(delay, 2),
+                )
+            else:
+                log.warning("retrying", what=what, error=repr(exc), retry_in_s=round(delay, 2))
             if await sleep_or_stop(stop, delay):
                 break
     return None

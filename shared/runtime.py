@@ -4,22 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import importlib.metadata
+import inspect
 import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Annotated
 
 import asyncpg
+import typer
 from aio_pika.abc import AbstractRobustConnection
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from shared.amqp import connect
 from shared.db import create_pool
+from shared.errors import ConfigurationError
 from shared.logs import configure_logging, get_logger
 from shared.metrics import READY
 from shared.resilience import retry_until_stopped, sleep_or_stop
 from shared.settings import Settings, get_settings
+from shared.startup import EXIT_CONFIGURATION, Endpoint
 
 ReadinessCheck = Callable[[], bool]
 
@@ -76,10 +82,19 @@ def early_stop_requested() -> bool:
 ServiceMain = Callable[[Settings, Health, asyncio.Event], Awaitable[None]]
 
 
-def run_service(name: str, main: ServiceMain) -> None:
-    """Run ``main`` until it returns; SIGTERM/SIGINT set the stop event it watches. Exits 0 when clean."""
+def version() -> str:
+    try:
+        return importlib.metadata.version("switchboard")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def serve(name: str, main: ServiceMain) -> None:
+    """Run ``main`` until it returns; SIGTERM/SIGINT set the stop event it watches. Exits 0 when clean,
+    78 (EX_CONFIG) with one line on stderr when a backend refuses us for a reason retrying cannot fix,
+    1 on a crash."""
     settings = get_settings()
-    configure_logging(name, settings.log_level)
+    configure_logging(name, settings.log_level, settings.log_format)
     log = get_logger()
 
     async def runner() -> None:
@@ -105,9 +120,43 @@ def run_service(name: str, main: ServiceMain) -> None:
         uvloop.run(runner())
     except KeyboardInterrupt:
         pass
+    except ConfigurationError as exc:
+        log.error("service_misconfigured", error=str(exc))
+        print(f"{name}: {exc}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_CONFIGURATION)
     except Exception as exc:
         log.exception("service_crashed", error=repr(exc))
         sys.exit(1)
+
+
+def print_version(value: bool) -> None:
+    if value:
+        print(f"switchboard {version()}")
+        raise typer.Exit()
+
+
+VersionOption = Annotated[
+    bool,
+    typer.Option("--version", callback=print_version, is_eager=True, help="Print the version and exit."),
+]
+
+
+def service_cli(name: str, main: ServiceMain, help_text: str | None) -> typer.Typer:
+    """A one-command CLI for a service: ``--help`` and ``--version`` answer without starting anything."""
+    app = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False)
+
+    @app.command(help=help_text or f"Run the {name} process.")
+    def run(_version: VersionOption = False) -> None:
+        serve(name, main)
+
+    return app
+
+
+def run_service(name: str, main: ServiceMain) -> None:
+    """``python -m services.<name>``: parse the command line (``--help``, ``--version``), then serve."""
+    module = sys.modules.get(main.__module__)
+    help_text = inspect.cleandoc(module.__doc__) if module is not None and module.__doc__ else None
+    service_cli(name, main, help_text)(prog_name=f"python -m services.{name}")
 
 
 async def subscribe_shards(
@@ -154,6 +203,17 @@ async def subscribe_shards(
     return preferred, others
 
 
+async def open_broker(settings: Settings, name: str, stop: asyncio.Event) -> AbstractRobustConnection | None:
+    """A named broker connection, retried while the broker is unreachable; a missing vhost or a
+    refused login raises :class:`BackendUnusable` at once."""
+    return await retry_until_stopped(
+        "rabbitmq",
+        lambda: connect(settings.amqp_url(), name),
+        stop,
+        endpoint=Endpoint.of_broker(settings.amqp_url()),
+    )
+
+
 @asynccontextmanager
 async def backends(
     settings: Settings, name: str, stop: asyncio.Event, health: Health, pool_size: int
@@ -161,13 +221,16 @@ async def backends(
     """A database pool and a broker connection, each retried until it works or ``stop`` is set
     (then ``None``), registered as readiness checks and closed on the way out."""
     pool = await retry_until_stopped(
-        "postgres", lambda: create_pool(settings.database_dsn(), max_size=pool_size), stop
+        "postgres",
+        lambda: create_pool(settings.database_dsn(), max_size=pool_size),
+        stop,
+        endpoint=Endpoint.of_database(settings.database_dsn()),
     )
     if pool is None:
         yield None
         return
     try:
-        connection = await retry_until_stopped("rabbitmq", lambda: connect(settings.amqp_url(), name), stop)
+        connection = await open_broker(settings, name, stop)
         if connection is None:
             yield None
             return

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from functools import lru_cache
+from typing import Literal
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr
@@ -98,6 +99,8 @@ class Settings(BaseSettings):
     metrics_port: int = Field(0, ge=0, le=65535)
     metrics_host: str = "127.0.0.1"
     log_level: str = "INFO"
+    # auto: console lines on a terminal, JSON lines otherwise; json; console (shared/logs.py).
+    log_format: Literal["auto", "json", "console"] = "auto"
 
     mock_host: str = "127.0.0.1"
     mock_port: int = Field(8081, ge=0, le=65535)
@@ -108,6 +111,9 @@ class Settings(BaseSettings):
     mock_permanent_rate: float = Field(0.03, ge=0, le=1)
     mock_rate_limit_rate: float = Field(0.02, ge=0, le=1)
     mock_retry_after_s: float = Field(1.0, ge=0)
+    # A freshly started mock accepts its first N first attempts whatever the random draw (magic
+    # prefixes aside), so a newcomer's first message ends SENT; 0: every send takes its chance.
+    mock_welcome_sends: int = Field(5, ge=0)
     mock_ledger_path: str = ""
     mock_smtp_port: int = Field(0, ge=0, le=65535)  # 0: no SMTP server
     mock_smtp_tls_cert: str = ""  # PEM paths: with both, the SMTP server offers STARTTLS

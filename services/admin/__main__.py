@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from services.admin.passwords import ServicePasswords
+from shared.cli_errors import one_line_errors
 from shared.management import Management
 from shared.settings import Settings, get_settings
 from shared.setup import (
@@ -28,17 +30,28 @@ from shared.setup import (
 )
 from shared.topology import USER_PREFIX, ServiceRole
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Switchboard set-up commands.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    help="Prepare the database and the broker (setup, migrate, topology, users), check, export definitions.",
+)
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 Prefix = Annotated[str, typer.Option(help="Service users are named <prefix>-<service>.")]
 DEFINITIONS = Path("rabbitmq/definitions.json")
+T = TypeVar("T")
+
+
+def _run(work: Coroutine[Any, Any, T]) -> T:
+    with one_line_errors(get_settings(), console):
+        return asyncio.run(work)
 
 
 @app.command("migrate")
 def migrate_command() -> None:
     """Create the database if needed and apply pending SQL migrations."""
-    applied = asyncio.run(prepare_database(get_settings()))
+    applied = _run(prepare_database(get_settings()))
     console.print(f"[green]migrations applied:[/] {', '.join(applied) if applied else 'none (up to date)'}")
 
 
@@ -60,7 +73,7 @@ def topology_command(
     """Create the vhost, apply policies, check and declare exchanges, queues and bindings, add users."""
     settings = get_settings()
     try:
-        recreated = asyncio.run(prepare_broker(settings, recreate_conflicting=recreate_empty))
+        recreated = _run(prepare_broker(settings, recreate_conflicting=recreate_empty))
     except TopologyConflict as exc:
         console.print(f"[bold red]topology conflict[/] on vhost {settings.vhost()!r}:\n{exc}")
         raise typer.Exit(1) from exc
@@ -79,7 +92,7 @@ def users_command(user_prefix: Prefix = USER_PREFIX) -> None:
     password and a new one gets the dev-only password documented in rabbitmq/README.md.
     """
     settings = get_settings()
-    outcomes = asyncio.run(ensure_service_users(settings, ServicePasswords().by_role(), user_prefix))
+    outcomes = _run(ensure_service_users(settings, ServicePasswords().by_role(), user_prefix))
     for outcome in outcomes:
         style = "yellow" if outcome.password == "dev-only default" else "green"
         console.print(f"[{style}]user {outcome.user}[/]: password {outcome.password}, permissions set")
@@ -94,7 +107,7 @@ def users_command(user_prefix: Prefix = USER_PREFIX) -> None:
 def check_command() -> None:
     """Report, without changing anything, queues whose arguments or policies do not fit the code."""
     settings = get_settings()
-    problems = asyncio.run(_check(settings))
+    problems = _run(_check(settings))
     if problems:
         console.print("[bold red]problems:[/]\n  " + "\n  ".join(problems))
         raise typer.Exit(1)

@@ -1,24 +1,39 @@
-"""``python -m services.api``: serve the API; ``create-key``, ``revoke-key``, ``list-keys`` manage keys."""
+"""``python -m services.api``: serve the API; ``create-key``, ``revoke-key``, ``list-keys`` manage keys.
+
+The same key commands are ``switchboard api-keys create|revoke|list``.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import asyncpg
+import orjson
 import typer
 import uvicorn
 from rich.console import Console
+from rich.table import Table
 
 from services.api.keys import generate_key, hash_key
 from services.api.settings import DEV_PEPPER, ApiSettings, get_api_settings
 from services.api.store import keys as store
+from shared.cli_errors import one_line_errors
+from shared.errors import BackendUnusable
 from shared.logs import configure_logging, get_logger
 from shared.settings import get_settings
+from shared.startup import EXIT_CONFIGURATION, Endpoint, explain
 
 T = TypeVar("T")
-app = typer.Typer(add_completion=False, help="Switchboard HTTP API.")
+app = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False, help="Switchboard HTTP API.")
+keys_app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    help="Create, list and revoke API keys (only their hashes are stored).",
+)
 console = Console(stderr=True)
 
 
@@ -29,12 +44,38 @@ def main(ctx: typer.Context) -> None:
         serve()
 
 
+async def _database_problem(dsn: str, timeout: float) -> str | None:
+    """A one-line reason the API cannot work with this database at all, or None (also when PostgreSQL
+    is merely unreachable: the API starts anyway, answers 503 and reconnects when it is back)."""
+    try:
+        conn = await asyncpg.connect(dsn, timeout=timeout)
+    except Exception as exc:
+        problem = explain(Endpoint.of_database(dsn), exc)
+        return problem.line() if problem is not None and problem.permanent else None
+    try:
+        if await conn.fetchval("SELECT to_regclass('communication_logs') IS NULL"):
+            return str(
+                BackendUnusable(
+                    f"database {Endpoint.of_database(dsn).name!r} has no Switchboard "
+                    "tables: run `switchboard admin setup` (it applies the migrations)"
+                )
+            )
+    finally:
+        await conn.close()
+    return None
+
+
 def serve() -> None:
     from services.api.app import create_app
 
     settings, shared = get_api_settings(), get_settings()
-    configure_logging("api", shared.log_level)
+    configure_logging("api", shared.log_level, shared.log_format)
     log = get_logger("api")
+    problem = asyncio.run(_database_problem(shared.database_dsn(), settings.api_db_connect_timeout_s))
+    if problem is not None:
+        log.error("service_misconfigured", error=problem)
+        print(f"api: {problem}", file=sys.stderr, flush=True)
+        raise typer.Exit(EXIT_CONFIGURATION)
     if settings.api_key_pepper.get_secret_value() == DEV_PEPPER:
         log.warning("default_key_pepper", hint="set SWITCHBOARD_API_KEY_PEPPER in production")
     log.info(
@@ -63,10 +104,10 @@ def _run(action: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         finally:
             await conn.close()
 
-    return asyncio.run(go())
+    with one_line_errors(get_settings(), console):
+        return asyncio.run(go())
 
 
-@app.command("create-key")
 def create_key(
     tenant: str = typer.Option(..., help="The tenant the key acts for."),
     name: str = typer.Option("", help="A label to recognise the key by."),
@@ -75,7 +116,7 @@ def create_key(
         False, "--admin", help="An operator key: may also change the global routing configuration."
     ),
 ) -> None:
-    """Create an API key and print it once (only its hash is stored)."""
+    """Create an API key and print it once on stdout (only its hash is stored)."""
     settings: ApiSettings = get_api_settings()
     new = generate_key()
     digest = hash_key(new.key, settings.api_key_pepper.get_secret_value())
@@ -89,7 +130,6 @@ def create_key(
     print(new.key)
 
 
-@app.command("revoke-key")
 def revoke_key(key_id: str = typer.Argument(..., help="The key id (the part after sbk_).")) -> None:
     """Revoke a key (API processes notice within SWITCHBOARD_API_KEY_CACHE_S)."""
 
@@ -103,14 +143,56 @@ def revoke_key(key_id: str = typer.Argument(..., help="The key id (the part afte
     console.print(f"[green]revoked[/] {key_id}")
 
 
-@app.command("list-keys")
-def list_keys(tenant: str | None = typer.Option(None, help="Only this tenant's keys.")) -> None:
-    """List keys (ids and tenants; never the keys themselves)."""
+def key_rows(records: list[Any]) -> list[dict[str, Any]]:
+    return [
+        {
+            "key_id": r["key_id"],
+            "tenant": r["tenant"],
+            "state": "revoked" if r["revoked_at"] else "active",
+            "role": "admin" if r["admin"] else "tenant",
+            "name": r["name"],
+            "rate_limit_per_s": r["rate_limit_per_s"],
+            "created_at": r["created_at"].isoformat() if r["created_at"] else None,
+        }
+        for r in records
+    ]
+
+
+def list_keys(
+    tenant: str | None = typer.Option(None, help="Only this tenant's keys."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per line instead of a table."),
+) -> None:
+    """List keys (ids, tenants, state, role; never the keys themselves)."""
 
     async def fetch(conn: asyncpg.Connection) -> list[asyncpg.Record]:
         return await store.list_keys(conn, tenant)
 
-    for row in _run(fetch):
-        state = "revoked" if row["revoked_at"] else "active"
-        role = "admin" if row["admin"] else "tenant"
-        print(f"{row['key_id']}\t{row['tenant']}\t{state}\t{role}\t{row['name']}")
+    rows = key_rows(_run(fetch))
+    if as_json:
+        for row in rows:
+            sys.stdout.write(orjson.dumps(row).decode() + "\n")
+        return
+    if not rows:
+        console.print("no API keys" + (f" for tenant {tenant!r}" if tenant else ""))
+        return
+    table = Table("key id", "tenant", "state", "role", "name", "rate limit/s", "created")
+    for row in rows:
+        limit = row["rate_limit_per_s"]
+        table.add_row(
+            row["key_id"],
+            row["tenant"],
+            row["state"],
+            row["role"],
+            row["name"],
+            "default" if limit is None else f"{limit:g}",
+            (row["created_at"] or "")[:19],
+        )
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
+
+
+app.command("create-key")(create_key)
+app.command("revoke-key")(revoke_key)
+app.command("list-keys")(list_keys)
+keys_app.command("create")(create_key)
+keys_app.command("revoke")(revoke_key)
+keys_app.command("list")(list_keys)

@@ -16,6 +16,7 @@ from services.dlq.entries import EntryKind
 from services.dlq.filters import EntryFilter
 from services.dlq.requeue import Tally, Verdict
 from services.dlq.store import requeue_letters
+from shared.amqp import named_url
 from shared.management import Management
 from shared.models import utcnow
 from shared.settings import Settings
@@ -62,9 +63,7 @@ class ScanReport:
 
 async def connect(settings: Settings) -> AbstractConnection:
     """A plain connection: a reconnect in the middle of a scan would start it over with other tags."""
-    return await aio_pika.connect(
-        settings.amqp_url(), client_properties={"connection_name": "dlq-admin"}, timeout=10
-    )
+    return await aio_pika.connect(named_url(settings.amqp_url(), "dlq"), timeout=10)
 
 
 async def dlq_guard(settings: Settings) -> str | None:

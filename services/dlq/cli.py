@@ -7,7 +7,6 @@ what they act on, after a dry pass and a confirmation (``--yes`` skips it).
 from __future__ import annotations
 
 import asyncio
-import logging
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -16,9 +15,9 @@ from typing import Annotated, Any, TypeVar
 import aiormq.exceptions
 import asyncpg
 import orjson
-import structlog
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from services.dlq import render
 from services.dlq.actions import ScanOptions, ScanReport, connect, dlq_guard, purge, requeue, scan
@@ -29,13 +28,17 @@ from services.dlq.filters import EntryFilter
 from services.dlq.requeue import Verdict
 from services.dlq.stats import DlqStats
 from services.dlq.store import log_story
+from shared.cli_errors import explain_line, one_line_errors
 from shared.db import create_pool
 from shared.logs import configure_logging, get_logger
 from shared.models import utcnow
 from shared.settings import Settings, get_settings
 
 app = typer.Typer(
-    add_completion=False, no_args_is_help=True, help="Inspect and act on the dead-letter queue."
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    help="Inspect and act on the dead-letter queue: list, show, stats, requeue, purge, export.",
 )
 console = Console(stderr=True)
 # Piped output (a file, grep, a test) gets wide tables instead of an 80-column squeeze.
@@ -114,21 +117,21 @@ def main(
     idle: Annotated[float, typer.Option(help="Seconds without a message that end a scan early.")] = 2.0,
     batch_size: Annotated[int, typer.Option(help="Dead letters per requeue transaction.")] = 200,
 ) -> None:
-    configure_logging("dlq", "INFO")
     # Keep stdout for results (``--json``): log lines go to stderr, with the progress bars.
-    structlog.configure(logger_factory=structlog.BytesLoggerFactory(sys.stderr.buffer))
-    for handler in logging.getLogger().handlers:
-        if isinstance(handler, logging.StreamHandler):
-            handler.setStream(sys.stderr)
+    shared = get_settings()
+    configure_logging("dlq", "INFO", shared.log_format, stream=sys.stderr)
     ctx.obj = ScanOptions(window=window, idle_s=idle, batch_size=batch_size)
 
 
 def _run(work: Callable[[], Awaitable[T]]) -> T:
-    try:
-        return asyncio.run(work())  # type: ignore[arg-type]
-    except (aiormq.exceptions.AMQPError, ConnectionError, OSError, asyncpg.PostgresError) as exc:
-        console.print(f"[bold red]error:[/] {exc!r}")
-        raise typer.Exit(2) from exc
+    with one_line_errors(get_settings(), console):
+        try:
+            return asyncio.run(work())  # type: ignore[arg-type]
+        except (aiormq.exceptions.AMQPError, ConnectionError, OSError, asyncpg.PostgresError) as exc:
+            if explain_line(exc, get_settings()) is not None:
+                raise
+            console.print(f"[bold red]error:[/] {escape(repr(exc)[:500])}")
+            raise typer.Exit(2) from exc
 
 
 async def _guarded(settings: Settings) -> None:

@@ -49,6 +49,7 @@ async def main(settings: Settings, health: Health, stop: asyncio.Event) -> None:
         token=settings.mock_auth_token.get_secret_value(),
         callbacks=callbacks,
         secret_for=settings.receipt_secret,
+        welcome_sends=settings.mock_welcome_sends,
     )
     runner = web.AppRunner(build_app(provider), access_log=None)
     await runner.setup()

@@ -78,8 +78,12 @@ class MockProvider:
         token: str = "mock-token",
         callbacks: Callbacks | None = None,
         secret_for: Callable[[str], str] = lambda _: "switchboard-dev-receipts",
+        welcome_sends: int = 0,
     ) -> None:
         self.mix = mix
+        # The first this-many first attempts (keys <log id>-1) are accepted whatever the draw, so that a
+        # newcomer's first message ends SENT; POST /admin/config ends it (SWITCHBOARD_MOCK_WELCOME_SENDS).
+        self.welcome_left = welcome_sends
         self.latency_ms = latency_ms
         self.jitter_ms = jitter_ms
         self.ledger = ledger
@@ -193,7 +197,10 @@ class MockProvider:
         delivery: Delivery | None,
         magic: str | None,
     ) -> Accepted | Refused:
-        answer = decide(self.mix, channel, magic or recipient, key)
+        welcome = self.welcome_left > 0 and split_key(key)[1] == 1
+        if welcome:
+            self.welcome_left -= 1
+        answer = decide(self.mix, channel, magic or recipient, key, welcome)
         if answer.verdict != Verdict.ACCEPT:
             self._call(provider, channel, answer.code or "refused")
             return Refused(answer)
@@ -352,6 +359,7 @@ class MockProvider:
                 if k in body
             }
             self.mix = replace(self.mix, **fields)
+            self.welcome_left = 0  # a mix set on purpose is answered as set, from the first send
             self.latency_ms = float(body.get("latency_ms", self.latency_ms))
             self.jitter_ms = float(body.get("latency_jitter_ms", self.jitter_ms))
             if self.callbacks is not None:

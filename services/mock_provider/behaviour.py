@@ -60,10 +60,15 @@ def draw(seed: int, idempotency_key: str) -> float:
     return int.from_bytes(digest, "big") / 2**64
 
 
-def decide(mix: FailureMix, channel: str, recipient: str, idempotency_key: str) -> Answer:
+def decide(
+    mix: FailureMix, channel: str, recipient: str, idempotency_key: str, welcome: bool = False
+) -> Answer:
+    """The answer to one send. ``welcome``: accept it whatever the draw (magic prefixes still apply)."""
     for prefix, answer in MAGIC_PREFIXES:
         if recipient.startswith(prefix):
             return answer
+    if welcome:
+        return Answer(Verdict.ACCEPT, 200)
     u = draw(mix.seed, idempotency_key)
     if u < mix.rate_limit_rate:
         return Answer(Verdict.RATE_LIMIT, 429, "RATE_LIMITED", "too many requests", mix.retry_after_s)

@@ -16,12 +16,12 @@ from aiohttp import web
 
 from services.receipts.metrics import RECEIPTS
 from services.receipts.parse import Parsed, ReceiptError, parse_email, parse_json, parse_sms, parse_whatsapp
-from shared.amqp import confirming_channel, connect, declare, make_message, publish_confirmed
+from shared.amqp import confirming_channel, declare, make_message, publish_confirmed
 from shared.logs import get_logger
 from shared.models import ReceiptMessage, encode
 from shared.recipients import routing_key
 from shared.resilience import retry_until_stopped
-from shared.runtime import Health, run_service
+from shared.runtime import Health, open_broker, run_service
 from shared.settings import Settings
 from shared.topology import MESSAGE_TYPE_RECEIPT, RESPONSES_EXCHANGE, Topology
 
@@ -104,7 +104,7 @@ def build_app(receiver: Receiver) -> web.Application:
 
 
 async def main(settings: Settings, health: Health, stop: asyncio.Event) -> None:
-    connection = await retry_until_stopped("rabbitmq", lambda: connect(settings.amqp_url(), "receipts"), stop)
+    connection = await open_broker(settings, "receipts", stop)
     if connection is None:
         return
     receiver = Receiver(settings)

@@ -143,3 +143,9 @@ def test_split_key_never_raises(key: str) -> None:
 
 def test_split_key_of_superscript_digits_is_not_a_key() -> None:
     assert split_key("²-1") == (None, None)
+
+
+def test_a_welcomed_send_is_accepted_unless_its_recipient_is_magic() -> None:
+    mix = FailureMix(transient_rate=0.5, permanent_rate=0.5, rate_limit_rate=0)
+    assert {decide(mix, "sms", RECIPIENT, k, welcome=True).verdict for k in KEYS[:500]} == {Verdict.ACCEPT}
+    assert decide(mix, "sms", "+9991234567", "1-1", welcome=True).code == "INVALID_NUMBER"

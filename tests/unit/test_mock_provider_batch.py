@@ -234,3 +234,27 @@ async def test_the_batching_adapter_sends_concurrent_messages_as_one_request(
     assert [r.outcome for r in results] == [S] * 4
     assert mock.requests == 1
     assert [row["idempotency_key"] for row in mock.ledger.rows] == ["1-1", "2-1", "3-1", "4-1"]
+
+
+async def test_a_fresh_mock_welcomes_its_first_first_attempts_then_takes_chances() -> None:
+    # Given a mock that refuses every draw permanently, started with three welcome sends
+    mock = MockProvider(FailureMix(0, 1, 0), 0, 0, Ledger(), welcome_sends=3)
+    async with TestClient(TestServer(build_app(mock), host="127.0.0.1")) as client:
+        # When a retry (attempt 2), a magic number and then four first attempts arrive
+        retry = {**message(9), "idempotency_key": "9-2"}
+        first = await batch_results(client, retry, message(8, to="+9991234567"))
+        then = await batch_results(client, *(message(n) for n in range(1, 5)))
+    # Then the retry takes its chance, the magic number keeps its answer (and uses a welcome), and two
+    # of the first attempts are welcomed before the draw applies again
+    assert [status for status, _ in codes(first)] == [400, 400]
+    assert codes(first)[1] == (400, "INVALID_NUMBER")
+    assert [r["http_status"] for r in then] == [200, 200, 400, 400]
+
+
+async def test_a_mix_set_through_admin_config_ends_the_welcome() -> None:
+    mock = MockProvider(FailureMix(0, 0, 0), 0, 0, Ledger(), welcome_sends=5)
+    async with TestClient(TestServer(build_app(mock), host="127.0.0.1")) as client:
+        response = await client.post("/admin/config", json={"permanent_rate": 1.0})
+        assert response.status == 200
+        results = await batch_results(client, message(1))
+    assert results[0]["http_status"] == 400
