@@ -11,7 +11,8 @@ SwitchboardError
  │    │    └── RateLimited(retry_after)
  │    ├── RecoverableProviderError
  │    └── PermanentProviderError
- │         └── InvalidRecipient
+ │         ├── InvalidRecipient
+ │         └── InvalidPayload
  └── PublishError
 """
 
@@ -78,3 +79,10 @@ class InvalidRecipient(PermanentProviderError):
 
 class PublishError(SwitchboardError):
     """RabbitMQ did not confirm a publish (nack, return, or lost channel)."""
+
+
+class InvalidPayload(PermanentProviderError):
+    """A payload that an adapter cannot turn into a request (e.g. an email header with CR/LF)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("INVALID_PAYLOAD", message)

@@ -214,7 +214,7 @@ async def test_pool_builds_one_adapter_per_provider_and_rebuilds_on_change() -> 
     pool = AdapterPool(Settings(), MockTransport(lambda _: HttpResponse(200)))
     sms = ProviderSpec("gw", "sms_gateway", settings={"account_sid": "A"})
     assert pool.get(sms) is pool.get(sms)
-    assert isinstance(pool.get(ProviderSpec("m", "smtp")), SmtpAdapter)
+    assert isinstance(pool.get(ProviderSpec("m", "smtp")).inner, SmtpAdapter)
     changed = ProviderSpec("gw", "sms_gateway", settings={"account_sid": "B"})
     assert pool.get(changed) is not pool.get(sms)
     await pool.close()

@@ -9,6 +9,7 @@ import orjson
 
 from services.sender.adapters.base import ProviderAdapter, SendRequest, SendResult
 from services.sender.adapters.batching import BatchingAdapter
+from services.sender.adapters.guard import GuardedAdapter
 from services.sender.adapters.mockjson import MockJsonAdapter, result_from_http
 from services.sender.adapters.sms import SmsGatewayAdapter
 from services.sender.adapters.smtp import SmtpAdapter
@@ -58,15 +59,15 @@ class AdapterPool:
         self.transport = transport or AiohttpTransport(
             settings.provider_timeout_s, settings.provider_concurrency
         )
-        self._adapters: dict[str, tuple[bytes, ProviderAdapter]] = {}
+        self._adapters: dict[str, tuple[bytes, GuardedAdapter]] = {}
         self._retiring: set[asyncio.Task[None]] = set()
 
-    def get(self, spec: ProviderSpec) -> ProviderAdapter:
+    def get(self, spec: ProviderSpec) -> GuardedAdapter:
         key = orjson.dumps({"kind": spec.kind, "settings": dict(spec.settings)}, option=orjson.OPT_SORT_KEYS)
         current = self._adapters.get(spec.name)
         if current is not None and current[0] == key:
             return current[1]
-        adapter = build_adapter(spec, self.settings, self.transport)
+        adapter = GuardedAdapter(build_adapter(spec, self.settings, self.transport))
         self._adapters[spec.name] = (key, adapter)
         if current is not None:
             task = asyncio.get_running_loop().create_task(self._retire(current[1]))

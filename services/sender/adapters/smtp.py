@@ -4,15 +4,18 @@ connections per provider. Reply codes (basic and enhanced, RFC 3463) are classif
 from __future__ import annotations
 
 import asyncio
+import email.errors
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from email.message import EmailMessage
+from email.policy import SMTP as SMTP_POLICY
 from typing import Any
 
 import aiosmtplib
 
 from services.sender.adapters.base import ErrorClass, SendRequest, SendResult, Stopwatch, failure, setting
+from shared.errors import InvalidPayload
 from shared.models import OutcomeClass
 
 P, T, R = OutcomeClass.PERMANENT, OutcomeClass.TRANSIENT, OutcomeClass.RECOVERABLE
@@ -66,12 +69,23 @@ def classify_smtp(code: int, message: str) -> ErrorClass:
 
 
 def build_message(request: SendRequest, sender: str) -> EmailMessage:
+    """The email for ``request``; :class:`InvalidPayload` when the payload cannot make one (a header
+    with CR/LF, characters no encoding takes), found here and not halfway through an SMTP session."""
+    try:
+        message = _compose(request, sender)
+        message.as_bytes(policy=SMTP_POLICY)  # what aiosmtplib sends: every header and part must encode
+    except (ValueError, TypeError, LookupError, AttributeError, email.errors.MessageError) as exc:
+        raise InvalidPayload(f"cannot build the email: {exc}"[:500]) from exc
+    return message
+
+
+def _compose(request: SendRequest, sender: str) -> EmailMessage:
     payload = request.payload
     message = EmailMessage()
     message["From"] = str(payload.get("from") or sender)
     message["To"] = request.recipient
     message["Subject"] = str(payload.get("subject") or "")
-    domain = message["From"].rpartition("@")[2].strip("> ") or "switchboard.invalid"
+    domain = str(message["From"]).rpartition("@")[2].strip("> ") or "switchboard.invalid"
     message["Message-ID"] = f"<{request.idempotency_key}.{request.provider}@{domain}>"
     message["X-Switchboard-Idempotency-Key"] = request.idempotency_key
     message["X-Switchboard-Provider"] = request.provider
