@@ -53,7 +53,8 @@ format: install ## apply ruff's formatting and safe fixes
 chaos: setup ## the chaos harness: kills and restarts while 20 000 logs flow, then checks the invariants
 	$(BIN)/python -m tools.chaos $(CHAOS_ARGS)
 
-bench: setup ## throughput benchmark against the raw broker/database baseline
+bench: setup ## throughput against a raw baseline, latency scenarios, the API under wrk (BENCH_ARGS="--scenario trickle")
+	@bash tools/ensure-wrk.sh || echo "wrk is not installed: the api-single scenario will fail"
 	$(BIN)/python -m tools.bench $(BENCH_ARGS)
 
 clean: ## remove the virtualenv and caches

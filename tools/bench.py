@@ -1,13 +1,16 @@
-"""``python -m tools.bench`` (``make bench``): pipeline throughput against a raw broker+database baseline.
+"""``python -m tools.bench`` (``make bench``): throughput against a raw baseline, and latency scenarios.
 
 Loopback only, bounded in time (``--max-seconds`` per phase). Creates its own environment (a vhost
-and a database, removed at the end) and runs, in order:
+and a database, removed at the end) and runs, in order (``--scenario NAME`` picks some):
 
-1. the pipeline (real poller, senders, responders and mock provider) carrying ``--count`` logs from
-   PENDING to SENT, once per ``--provider-latency``, with a failure-free mix;
-2. the raw baseline: a bare aio-pika relay of as many messages through the same two hops plus one
-   UPDATE per batch (``tools/bench_raw.py``);
-3. claim scaling: the real claim statement at 10 000 and 1 000 000 rows.
+1. ``throughput``: the pipeline (real poller, senders, responders and mock provider) carrying
+   ``--count`` logs from PENDING to SENT, once per ``--provider-latency``, with a failure-free mix;
+2. ``raw``: a bare aio-pika relay of as many messages through the same two hops plus one UPDATE per
+   batch (``tools/bench_raw.py``);
+3. ``claim``: the real claim statement at 10 000 and 1 000 000 rows;
+4. the latency scenarios (``tools/bench_scenarios.py``): ``single-provider``, ``open-loop``,
+   ``trickle``, ``urgent-during-campaign`` (and ``-api``), and ``api-single`` (wrk against the API,
+   ``tools/bench_api.py``).
 
 Writes every figure to ``--output`` (JSON) and prints tables; ``docs/benchmark.md`` explains them.
 Exit status: 0 when every phase produced its figures (targets are reported, not enforced), 1 when a
@@ -29,17 +32,28 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from tools.bench_api import API_SINGLE, run_api_single
 from tools.bench_baseline import run_raw
 from tools.bench_claim import run_claim_scaling
 from tools.bench_common import BenchError, ProgressFn, apply_database_settings, machine_facts, no_progress
 from tools.bench_pipeline import FAILURE_FREE, PipelineConfig, run_pipeline
 from tools.bench_report import render, targets
-from tools.stack import ROOT, create_environment, destroy_environment
+from tools.bench_scenarios import (
+    OPEN_LOOP,
+    PIPELINE_SCENARIOS,
+    SINGLE_PROVIDER,
+    ScenarioOptions,
+    run_pipeline_scenario,
+)
+from tools.stack import ROOT, Environment, create_environment, destroy_environment
 
 console = Console(width=None if sys.stdout.isatty() else 150)
 # The best configuration measured on a 2-core machine (docs/benchmark.md, "Choosing the defaults").
 DEFAULT_POLLERS, DEFAULT_SENDERS, DEFAULT_RESPONDERS = 1, 2, 1
 DEFAULT_OUTPUT = Path("reports/bench.json")
+THROUGHPUT, RAW, CLAIM = "throughput", "raw", "claim"
+# Every scenario, in the order a run takes them (open-loop's default rate comes from single-provider).
+SCENARIOS = (THROUGHPUT, RAW, CLAIM, *PIPELINE_SCENARIOS, API_SINGLE)
 
 
 @dataclass(frozen=True)
@@ -63,6 +77,13 @@ class BenchOptions:
     # PostgreSQL settings for the bench database (ALTER DATABASE ... SET), to try a fix: e.g.
     # {"plan_cache_mode": "force_custom_plan"}
     database_settings: dict[str, str] = field(default_factory=dict)
+    scenarios: tuple[str, ...] = SCENARIOS
+    scenario: ScenarioOptions = field(default_factory=ScenarioOptions)
+
+    def runs(self, name: str) -> bool:
+        if (name == RAW and self.skip_raw) or (name == CLAIM and self.skip_claim):
+            return False
+        return name in self.scenarios
 
     def pipeline(self, latency_ms: float) -> PipelineConfig:
         return PipelineConfig(
@@ -100,16 +121,26 @@ class PhaseProgress:
 
 def notes(options: BenchOptions) -> list[str]:
     mix = ", ".join(f"{k}={v}" for k, v in FAILURE_FREE.items())
-    return [
-        f"failure-free mix for throughput ({mix}): every log is sent once, no retries",
-        "throughput = sustained rate between 10 % and 90 % of the logs SENT (overall rate also given); "
-        "latency = created_at -> sent_at of every log, all inserted at once (so it includes queueing)",
+    out = [
         f"processes: {options.pollers} poller(s), {options.senders} sender(s), "
         f"{options.responders} responder(s), {options.shards} shards, log level {options.log_level}; "
         "the mock provider shares the same cores",
         *(f"process setting: SWITCHBOARD_{k.upper()} = {v}" for k, v in options.settings.items()),
         *(f"bench database setting: {k} = {v}" for k, v in options.database_settings.items()),
     ]
+    if options.runs(THROUGHPUT):
+        out += [
+            f"failure-free mix for throughput ({mix}): every log is sent once, no retries",
+            "throughput = sustained rate between 10 % and 90 % of the logs SENT (overall rate also "
+            "given); latency = created_at -> sent_at of every log, all inserted at once (so it includes "
+            "queueing)",
+        ]
+    if set(options.scenarios) - {THROUGHPUT, RAW, CLAIM}:
+        out.append(
+            f"latency scenarios: mock provider failure-free at {options.scenario.provider_latency_ms:g} ms; "
+            "latency = created_at -> sent_at; every log its own recipient"
+        )
+    return out
 
 
 async def run_bench(options: BenchOptions, progress: PhaseProgress | None = None) -> dict[str, Any]:
@@ -125,17 +156,18 @@ async def run_bench(options: BenchOptions, progress: PhaseProgress | None = None
         "pipeline": {},
         "raw": None,
         "claim": None,
+        "scenarios": {},
         "error": None,
     }
     try:
         report["machine"] = await machine_facts(environment)
         await apply_database_settings(environment, options.database_settings)
-        for latency in options.provider_latencies_ms:
+        for latency in options.provider_latencies_ms if options.runs(THROUGHPUT) else ():
             update = progress.phase(f"pipeline, provider {latency:g} ms", options.count)
             report["pipeline"][f"{latency:g}"] = await run_pipeline(
                 environment, options.pipeline(latency), update
             )
-        if not options.skip_raw:
+        if options.runs(RAW):
             update = progress.phase("raw baseline", options.count)
             report["raw"] = await run_raw(
                 environment,
@@ -145,11 +177,12 @@ async def run_bench(options: BenchOptions, progress: PhaseProgress | None = None
                 log_dir=options.log_dir / environment.name / "raw",
                 progress=update,
             )
-        if not options.skip_claim:
+        if options.runs(CLAIM):
             update = progress.phase("claim scaling", len(options.claim_sizes))
             report["claim"] = await run_claim_scaling(
                 environment, options.claim_sizes, max_seconds=options.max_seconds, progress=update
             )
+        await run_scenarios(environment, options, progress, report)
     except BenchError as exc:
         report["error"] = str(exc)
     except Exception as exc:  # a phase broke: say which error, keep what was measured
@@ -165,6 +198,54 @@ async def run_bench(options: BenchOptions, progress: PhaseProgress | None = None
     report["targets"] = targets(report)
     report["duration_s"] = round(time.monotonic() - started, 1)
     return report
+
+
+async def run_scenarios(
+    environment: Environment, options: BenchOptions, progress: PhaseProgress, report: dict[str, Any]
+) -> None:
+    """The latency scenarios chosen; one that fails is reported and the others still run."""
+    scenarios: dict[str, Any] = report["scenarios"]
+    base = options.pipeline(options.scenario.provider_latency_ms)
+    for name in PIPELINE_SCENARIOS:
+        if not options.runs(name):
+            continue
+        single = (scenarios.get(SINGLE_PROVIDER) or {}).get("classes", {}).get("bulk", {})
+        update = progress.phase(name, 1)
+        try:
+            scenarios[name] = await run_pipeline_scenario(
+                environment, name, options.scenario, base, update, single.get("sustained_per_s")
+            )
+        except BenchError as exc:
+            scenarios[name] = {"error": str(exc)}
+            report["error"] = report["error"] or str(exc)
+    if options.runs(API_SINGLE):
+        update = progress.phase(API_SINGLE, 4 + len(options.scenario.api_rates))
+        try:
+            scenarios[API_SINGLE] = await run_api_single(
+                environment,
+                options.scenario,
+                options.log_dir / environment.name,
+                log_level=options.log_level,
+                profile_dir=options.profile_dir,
+                max_seconds=options.max_seconds,
+                progress=update,
+            )
+        except BenchError as exc:
+            scenarios[API_SINGLE] = {"error": str(exc)}
+            report["error"] = report["error"] or str(exc)
+
+
+def chosen_scenarios(names: list[str] | None, open_loop_rate: float | None) -> tuple[str, ...]:
+    """The scenarios to run, in run order; open-loop without a rate brings single-provider along."""
+    if not names:
+        return SCENARIOS
+    wanted = {part.strip() for name in names for part in name.split(",") if part.strip()}
+    unknown = sorted(wanted - set(SCENARIOS))
+    if unknown:
+        raise typer.BadParameter(f"unknown scenario(s) {unknown}; choose from {', '.join(SCENARIOS)}")
+    if OPEN_LOOP in wanted and open_loop_rate is None:
+        wanted.add(SINGLE_PROVIDER)
+    return tuple(name for name in SCENARIOS if name in wanted)
 
 
 def write(report: dict[str, Any], output: Path) -> None:
@@ -231,6 +312,36 @@ def main(
             "plan_cache_mode=force_custom_plan."
         ),
     ] = None,
+    scenario: Annotated[
+        list[str] | None,
+        typer.Option(help=f"Run only this scenario (repeatable or comma-separated): {', '.join(SCENARIOS)}."),
+    ] = None,
+    scenario_latency: Annotated[
+        float, typer.Option(min=0, help="Mock provider latency (ms) of the latency scenarios.")
+    ] = 20.0,
+    campaign_size: Annotated[
+        int, typer.Option(min=1, help="urgent-during-campaign: bulk logs inserted at once.")
+    ] = 60_000,
+    urgent_count: Annotated[int, typer.Option(min=1, help="urgent-during-campaign: urgent logs.")] = 200,
+    urgent_rate: Annotated[
+        float, typer.Option(min=0.1, help="urgent-during-campaign: urgent logs per second.")
+    ] = 10.0,
+    open_loop_rate: Annotated[
+        float | None,
+        typer.Option(min=0.1, help="open-loop: logs/s (default: 80 % of the single-provider rate measured)."),
+    ] = None,
+    open_loop_seconds: Annotated[float, typer.Option(min=1, help="open-loop: how long it feeds.")] = 60.0,
+    trickle_rate: Annotated[float, typer.Option(min=0.1, help="trickle: logs per second.")] = 20.0,
+    trickle_seconds: Annotated[float, typer.Option(min=1, help="trickle: how long it feeds.")] = 30.0,
+    single_provider_count: Annotated[
+        int, typer.Option(min=100, help="single-provider: logs inserted at once.")
+    ] = 60_000,
+    api_seconds: Annotated[float, typer.Option(min=1, help="api-single: seconds of each wrk run.")] = 15.0,
+    api_connections: Annotated[int, typer.Option(min=1, help="api-single: wrk connections.")] = 32,
+    api_threads: Annotated[int, typer.Option(min=1, help="api-single: wrk threads.")] = 1,
+    api_rates: Annotated[
+        str, typer.Option(help="api-single: fixed rates (requests/s) to run besides half of saturation.")
+    ] = "500",
 ) -> None:
     pairs = [item.partition("=") for item in database_setting or []]
     if any(not sep or not key for key, sep, _ in pairs):
@@ -255,6 +366,22 @@ def main(
         keep_environment=keep_environment,
         database_settings={key.strip(): value.strip() for key, _, value in pairs},
         settings={key.strip().lower(): value.strip() for key, _, value in process_pairs},
+        scenarios=chosen_scenarios(scenario, open_loop_rate),
+        scenario=ScenarioOptions(
+            provider_latency_ms=scenario_latency,
+            campaign_size=campaign_size,
+            urgent_count=urgent_count,
+            urgent_rate=urgent_rate,
+            open_loop_rate=open_loop_rate,
+            open_loop_s=open_loop_seconds,
+            trickle_rate=trickle_rate,
+            trickle_s=trickle_seconds,
+            single_provider_count=single_provider_count,
+            api_seconds=api_seconds,
+            api_connections=api_connections,
+            api_threads=api_threads,
+            api_rates=parse_list(api_rates, float, allow_empty=True),
+        ),
     )
     if max(senders, responders) > shards:
         raise typer.BadParameter("--senders and --responders must each be at most --shards")

@@ -8,6 +8,8 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from tools.bench_scenario_report import scenario_targets, scenario_views
+
 RSS_LIMIT_MB = 200.0
 OWN_SERVICES = (
     "poller",
@@ -45,7 +47,7 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     }
     worst = max(peaks.values()) if peaks else None
     worst_name = max(peaks, key=lambda k: peaks[k]) if peaks else None
-    return [
+    throughput = [
         {
             "name": "pipeline / raw at 0 ms provider latency",
             "value": ratio,
@@ -71,6 +73,9 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
             "verdict": _verdict(worst, worst is not None and worst < RSS_LIMIT_MB),
         },
     ]
+    if not pipeline and not report.get("raw") and not report.get("claim") and report.get("scenarios"):
+        throughput = []  # only scenarios ran: their own targets say it all
+    return throughput + scenario_targets(report)
 
 
 def _f(value: Any, digits: int = 0) -> str:
@@ -253,6 +258,7 @@ def render(report: dict[str, Any]) -> Group:
         parts.append(raw_table(report))
     if report.get("claim"):
         parts.append(claim_view(report))
+    parts += scenario_views(report)
     parts.append(targets_table(report))
     for note in report.get("notes", []):
         parts.append(Text("note: " + note, style="dim"))

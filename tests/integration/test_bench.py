@@ -12,6 +12,7 @@ from tools.bench import BenchOptions, run_bench, write
 from tools.bench_common import crossing, split, sustained_rate
 from tools.bench_profile import summarise
 from tools.bench_report import render
+from tools.bench_scenarios import ScenarioOptions
 
 SWITCHBOARD = ("poller", "sender", "responder", "mock_provider")
 
@@ -33,6 +34,7 @@ def check_usage(processes: dict[str, Any], expected: tuple[str, ...]) -> None:
 async def test_tiny_benchmark_reports_every_figure(tmp_path: Path) -> None:
     # Given a benchmark of 500 logs at 0 and 200 ms, a raw baseline and claim scaling at 1 000 / 20 000 rows
     options = BenchOptions(
+        scenarios=("throughput", "raw", "claim"),
         count=500,
         provider_latencies_ms=(0.0, 200.0),
         claim_sizes=(1_000, 20_000),
@@ -45,8 +47,9 @@ async def test_tiny_benchmark_reports_every_figure(tmp_path: Path) -> None:
     write(report, options.output)
     report = orjson.loads(options.output.read_bytes())
 
-    # Then no phase failed
+    # Then no phase failed, and no latency scenario ran
     assert report["error"] is None, report["error"]
+    assert report["scenarios"] == {}
     # ... each pipeline run carried every log, failure-free, with rates, latencies and usage per process
     assert set(report["pipeline"]) == {"0", "200"}
     for latency, run in report["pipeline"].items():
@@ -89,6 +92,90 @@ async def test_tiny_benchmark_reports_every_figure(tmp_path: Path) -> None:
     for target in report["targets"]:
         assert target["verdict"] in ("pass", "miss"), target
         assert positive(target["value"]), target
+    assert render(report) is not None
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(420)
+async def test_tiny_latency_scenarios_report_every_figure(tmp_path: Path) -> None:
+    # Given every latency scenario at a tiny size (the API one with wrk)
+    scenario = ScenarioOptions(
+        campaign_size=400,
+        urgent_count=10,
+        urgent_rate=20,
+        open_loop_s=2,
+        trickle_rate=20,
+        trickle_s=2,
+        single_provider_count=400,
+        api_seconds=2,
+        api_connections=4,
+        api_rates=(),
+    )
+    options = BenchOptions(
+        scenarios=(
+            "single-provider",
+            "trickle",
+            "urgent-during-campaign",
+            "urgent-during-campaign-api",
+            "open-loop",
+            "api-single",
+        ),
+        scenario=scenario,
+        max_seconds=120,
+        output=tmp_path / "bench.json",
+        log_dir=tmp_path / "logs",
+    )
+    # When it runs and writes its report
+    report = await run_bench(options)
+    write(report, options.output)
+    report = orjson.loads(options.output.read_bytes())
+
+    # Then no scenario failed, and the throughput phases did not run
+    assert report["error"] is None, report["error"]
+    assert report["pipeline"] == {} and report["raw"] is None and report["claim"] is None
+    scenarios = report["scenarios"]
+    expected = {
+        "single-provider": {"bulk": 400},
+        "trickle": {"bulk": 40},
+        "urgent-during-campaign": {"bulk": 400, "urgent": 10},
+        "urgent-during-campaign-api": {"bulk": 400, "urgent": 10},
+    }
+    for name, classes in expected.items():
+        run = scenarios[name]
+        # ... every log of every class was sent once, with ordered percentiles
+        assert {c: f["logs"] for c, f in run["classes"].items()} == classes, name
+        for cls, figures in run["classes"].items():
+            assert figures["sent"] == figures["logs"], (name, cls)
+            latency = figures["latency_ms"]
+            assert 0 < latency["p50"] <= latency["p95"] <= latency["p99"] <= latency["max"], (name, cls)
+        assert run["invariants"]["ok"], (name, run["invariants"])
+        assert run["invariants"]["provider_sends"] == sum(classes.values()), name
+        check_usage(run["processes"], SWITCHBOARD)
+    # ... open-loop took its rate from single-provider and reports its first and last windows
+    open_loop = scenarios["open-loop"]
+    single_rate = scenarios["single-provider"]["classes"]["bulk"]["sustained_per_s"]
+    assert open_loop["rate_per_s"] == pytest.approx(0.8 * single_rate, abs=0.1)
+    assert open_loop["classes"]["bulk"]["sent"] == open_loop["feed"]["fed"]
+    assert set(open_loop["windows"]) == {"first", "last"}
+    # ... the urgent logs through the API were all accepted, and their request latency measured
+    through_api = scenarios["urgent-during-campaign-api"]
+    assert positive(through_api["api_request_ms"]["p50"])
+    assert "api" in through_api["processes"]
+    assert through_api["urgent_logs"] == 10 and through_api["urgent_sent_before_campaign_end"] <= 10
+    # ... wrk saturated the API with accepted sends, a wrong key got only 401s, a fixed rate ran
+    api = scenarios["api-single"]
+    saturation, refused = api["saturation"], api["refused_401"]
+    assert positive(saturation["requests_per_s"]) and saturation["non_2xx"] == 0
+    assert saturation["socket_errors"] == 0
+    assert positive(saturation["cpu_ms_per_request"]["api"])
+    assert refused["requests"] > 0 and refused["non_2xx"] == refused["requests"]
+    (half,) = api["fixed_rate"].values()
+    assert half["half_of_saturation"] and half["non_2xx"] == 0 and positive(half["requests_per_s"])
+    accepted = saturation["requests"] + half["requests"]
+    assert api["rows_in_database"] >= accepted
+    # ... every scenario has its targets, and the tables render
+    names = [t["name"] for t in report["targets"]]
+    assert any(n.startswith("trickle") for n in names) and any(n.startswith("api-single") for n in names)
     assert render(report) is not None
 
 
