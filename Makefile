@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
 .DEFAULT_GOAL := help
-.PHONY: help install services setup demo test test-fast lint format chaos bench topology definitions clean
+.PHONY: help install services setup demo run test test-fast lint format chaos bench topology definitions clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -33,6 +33,9 @@ definitions: install ## regenerate rabbitmq/definitions.json from the topology i
 
 demo: setup ## run every process, feed a 10 000-message campaign, show live progress and the summary
 	$(BIN)/python -m tools.demo $(DEMO_ARGS)
+
+run: setup ## every process (API :8080, dashboard :8090, mock provider :8081) until Ctrl-C or SIGTERM
+	$(BIN)/python -m tools.run $(RUN_ARGS)
 
 test: install services ## the whole suite against the local RabbitMQ and PostgreSQL
 	@bash tools/ensure-browser.sh

@@ -19,7 +19,6 @@ phase failed or ran past its time bound.
 
 from __future__ import annotations
 
-import asyncio
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -45,6 +44,7 @@ from tools.bench_scenarios import (
     ScenarioOptions,
     run_pipeline_scenario,
 )
+from tools.signals import run_harness
 from tools.stack import ROOT, Environment, create_environment, destroy_environment
 
 console = Console(width=None if sys.stdout.isatty() else 150)
@@ -393,7 +393,7 @@ def main(
         console=console,
         transient=False,
     ) as bar:
-        report = asyncio.run(run_bench(options, PhaseProgress(bar)))
+        report = run_harness(run_bench(options, PhaseProgress(bar)))
     write(report, output)
     console.print(render(report))
     console.print(f"report written to {output} (whole run {report['duration_s']} s)")

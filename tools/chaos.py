@@ -31,6 +31,7 @@ from rich.table import Table
 from shared.db import create_pool
 from shared.topology import DEAD_LETTER_QUEUE, DISPATCH_EXCHANGE, RESPONSES_EXCHANGE, shard_queue
 from tools.invariants import InvariantReport, check
+from tools.signals import run_harness
 from tools.stack import Environment, Stack, create_environment, destroy_environment
 
 console = Console()
@@ -400,7 +401,7 @@ def main(
         seed=seed,
         report_path=report,
     )
-    result, summary = asyncio.run(run_chaos(config))
+    result, summary = run_harness(run_chaos(config))
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_bytes(
         orjson.dumps(

@@ -46,6 +46,7 @@ from tools.demo_env import DemoError, Routing, broker_view, demo_lock, dlq_depth
 from tools.demo_outage import OutagePlan, OutageReport, Watchers, describe_plan, outage_report, outage_view
 from tools.demo_providers import ProviderRow, fallback_table, provider_rows, provider_table
 from tools.demo_report import Rate, Summary, exit_table, live_view, measure, snapshot, summary_table
+from tools.signals import Interrupted, cancelled_by_signals
 from tools.stack import ROOT, Environment, Stack, default_environment
 
 DEFAULT_ROOT = ROOT / "var" / "demo"
@@ -475,10 +476,15 @@ def main(
         outage_after_s=outage_after_s,
     )
     try:
-        result = asyncio.run(run_demo(options, default_environment(), log_dir.resolve(), console))
+        result = asyncio.run(
+            cancelled_by_signals(run_demo(options, default_environment(), log_dir.resolve(), console))
+        )
     except DemoError as exc:
         console.print(f"[bold red]demo not started:[/] {exc}")
         raise typer.Exit(2) from None
+    except Interrupted as stopped:  # SIGTERM or Ctrl-C: run_demo has stopped every process
+        console.print(f"[yellow]{stopped}; every process was stopped[/]")
+        raise typer.Exit(stopped.exit_status) from None
     if result.interrupted and not (keep_running and result.completed):
         console.print("[yellow]interrupted; every process was stopped[/]")
         raise typer.Exit(130)
