@@ -8,6 +8,7 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
+import orjson
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -104,49 +105,67 @@ def users_command(user_prefix: Prefix = USER_PREFIX) -> None:
 
 
 @app.command("check")
-def check_command() -> None:
+def check_command(
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON object per queue on stdout, then the problems.")
+    ] = False,
+) -> None:
     """Report, without changing anything, queues whose arguments or policies do not fit the code."""
     settings = get_settings()
-    problems = _run(_check(settings))
+    rows, problems = _run(_check(settings))
+    if as_json:
+        for row in rows:
+            sys.stdout.write(orjson.dumps(row).decode() + "\n")
+        sys.stdout.write(orjson.dumps({"problems": problems}).decode() + "\n")
+    else:
+        table = Table(*CHECK_COLUMNS, title=f"vhost {settings.vhost()}")
+        for row in rows:
+            table.add_row(*("" if row[c] is None else str(row[c]) for c in CHECK_COLUMNS))
+        console.print(table)
     if problems:
-        console.print("[bold red]problems:[/]\n  " + "\n  ".join(problems))
+        if not as_json:
+            console.print("[bold red]problems:[/]\n  " + "\n  ".join(problems))
         raise typer.Exit(1)
-    console.print("[green]topology, arguments and policies fit the code[/]")
+    if not as_json:
+        console.print("[green]topology, arguments and policies fit the code[/]")
 
 
-async def _check(settings: Settings) -> list[str]:
+CHECK_COLUMNS = (
+    "queue",
+    "messages",
+    "consumers",
+    "policy",
+    "delivery-limit",
+    "dead-letter-exchange",
+    "max-length",
+)
+
+
+async def _check(settings: Settings) -> tuple[list[dict[str, Any]], list[str]]:
     vhost, topology = settings.vhost(), topology_for(settings)
     async with Management(settings) as management:
         queues = {q["name"]: q for q in await management.queues(vhost)}
         policies = await management.policies(vhost)
-    columns = (
-        "queue",
-        "messages",
-        "consumers",
-        "policy",
-        "delivery-limit",
-        "dead-letter-exchange",
-        "max-length",
-    )
-    table = Table(*columns, title=f"vhost {vhost}")
+    rows: list[dict[str, Any]] = []
     for spec in topology.queues():
         info = queues.get(spec.name)
         policy = effective_policy(spec.name, policies)
         definition = policy["definition"] if policy else {}
-        table.add_row(
-            spec.name,
-            str(info.get("messages", "?")) if info else "missing",
-            str(info.get("consumers", "?")) if info else "",
-            policy["name"] if policy else "none",
-            *(
-                str(definition.get(key, ""))
-                for key in ("delivery-limit", "dead-letter-exchange", "max-length")
-            ),
+        rows.append(
+            {
+                "queue": spec.name,
+                "messages": info.get("messages") if info else "missing",
+                "consumers": info.get("consumers") if info else None,
+                "policy": policy["name"] if policy else "none",
+                **{
+                    key: definition.get(key)
+                    for key in ("delivery-limit", "dead-letter-exchange", "max-length")
+                },
+            }
         )
-    console.print(table)
     missing = [f"queue {spec.name!r} does not exist" for spec in topology.queues() if spec.name not in queues]
     conflicts = argument_conflicts({n: q.get("arguments", {}) for n, q in queues.items()}, topology.queues())
-    return missing + [c.explain() for c in conflicts] + policy_problems(topology, policies)
+    return rows, missing + [c.explain() for c in conflicts] + policy_problems(topology, policies)
 
 
 @app.command("definitions")

@@ -78,6 +78,22 @@ DryRun = Annotated[bool, typer.Option("--dry-run", help="Say what would happen; 
 Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
 
 
+NO_FILTER: dict[str, Any] = dict.fromkeys(
+    (
+        "kinds",
+        "reasons",
+        "error_classes",
+        "error_codes",
+        "channels",
+        "providers",
+        "tenants",
+        "campaigns",
+        "older_than",
+        "newer_than",
+    )
+)
+
+
 def _filter(
     ids: list[str] | None = None,
     *,
@@ -559,6 +575,9 @@ def stats_command(
     )
     if as_json:
         sys.stdout.write(orjson.dumps(stats.as_dict()).decode() + "\n")
+    elif stats.total == 0:
+        filtered = wanted != _filter(**NO_FILTER)
+        out.print("no dead letter matches these filters" if filtered else "the DLQ is empty")
     else:
         out.print(
             f"[bold]{stats.total:,}[/] messages (oldest {render.when(stats.oldest)}, newest "
