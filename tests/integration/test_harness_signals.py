@@ -83,7 +83,7 @@ HARNESSES = {
         "--window",
         "5",
     ],
-    "bench": ["tools.bench", "--count", "20000", "--provider-latency", "200", "--skip-raw", "--skip-claim"],
+    "bench": ["tools.bench", "--scenario", "throughput", "--count", "20000", "--provider-latency", "200"],
 }
 
 
