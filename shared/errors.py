@@ -5,7 +5,8 @@ SwitchboardError
  │    └── BackendUnusable
  ├── MessageError
  │    ├── MalformedMessage
- │    └── PayloadTooLarge
+ │    ├── PayloadTooLarge
+ │    └── MessageRefused
  ├── ProviderError
  │    ├── TransientProviderError
  │    │    └── RateLimited(retry_after)
@@ -13,7 +14,12 @@ SwitchboardError
  │    └── PermanentProviderError
  │         ├── InvalidRecipient
  │         └── InvalidPayload
- └── PublishError
+ ├── BatchRefused
+ └── BusError
+      ├── PublishError
+      │    ├── PublishRefused
+      │    └── PublishUnconfirmed
+      └── ChannelGone
 """
 
 from __future__ import annotations
@@ -42,6 +48,14 @@ class MalformedMessage(MessageError):
 
 class PayloadTooLarge(MessageError):
     """A message larger than the configured limit."""
+
+
+class MessageRefused(MessageError):
+    """A message the database refuses on its own (not an outage): dead-lettered, never retried."""
+
+
+class BatchRefused(SwitchboardError):
+    """The database refused a batch as a whole: its messages are applied one at a time."""
 
 
 class ProviderError(SwitchboardError):
@@ -77,12 +91,28 @@ class InvalidRecipient(PermanentProviderError):
     """A recipient that no provider could deliver to (checked before any provider call)."""
 
 
-class PublishError(SwitchboardError):
-    """RabbitMQ did not confirm a publish (nack, return, or lost channel)."""
-
-
 class InvalidPayload(PermanentProviderError):
     """A payload that an adapter cannot turn into a request (e.g. an email header with CR/LF)."""
 
     def __init__(self, message: str) -> None:
         super().__init__("INVALID_PAYLOAD", message)
+
+
+class BusError(SwitchboardError):
+    """RabbitMQ did not do what was asked of it."""
+
+
+class PublishError(BusError):
+    """RabbitMQ did not confirm a publish (nack, return, or lost channel)."""
+
+
+class PublishRefused(PublishError):
+    """The broker answered no (a nack, or a return of an unroutable message): it holds no copy."""
+
+
+class PublishUnconfirmed(PublishError):
+    """No answer (timeout, lost channel or connection): the broker may or may not hold the message."""
+
+
+class ChannelGone(BusError):
+    """The channel a delivery came on is closed: it cannot be settled, and the broker redelivers it."""

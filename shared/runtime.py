@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import importlib.metadata
 import inspect
 import signal
@@ -18,12 +17,12 @@ from aio_pika.abc import AbstractRobustConnection
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from shared.amqp import connect
+from shared.bus.amqp import connect
 from shared.db import create_pool
 from shared.errors import ConfigurationError
 from shared.logs import configure_logging, get_logger
 from shared.metrics import READY
-from shared.resilience import retry_until_stopped, sleep_or_stop
+from shared.resilience import retry_until_stopped
 from shared.settings import Settings, get_settings
 from shared.startup import EXIT_CONFIGURATION, Endpoint
 
@@ -157,50 +156,6 @@ def run_service(name: str, main: ServiceMain) -> None:
     module = sys.modules.get(main.__module__)
     help_text = inspect.cleandoc(module.__doc__) if module is not None and module.__doc__ else None
     service_cli(name, main, help_text)(prog_name=f"python -m services.{name}")
-
-
-async def subscribe_shards(
-    subscribe: Callable[[list[int]], Awaitable[None]],
-    settings: Settings,
-    stop: asyncio.Event,
-    has_consumer: Callable[[int], Awaitable[bool]] | None = None,
-) -> tuple[list[int], list[int]]:
-    """Subscribe to this replica's shards now and, with ``standby_all``, to the others as a standby.
-
-    Shard queues are single-active-consumer: whoever subscribes first is active and the rest wait.
-    Subscribing to another replica's shard only once that replica consumes it (``has_consumer``)
-    makes this one its standby, so a crashed replica's shards move over at once, without a slow
-    starter losing its own shards to a fast one. A shard still without a consumer after
-    ``standby_wait_s`` is taken over. Returns (preferred, standby) shard lists.
-    """
-    preferred = settings.shard_ids()
-    await subscribe(preferred)
-    others = [n for n in range(settings.shards) if n not in preferred] if settings.standby_all else []
-    if not others or await sleep_or_stop(stop, settings.standby_delay_s):
-        return preferred, []
-    waiting = list(others)
-    deadline = asyncio.get_running_loop().time() + settings.standby_wait_s
-
-    async def owned(shard: int) -> bool:
-        assert has_consumer is not None
-        try:
-            return await has_consumer(shard)
-        except Exception as exc:  # the broker is away for a moment: ask again on the next round
-            get_logger().warning("standby_check_failed", shard=shard, error=repr(exc)[:300])
-            return False
-
-    while waiting and has_consumer is not None and asyncio.get_running_loop().time() < deadline:
-        taken = [shard for shard in waiting if await owned(shard)]
-        if taken:
-            await retry_until_stopped("standby", functools.partial(subscribe, taken), stop)
-            if stop.is_set():
-                return preferred, [n for n in others if n not in waiting]
-            waiting = [shard for shard in waiting if shard not in taken]
-        if waiting and await sleep_or_stop(stop, 0.5):
-            return preferred, [n for n in others if n not in waiting]
-    if waiting:
-        await retry_until_stopped("standby", functools.partial(subscribe, waiting), stop)
-    return preferred, others
 
 
 async def open_broker(settings: Settings, name: str, stop: asyncio.Event) -> AbstractRobustConnection | None:

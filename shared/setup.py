@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from shared.amqp import connect, declare
+from shared.bus.amqp import connect, declare
 from shared.db import ensure_database, migrate
 from shared.errors import ConfigurationError
 from shared.management import Management

@@ -31,13 +31,9 @@ HEADER_LOG_ID = "x-switchboard-log-id"
 HEADER_ATTEMPT = "x-switchboard-attempt"
 HEADER_PROVIDER = "x-switchboard-provider"
 HEADER_SOURCE = "x-switchboard-source"
-
-MESSAGE_TYPE_DISPATCH = "switchboard.dispatch.v1"
-MESSAGE_TYPE_OUTCOME = "switchboard.outcome.v1"
-MESSAGE_TYPE_DEAD_LETTER = "switchboard.dead_letter.v1"
-MESSAGE_TYPE_RECEIPT = "switchboard.receipt.v1"
-MESSAGE_TYPE_CIRCUIT = "switchboard.circuit.v1"
-CONTENT_TYPE = "application/json"
+# ... and by poison copies: why the message was unusable, and the queue it was taken from.
+HEADER_ERROR = "x-switchboard-error"
+HEADER_SOURCE_QUEUE = "x-switchboard-source-queue"
 
 
 def shard_queue(exchange: str, shard: int) -> str:
@@ -177,7 +173,7 @@ class Topology:
     def permissions(self) -> dict[ServiceRole, Permission]:
         """Least privilege per service, as RabbitMQ regexes over exchange and queue names.
 
-        Every service re-declares the whole topology at start (``shared.amqp.declare``), which needs
+        Every service re-declares the whole topology at start (``shared.bus.amqp.declare``), which needs
         *configure* on each name, *write* on each bound queue and *read* on each bound exchange; the
         names are anchored, so nothing new can be declared. Beyond that: *write* on an exchange is
         publishing to it, *read* on a queue is consuming from it.
@@ -202,7 +198,7 @@ class Topology:
             ),
             ServiceRole.SENDER: Permission(
                 configure=_any_of([*declared, circuit_queues]),
-                # dlx: a sender copies a poison message there with its reason (shared/poison.py);
+                # dlx: a sender copies a poison message there with its reason (shared/bus/consumer.py);
                 # without it the refused publish would close the sender's channel.
                 write=_any_of(
                     [

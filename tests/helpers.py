@@ -93,3 +93,19 @@ async def drain_queue(amqp_url: str, queue: str, timeout: float = 2.0) -> list[A
     finally:
         await connection.close()
     return messages
+
+
+async def publish_envelopes(amqp_url: str, exchange: str, envelopes: list[Any]) -> None:
+    """Publish ``shared.bus.wire`` envelopes with confirms, as the services do; raises on any refusal."""
+    import aio_pika
+
+    from shared.bus.amqp import AmqpChannel
+
+    connection = await aio_pika.connect(amqp_url)
+    try:
+        channel = AmqpChannel(await connection.channel(publisher_confirms=True, on_return_raises=True))
+        errors = [e for e in await channel.publish(exchange, envelopes) if e is not None]
+        if errors:
+            raise errors[0]
+    finally:
+        await connection.close()

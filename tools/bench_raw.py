@@ -30,11 +30,10 @@ import orjson
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from pamqp.commands import Basic
 
-from shared.amqp import make_message
+from shared.bus import wire
+from shared.bus.amqp import to_message
 from shared.topology import (
     CONSISTENT_HASH,
-    MESSAGE_TYPE_DISPATCH,
-    MESSAGE_TYPE_OUTCOME,
     Topology,
     shard_queue,
 )
@@ -147,7 +146,9 @@ async def publisher(config: RawConfig) -> None:
                     "published_at": time.time(),
                 }
             )
-            message = make_message(body, message_id=f"{log_id}-1", message_type=MESSAGE_TYPE_DISPATCH)
+            message = to_message(
+                wire.Envelope(body, message_id=f"{log_id}-1", type=wire.MESSAGE_TYPE_DISPATCH, routing_key=to)
+            )
             confirmation = await exchange.publish(message, routing_key=to, mandatory=True)
             if not isinstance(confirmation, Basic.Ack):
                 errors += 1
@@ -167,8 +168,13 @@ async def relay(config: RawConfig) -> None:
     series, done = Series(), asyncio.Event()
 
     async def on_message(message: AbstractIncomingMessage) -> None:
-        outgoing = make_message(
-            message.body, message_id=message.message_id or "", message_type=MESSAGE_TYPE_OUTCOME
+        outgoing = to_message(
+            wire.Envelope(
+                message.body,
+                message_id=message.message_id or "",
+                type=wire.MESSAGE_TYPE_OUTCOME,
+                routing_key=message.routing_key or "",
+            )
         )
         await out.publish(outgoing, routing_key=message.routing_key or "", mandatory=True)
         await message.ack()

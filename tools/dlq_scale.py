@@ -25,17 +25,10 @@ from aio_pika.abc import AbstractConnection
 from rich.console import Console
 from rich.table import Table
 
-from services.responder.relay import dead_letter_headers
-from shared.amqp import make_message, publish_confirmed
-from shared.models import DeadLetter, DeadLetterReason, OutcomeClass, Status, encode, utcnow
-from shared.topology import (
-    DEAD_LETTER_EXCHANGE,
-    DEAD_LETTER_QUEUE,
-    HEADER_REASON,
-    HEADER_SOURCE,
-    MESSAGE_TYPE_DEAD_LETTER,
-    MESSAGE_TYPE_DISPATCH,
-)
+from shared.bus import wire
+from shared.bus.amqp import AmqpChannel
+from shared.models import DeadLetter, DeadLetterReason, OutcomeClass, Status, utcnow
+from shared.topology import DEAD_LETTER_EXCHANGE, DEAD_LETTER_QUEUE
 from tools.stack import ROOT, Environment, create_environment, destroy_environment
 
 CHANNELS = ("sms", "email", "whatsapp")
@@ -71,45 +64,30 @@ def sample_letter(i: int, log_id: int | None = None) -> DeadLetter:
     )
 
 
-def letter_message(letter: DeadLetter) -> aio_pika.Message:
-    """The AMQP message the responder's relay publishes for ``letter``."""
-    return make_message(
-        encode(letter),
-        message_id=f"dl-{letter.log_id}-{letter.attempt}",
-        correlation_id=str(letter.log_id),
-        message_type=MESSAGE_TYPE_DEAD_LETTER,
-        headers=dead_letter_headers(letter),
-    )
+def letter_message(letter: DeadLetter) -> wire.Envelope:
+    """The envelope the responder's relay publishes for ``letter``."""
+    return wire.dead_letter(letter)
 
 
-def poison_message(i: int) -> aio_pika.Message:
+def poison_message(i: int) -> wire.Envelope:
     """A dispatch message a sender could not use, copied to ``dlx`` with the reason in headers."""
     body = b'{"log_id": %d, "attempt": 1, "channel": "sms", "recipient": "+1999' % (
         10_000_000 + i
     )  # truncated
-    message = make_message(
-        body,
-        message_id=f"poison-{i}",
-        message_type=MESSAGE_TYPE_DISPATCH,
-        headers={
-            HEADER_REASON: "poison_message",
-            "x-switchboard-error": "MalformedMessage: not JSON",
-            HEADER_SOURCE: "sender",
-            "x-switchboard-source-queue": "dispatch.0",
-        },
+    arrived = wire.Received(
+        body, message_id=f"poison-{i}", type=wire.MESSAGE_TYPE_DISPATCH, content_type=wire.CONTENT_TYPE
     )
-    return message
+    return wire.poison_copy(arrived, "MalformedMessage: not JSON", "sender", "dispatch.0")
 
 
 async def publish_to_dlx(
-    connection: AbstractConnection, messages: list[aio_pika.Message], window: int = 2000
+    connection: AbstractConnection, messages: list[wire.Envelope], window: int = 2000
 ) -> None:
-    channel = await connection.channel(publisher_confirms=True)
+    channel = AmqpChannel(await connection.channel(publisher_confirms=True))
     try:
-        exchange = await channel.get_exchange(DEAD_LETTER_EXCHANGE)
         for start in range(0, len(messages), window):
-            chunk = [(m, "") for m in messages[start : start + window]]
-            errors = [e for e in await publish_confirmed(exchange, chunk) if e is not None]
+            chunk = messages[start : start + window]
+            errors = [e for e in await channel.publish(DEAD_LETTER_EXCHANGE, chunk) if e is not None]
             if errors:
                 raise RuntimeError(f"{len(errors)} dead letters not confirmed: {errors[0]!r}")
     finally:

@@ -16,7 +16,7 @@ from services.dlq.entries import EntryKind
 from services.dlq.filters import EntryFilter
 from services.dlq.requeue import Tally, Verdict
 from services.dlq.store import requeue_letters
-from shared.amqp import named_url
+from shared.bus.amqp import named_url
 from shared.management import Management
 from shared.models import utcnow
 from shared.settings import Settings

@@ -27,13 +27,18 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ConfigDict
 
+from shared.bus.wire import MESSAGE_TYPE_DEAD_LETTER
 from shared.errors import MessageError
 from shared.models import DeadLetter, decode
 from shared.recipients import mask
-from shared.topology import HEADER_LOG_ID, HEADER_REASON, HEADER_SOURCE, MESSAGE_TYPE_DEAD_LETTER
+from shared.topology import (
+    HEADER_ERROR,
+    HEADER_LOG_ID,
+    HEADER_REASON,
+    HEADER_SOURCE,
+    HEADER_SOURCE_QUEUE,
+)
 
-HEADER_ERROR = "x-switchboard-error"
-HEADER_SOURCE_QUEUE = "x-switchboard-source-queue"
 HEADER_DELIVERY_COUNT = "x-delivery-count"
 
 

@@ -6,12 +6,14 @@ import asyncio
 import time
 
 import asyncpg
-from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
+from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 
 from services.poller.claims import ClaimedLog, claim, expire_leases, reclaim_expired
-from services.poller.dispatch import publish_order, to_amqp, to_dispatch
+from services.poller.dispatch import publish_order, to_dispatch
 from shared import metrics
-from shared.amqp import confirming_channel, declare, publish_confirmed
+from shared.bus import wire
+from shared.bus.amqp import AmqpBroker
+from shared.bus.transport import Channel
 from shared.logs import get_logger
 from shared.models import utcnow
 from shared.resilience import Backoff, retry_until_stopped, sleep_or_stop
@@ -28,14 +30,13 @@ class Poller:
         self.pool = pool
         self.connection = connection
         self.topology = Topology(shards=settings.shards, delivery_limit=settings.delivery_limit)
-        self.publish_channel: AbstractChannel | None = None
-        self.exchange: AbstractExchange | None = None
+        self.broker = AmqpBroker(connection)
+        self.publish_channel: Channel | None = None
         self.depth_channel: AbstractChannel | None = None
 
     async def open_channels(self) -> None:
-        self.publish_channel = await confirming_channel(self.connection)
-        await declare(self.publish_channel, self.topology)
-        self.exchange = await self.publish_channel.get_exchange(DISPATCH_EXCHANGE)
+        self.publish_channel = await self.broker.channel()
+        await self.publish_channel.declare(self.topology)
         self.depth_channel = await self.connection.channel()
 
     async def dispatch_depth(self) -> int:
@@ -51,11 +52,11 @@ class Poller:
 
     async def publish(self, rows: list[ClaimedLog]) -> int:
         """Publish ``rows``; those the broker does not confirm get their lease expired for a retry."""
-        assert self.exchange is not None
+        assert self.publish_channel is not None
         claimed_at = utcnow()
         ordered = publish_order(rows)
-        items = [to_amqp(to_dispatch(row, claimed_at)) for row in ordered]
-        results = await publish_confirmed(self.exchange, items)
+        envelopes = [wire.dispatch(to_dispatch(row, claimed_at)) for row in ordered]
+        results = await self.publish_channel.publish(DISPATCH_EXCHANGE, envelopes)
         failed = [row.id for row, error in zip(ordered, results, strict=True) if error is not None]
         published_ids = [row.id for row, error in zip(ordered, results, strict=True) if error is None]
         if published_ids:

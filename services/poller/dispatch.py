@@ -4,13 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-import aio_pika
-
 from services.poller.claims import ClaimedLog
-from shared.amqp import make_message
-from shared.models import DispatchMessage, encode
-from shared.recipients import routing_key
-from shared.topology import MESSAGE_TYPE_DISPATCH
+from shared.models import DispatchMessage
 
 
 def to_dispatch(row: ClaimedLog, claimed_at: datetime) -> DispatchMessage:
@@ -28,16 +23,6 @@ def to_dispatch(row: ClaimedLog, claimed_at: datetime) -> DispatchMessage:
         created_at=row.created_at,
         claimed_at=claimed_at,
     )
-
-
-def to_amqp(message: DispatchMessage) -> tuple[aio_pika.Message, str]:
-    amqp_message = make_message(
-        encode(message),
-        message_id=message.idempotency_key,
-        correlation_id=str(message.log_id),
-        message_type=MESSAGE_TYPE_DISPATCH,
-    )
-    return amqp_message, routing_key(message.ordering_key)
 
 
 def publish_order(rows: list[ClaimedLog]) -> list[ClaimedLog]:

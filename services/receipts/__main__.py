@@ -11,19 +11,19 @@ from __future__ import annotations
 import asyncio
 import time
 
-from aio_pika.abc import AbstractExchange
 from aiohttp import web
 
 from services.receipts.metrics import RECEIPTS
 from services.receipts.parse import Parsed, ReceiptError, parse_email, parse_json, parse_sms, parse_whatsapp
-from shared.amqp import confirming_channel, declare, make_message, publish_confirmed
+from shared.bus import wire
+from shared.bus.amqp import AmqpBroker
+from shared.bus.transport import Channel
 from shared.logs import get_logger
-from shared.models import ReceiptMessage, encode
-from shared.recipients import routing_key
+from shared.models import ReceiptMessage
 from shared.resilience import retry_until_stopped
 from shared.runtime import Health, open_broker, run_service
 from shared.settings import Settings
-from shared.topology import MESSAGE_TYPE_RECEIPT, RESPONSES_EXCHANGE, Topology
+from shared.topology import RESPONSES_EXCHANGE, Topology
 
 log = get_logger("receipts")
 MAX_BODY = 1024 * 1024
@@ -32,24 +32,14 @@ MAX_BODY = 1024 * 1024
 class Receiver:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.exchange: AbstractExchange | None = None
+        self.channel: Channel | None = None
 
     async def publish(self, receipts: list[ReceiptMessage]) -> bool:
-        if self.exchange is None:
+        if self.channel is None:
             return False
-        items = [
-            (
-                make_message(
-                    encode(r),
-                    message_id=f"r-{r.log_id}-{r.attempt}-{r.status.value}",
-                    correlation_id=str(r.log_id),
-                    message_type=MESSAGE_TYPE_RECEIPT,
-                ),
-                routing_key(r.recipient),
-            )
-            for r in receipts
-        ]
-        errors = await publish_confirmed(self.exchange, items, timeout=10)
+        errors = await self.channel.publish(
+            RESPONSES_EXCHANGE, [wire.receipt(r) for r in receipts], timeout=10
+        )
         return all(e is None for e in errors)
 
     async def handle(self, request: web.Request) -> web.Response:
@@ -110,14 +100,14 @@ async def main(settings: Settings, health: Health, stop: asyncio.Event) -> None:
     receiver = Receiver(settings)
 
     async def start() -> None:
-        channel = await confirming_channel(connection)
-        await declare(channel, Topology(shards=settings.shards, delivery_limit=settings.delivery_limit))
-        receiver.exchange = await channel.get_exchange(RESPONSES_EXCHANGE)
+        channel = await AmqpBroker(connection).channel()
+        await channel.declare(Topology(shards=settings.shards, delivery_limit=settings.delivery_limit))
+        receiver.channel = channel
 
     runner = web.AppRunner(build_app(receiver), access_log=None)
     try:
         await retry_until_stopped("topology", start, stop)
-        health.add("rabbitmq", lambda: not connection.is_closed and receiver.exchange is not None)
+        health.add("rabbitmq", lambda: not connection.is_closed and receiver.channel is not None)
         await runner.setup()
         await web.TCPSite(runner, settings.receipts_host, settings.receipts_port).start()
         log.info("receipts_ready", port=settings.receipts_port)

@@ -17,25 +17,16 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 import asyncpg
-from aio_pika.abc import AbstractConnection, AbstractExchange
-from aio_pika.exceptions import DeliveryError
+from aio_pika.abc import AbstractConnection
 
 from services.dlq.browse import DlqBrowser
 from shared import metrics
-from shared.amqp import make_message, publish_confirmed
-from shared.errors import PublishError
+from shared.bus import wire
+from shared.bus.transport import Publisher
+from shared.errors import PublishRefused
 from shared.logs import get_logger
-from shared.models import DeadLetter, encode
-from shared.topology import (
-    HEADER_ATTEMPT,
-    HEADER_ERROR_CLASS,
-    HEADER_ERROR_CODE,
-    HEADER_LOG_ID,
-    HEADER_PROVIDER,
-    HEADER_REASON,
-    HEADER_SOURCE,
-    MESSAGE_TYPE_DEAD_LETTER,
-)
+from shared.models import DeadLetter
+from shared.topology import DEAD_LETTER_EXCHANGE
 
 log = get_logger("responder.relay")
 
@@ -61,46 +52,28 @@ WHERE o.log_id = d.log_id AND o.attempt = d.attempt
 """
 
 
-def dead_letter_headers(letter: DeadLetter) -> dict[str, str | int]:
-    return {
-        HEADER_REASON: letter.reason.value,
-        HEADER_ERROR_CLASS: letter.error_class.value,
-        HEADER_ERROR_CODE: letter.error_code or "",
-        HEADER_LOG_ID: letter.log_id,
-        HEADER_ATTEMPT: letter.attempt,
-        HEADER_PROVIDER: letter.provider or "",
-        HEADER_SOURCE: "responder",
-    }
-
-
 class InDoubtUnresolved(Exception):
     """The DLQ could not be read whole: in-doubt rows stay marked and are tried again later."""
 
 
 def refused_outright(error: BaseException) -> bool:
     """The broker answered and did not take the message (so it cannot be in the DLQ)."""
-    return isinstance(error, PublishError) and (
-        isinstance(error.__cause__, DeliveryError) or "did not confirm" in str(error)
-    )
-
-
-def letter_id(log_id: int, attempt: int) -> str:
-    return f"dl-{log_id}-{attempt}"
+    return isinstance(error, PublishRefused)
 
 
 async def relay_dead_letters(
-    pool: asyncpg.Pool, exchange: AbstractExchange, batch: int = 500, lease_s: float = 60.0
+    pool: asyncpg.Pool, publisher: Publisher, batch: int = 500, lease_s: float = 60.0
 ) -> int:
     """Publish up to ``batch`` outbox rows with confirms; returns how many were relayed."""
     rows = await pool.fetch(CLAIM_OUTBOX_SQL, batch, lease_s, False)
     if not rows:
         return 0
-    return await _publish(pool, exchange, [DeadLetter.model_validate(r["body"]) for r in rows], lease_s)
+    return await _publish(pool, publisher, [DeadLetter.model_validate(r["body"]) for r in rows], lease_s)
 
 
 async def resolve_in_doubt(
     pool: asyncpg.Pool,
-    exchange: AbstractExchange,
+    publisher: Publisher,
     letters_in_dlq: Callable[[set[str]], Awaitable[set[str]]],
     batch: int = 500,
     lease_s: float = 60.0,
@@ -111,13 +84,13 @@ async def resolve_in_doubt(
     if not rows:
         return 0
     letters = [DeadLetter.model_validate(r["body"]) for r in rows]
-    held = await letters_in_dlq({letter_id(x.log_id, x.attempt) for x in letters})
-    there = [x for x in letters if letter_id(x.log_id, x.attempt) in held]
+    held = await letters_in_dlq({wire.letter_id(x.log_id, x.attempt) for x in letters})
+    there = [x for x in letters if wire.letter_id(x.log_id, x.attempt) in held]
     if there:
         await pool.execute(DELETE_OUTBOX_SQL, [x.log_id for x in there], [x.attempt for x in there])
     log.warning("dead_letters_in_doubt", rows=len(letters), already_in_dlq=len(there))
-    missing = [x for x in letters if letter_id(x.log_id, x.attempt) not in held]
-    return len(there) + (await _publish(pool, exchange, missing, lease_s) if missing else 0)
+    missing = [x for x in letters if wire.letter_id(x.log_id, x.attempt) not in held]
+    return len(there) + (await _publish(pool, publisher, missing, lease_s) if missing else 0)
 
 
 async def letters_in_dlq(connection: AbstractConnection, wanted: set[str]) -> set[str]:
@@ -139,23 +112,11 @@ async def letters_in_dlq(connection: AbstractConnection, wanted: set[str]) -> se
 
 
 async def _publish(
-    pool: asyncpg.Pool, exchange: AbstractExchange, letters: list[DeadLetter], lease_s: float
+    pool: asyncpg.Pool, publisher: Publisher, letters: list[DeadLetter], lease_s: float
 ) -> int:
-    items = [
-        (
-            make_message(
-                encode(letter),
-                message_id=letter_id(letter.log_id, letter.attempt),
-                correlation_id=str(letter.log_id),
-                message_type=MESSAGE_TYPE_DEAD_LETTER,
-                headers=dead_letter_headers(letter),
-            ),
-            letter.channel,
-        )
-        for letter in letters
-    ]
+    envelopes = [wire.dead_letter(letter) for letter in letters]
     # Confirms must come back well within the lease, or another relay could take the rows as in doubt.
-    results = await publish_confirmed(exchange, items, timeout=lease_s / 3)
+    results = await publisher.publish(DEAD_LETTER_EXCHANGE, envelopes, timeout=lease_s / 3)
     done = [letter for letter, error in zip(letters, results, strict=True) if error is None]
     failed = [(letter, error) for letter, error in zip(letters, results, strict=True) if error is not None]
     # Refused outright (a nack, unroutable): publish again on the next pass. No answer (timeout,

@@ -9,50 +9,40 @@ import socket
 import uuid
 
 import asyncpg
-from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage, AbstractRobustConnection
+from aio_pika.abc import AbstractRobustConnection
 from prometheus_client import Counter, Histogram
 
 from services.sender.adapters import AdapterPool
-from services.sender.circuits import CircuitBoard, decode_event, encode_event
+from services.sender.circuits import CircuitBoard
 from services.sender.ordering import RecipientSerializer
 from services.sender.pacing import PostgresPacing
 from services.sender.ratelimit import PostgresBucketStore, RateLimiter
 from services.sender.router import Router
 from shared import metrics
-from shared.amqp import (
-    confirming_channel,
-    declare,
-    make_message,
-    publish_confirmed,
-    queue_has_consumer,
-)
+from shared.bus import wire
+from shared.bus.amqp import AmqpBroker
+from shared.bus.consumer import MessageConsumer, Settle
+from shared.bus.transport import Broker, Channel, Delivery
 from shared.circuit import CircuitEvent, CircuitPolicy
-from shared.errors import MessageError, PublishError
 from shared.logs import get_logger
-from shared.models import DispatchMessage, OutcomeMessage, decode, encode
-from shared.poison import reject_poison
-from shared.recipients import recipient_hash, routing_key
+from shared.models import DispatchMessage, OutcomeMessage
+from shared.recipients import recipient_hash
 from shared.resilience import retry_until_stopped, sleep_or_stop
 from shared.routing import RoutingConfig
 from shared.routing_store import RoutingCache, load_success_rates
-from shared.runtime import Health, backends, run_service, subscribe_shards
+from shared.runtime import Health, backends, run_service
 from shared.settings import Settings
 from shared.topology import (
     CIRCUIT_EVENTS_EXCHANGE,
-    DEAD_LETTER_EXCHANGE,
     DISPATCH_EXCHANGE,
-    MESSAGE_TYPE_CIRCUIT,
-    MESSAGE_TYPE_OUTCOME,
     RESPONSES_EXCHANGE,
     Topology,
     circuit_queue,
-    shard_queue,
 )
 
 log = get_logger("sender")
 
 
-SENDER_IN = metrics.MESSAGES_IN.labels(stage="sender")
 SENDER_OUT = metrics.MESSAGES_OUT.labels(stage="sender")
 
 
@@ -66,86 +56,64 @@ def outcome_metrics(provider: str, outcome: str) -> tuple[Counter, Histogram]:
 
 
 class Sender:
-    def __init__(self, settings: Settings, connection: AbstractRobustConnection, router: Router) -> None:
+    """Dispatch messages in, one provider attempt each, the outcome out (confirmed), then the ack."""
+
+    def __init__(self, settings: Settings, broker: Broker, router: Router) -> None:
         self.settings = settings
-        self.connection = connection
+        self.broker = broker
         self.router = router
         self.topology = Topology(shards=settings.shards, delivery_limit=settings.delivery_limit)
         self.serializer = RecipientSerializer()
-        self.in_flight: set[asyncio.Task[None]] = set()
-        self.consumers: list[tuple[object, str]] = []
-        self.queue_by_tag: dict[str, str] = {}
-        self.channel: AbstractChannel | None = None
-        self.responses: AbstractExchange | None = None
-        self.circuit_events: AbstractExchange | None = None
-        self.dlx: AbstractExchange | None = None
-        self.stopping = False
+        max_bytes = settings.max_payload_bytes * 2
+        self.dispatches = MessageConsumer(
+            broker,
+            self.handle,
+            stage="sender",
+            prefetch=settings.prefetch,
+            decode=lambda message: wire.decode_dispatch(message, max_bytes),
+        )
+        # Outcomes and circuit events go out on a channel of their own.
+        self.publisher: Channel | None = None
+        self.circuits: MessageConsumer[CircuitEvent] | None = None
 
     async def start(self) -> None:
-        self.channel = await confirming_channel(self.connection)
-        await declare(self.channel, self.topology)
-        await self.channel.set_qos(prefetch_count=self.settings.prefetch)
-        self.responses = await self.channel.get_exchange(RESPONSES_EXCHANGE)
-        self.circuit_events = await self.channel.get_exchange(CIRCUIT_EVENTS_EXCHANGE)
-        self.dlx = await self.channel.get_exchange(DEAD_LETTER_EXCHANGE)
+        await self.dispatches.start(self.topology)
+        self.publisher = await self.broker.channel()
 
     async def listen_circuits(self, replica: str, board: CircuitBoard) -> None:
         """This replica's own queue on the circuit-events fanout (exclusive: gone with the connection)."""
-        assert self.channel is not None
-        queue = await self.channel.declare_queue(circuit_queue(replica), exclusive=True, auto_delete=True)
-        await queue.bind(CIRCUIT_EVENTS_EXCHANGE)
 
-        async def on_event(message: AbstractIncomingMessage) -> None:
-            async with message.process(requeue=False):
-                try:
-                    board.apply(decode_event(message.body))
-                except (ValueError, KeyError, TypeError) as exc:
-                    log.warning("circuit_event_unusable", error=repr(exc)[:300])
+        async def on_event(event: CircuitEvent, _: Delivery) -> Settle:
+            board.apply(event)
+            return Settle.ACK
 
-        await queue.consume(on_event)
+        circuits = MessageConsumer(
+            self.broker,
+            on_event,
+            stage="sender.circuits",
+            prefetch=100,
+            decode=wire.decode_circuit_event,
+            dead_letter_poison=False,  # nothing durable: an unusable event is logged and dropped
+            metered=False,
+        )
+        await circuits.start()
+        self.circuits = circuits
+        await circuits.subscribe_private(circuit_queue(replica), CIRCUIT_EVENTS_EXCHANGE)
 
     async def broadcast(self, event: CircuitEvent) -> None:
-        assert self.circuit_events is not None
-        message = make_message(
-            encode_event(event), message_id=f"{event.origin}-{event.at}", message_type=MESSAGE_TYPE_CIRCUIT
+        assert self.publisher is not None
+        (error,) = await self.publisher.publish(
+            CIRCUIT_EVENTS_EXCHANGE, [wire.circuit_event(event)], timeout=5
         )
-        (error,) = await publish_confirmed(self.circuit_events, [(message, "")], timeout=5)
         if error is not None:
-            raise PublishError(str(error))
+            raise error
 
-    async def subscribe(self, shards: list[int]) -> None:
-        assert self.channel is not None
-        for shard in shards:
-            name = shard_queue(DISPATCH_EXCHANGE, shard)
-            queue = await self.channel.get_queue(name, ensure=False)
-            tag = await queue.consume(self.on_message)
-            self.consumers.append((queue, tag))
-            self.queue_by_tag[tag] = name
-            log.info("consuming", queue=name)
+    async def handle(self, dispatch: DispatchMessage, _: Delivery) -> Settle:
+        return await self.serializer.run(dispatch.ordering_key, lambda: self.process(dispatch))
 
-    async def on_message(self, message: AbstractIncomingMessage) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self.in_flight.add(task)
-        try:
-            await self.handle(message)
-        finally:
-            if task is not None:
-                self.in_flight.discard(task)
-
-    async def handle(self, message: AbstractIncomingMessage) -> None:
-        SENDER_IN.inc()
-        try:
-            dispatch = decode(DispatchMessage, message.body, self.settings.max_payload_bytes * 2)
-        except MessageError as exc:
-            queue = self.queue_by_tag.get(message.consumer_tag or "")
-            await reject_poison(message, exc, "sender", self.dlx, queue)
-            return
-        await self.serializer.run(dispatch.ordering_key, lambda: self.process(dispatch, message))
-
-    async def process(self, dispatch: DispatchMessage, message: AbstractIncomingMessage) -> None:
-        if self.stopping:
-            return  # left unacked: the broker gives it back when this channel closes
+    async def process(self, dispatch: DispatchMessage) -> Settle:
+        if self.dispatches.stopping:
+            return Settle.LEAVE  # the broker gives it back when this channel closes
         outcome = await self.router.attempt(dispatch)
         counted, timed = outcome_metrics(outcome.provider or "none", outcome.outcome.value)
         counted.inc()
@@ -164,27 +132,19 @@ class Sender:
         )
         if not await self.publish_outcome(outcome):
             # Not confirmed: give the dispatch back; its redelivery is answered as a provider replay.
-            await message.nack(requeue=True)
-            return
-        await message.ack()
+            return Settle.REQUEUE
         SENDER_OUT.inc()
+        return Settle.ACK
 
     async def publish_outcome(self, outcome: OutcomeMessage) -> bool:
-        assert self.responses is not None
-        amqp_message = make_message(
-            encode(outcome),
-            message_id=f"{outcome.log_id}-{outcome.attempt}",
-            correlation_id=str(outcome.log_id),
-            message_type=MESSAGE_TYPE_OUTCOME,
-        )
+        assert self.publisher is not None
+        envelope = wire.outcome(outcome)
         for delay in (0.0, 0.5, 1.0, 2.0):
             if delay:
-                if self.stopping:
+                if self.dispatches.stopping:
                     break
                 await asyncio.sleep(delay)
-            (error,) = await publish_confirmed(
-                self.responses, [(amqp_message, routing_key(outcome.recipient))]
-            )
+            (error,) = await self.publisher.publish(RESPONSES_EXCHANGE, [envelope])
             if error is None:
                 return True
             log.warning("outcome_publish_failed", log_id=outcome.log_id, error=repr(error))
@@ -192,14 +152,7 @@ class Sender:
 
     async def stop(self, grace_s: float) -> None:
         """Stop taking messages, let in-flight ones finish (they ack), return the rest to the queue."""
-        self.stopping = True
-        for queue, tag in self.consumers:
-            try:
-                await queue.cancel(tag)  # type: ignore[attr-defined]
-            except Exception as exc:
-                log.warning("cancel_failed", error=repr(exc))
-        if self.in_flight:
-            await asyncio.wait(list(self.in_flight), timeout=grace_s)
+        await self.dispatches.stop(grace_s)
 
 
 class Background:
@@ -279,7 +232,7 @@ async def serve(
         max_payload_bytes=settings.max_payload_bytes,
         max_wait_s=settings.rate_limit_max_wait_s,
     )
-    sender = Sender(settings, connection, router)
+    sender = Sender(settings, AmqpBroker(connection), router)
     board.publish = sender.broadcast
     tasks: list[asyncio.Task[None]] = []
     try:
@@ -291,12 +244,7 @@ async def serve(
             asyncio.create_task(t(stop))
             for t in (background.routing, background.reliability, background.gauges)
         ]
-        active, standby = await subscribe_shards(
-            sender.subscribe,
-            settings,
-            stop,
-            lambda n: queue_has_consumer(connection, shard_queue(DISPATCH_EXCHANGE, n)),
-        )
+        active, standby = await sender.dispatches.subscribe_shards(DISPATCH_EXCHANGE, settings, stop)
         log.info(
             "sender_ready", replica=replica, shards=active, standby=standby, routing=cache.config.version
         )

@@ -10,10 +10,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict
-from typing import Any
-
-import orjson
 
 from services.sender.metrics import CIRCUIT_STATE, CIRCUIT_TRANSITIONS
 from shared.circuit import Admission, CircuitBreaker, CircuitEvent, CircuitPolicy, CircuitState
@@ -35,23 +31,6 @@ def is_failure(outcome: OutcomeClass, error_code: str | None) -> bool:
     if outcome == OutcomeClass.RECOVERABLE:
         return True
     return outcome == OutcomeClass.TRANSIENT and error_code in UNHEALTHY_TRANSIENT_CODES
-
-
-def encode_event(event: CircuitEvent) -> bytes:
-    return orjson.dumps({**asdict(event), "state": int(event.state)})
-
-
-def decode_event(body: bytes) -> CircuitEvent:
-    """Raises ValueError (or KeyError/TypeError) on anything that is not a circuit event."""
-    data: Any = orjson.loads(body)
-    return CircuitEvent(
-        provider=str(data["provider"]),
-        state=CircuitState(int(data["state"])),
-        origin=str(data["origin"]),
-        owner=str(data["owner"]),
-        open_until=float(data["open_until"]),
-        at=float(data["at"]),
-    )
 
 
 class CircuitBoard:

@@ -14,10 +14,11 @@ import orjson
 
 from services.responder.relay import relay_dead_letters
 from services.responder.store import INSERT_OUTBOX_SQL
-from shared.amqp import make_message
+from shared.bus import wire
+from shared.bus.amqp import AmqpChannel
 from shared.models import DeadLetter, DeadLetterReason, OutcomeClass, Status, utcnow
-from shared.topology import DEAD_LETTER_EXCHANGE, DEAD_LETTER_QUEUE, HEADER_REASON, HEADER_SOURCE
-from tests.helpers import insert_logs
+from shared.topology import DEAD_LETTER_EXCHANGE, DEAD_LETTER_QUEUE
+from tests.helpers import insert_logs, publish_envelopes
 from tools.stack import ROOT, Environment
 
 CHANNELS = ("sms", "email", "whatsapp")
@@ -97,9 +98,8 @@ async def relay(pool: asyncpg.Pool, amqp_url: str) -> int:
     connection = await aio_pika.connect(amqp_url)
     relayed = 0
     try:
-        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-        exchange = await channel.get_exchange(DEAD_LETTER_EXCHANGE)
-        while count := await relay_dead_letters(pool, exchange):
+        channel = AmqpChannel(await connection.channel(publisher_confirms=True, on_return_raises=True))
+        while count := await relay_dead_letters(pool, channel):
             relayed += count
     finally:
         await connection.close()
@@ -132,26 +132,9 @@ async def reject_into_dlq(amqp_url: str, body: bytes, queue: str = "dispatch.1")
 
 async def publish_poison_copy(amqp_url: str, body: bytes, source_queue: str = "dispatch.0") -> None:
     """A poison message a service copied to ``dlx`` itself, with the reason in plain words."""
-    connection = await aio_pika.connect(amqp_url)
-    try:
-        channel = await connection.channel(publisher_confirms=True)
-        exchange = await channel.get_exchange(DEAD_LETTER_EXCHANGE)
-        await exchange.publish(
-            make_message(
-                body,
-                message_id="poison-1",
-                message_type="switchboard.dispatch.v1",
-                headers={
-                    HEADER_REASON: "poison_message",
-                    HEADER_SOURCE: "sender",
-                    "x-switchboard-error": "MalformedMessage: not JSON",
-                    "x-switchboard-source-queue": source_queue,
-                },
-            ),
-            "",
-        )
-    finally:
-        await connection.close()
+    arrived = wire.Received(body, message_id="poison-1", type=wire.MESSAGE_TYPE_DISPATCH)
+    copy = wire.poison_copy(arrived, "MalformedMessage: not JSON", "sender", source_queue)
+    await publish_envelopes(amqp_url, DEAD_LETTER_EXCHANGE, [copy])
 
 
 async def wait_depth(

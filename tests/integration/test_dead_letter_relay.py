@@ -9,7 +9,6 @@ import functools
 import aio_pika
 import asyncpg
 import pytest
-from aio_pika.exceptions import DeliveryError
 
 from services.responder.relay import (
     CLAIM_OUTBOX_SQL,
@@ -19,8 +18,8 @@ from services.responder.relay import (
     relay_dead_letters,
     resolve_in_doubt,
 )
-from shared.amqp import confirming_channel
-from shared.errors import PublishError
+from shared.bus.amqp import AmqpChannel, confirming_channel
+from shared.errors import PublishRefused, PublishUnconfirmed
 from shared.models import DeadLetter
 from shared.topology import DEAD_LETTER_EXCHANGE, DEAD_LETTER_QUEUE
 from tests.helpers import drain_queue
@@ -41,7 +40,9 @@ async def test_rows_of_a_relay_that_died_end_with_exactly_one_letter_each(
     await dead_letter(pool, ids)
     connection = await aio_pika.connect_robust(environment.amqp_url)
     try:
-        exchange = await (await confirming_channel(connection)).get_exchange(DEAD_LETTER_EXCHANGE)
+        channel = await confirming_channel(connection)
+        exchange = await channel.get_exchange(DEAD_LETTER_EXCHANGE)
+        publisher = AmqpChannel(channel)
         rows = await pool.fetch(CLAIM_OUTBOX_SQL, 500, 60.0, False)
         letters = [DeadLetter.model_validate(r["body"]) for r in rows]
         published_first = letters[:3]
@@ -53,11 +54,11 @@ async def test_rows_of_a_relay_that_died_end_with_exactly_one_letter_each(
             )
         in_dlq = functools.partial(letters_in_dlq, connection)
         # When another relay runs while the marks hold, it leaves the rows alone
-        assert await relay_dead_letters(pool, exchange) == 0
-        assert await resolve_in_doubt(pool, exchange, in_dlq) == 0
+        assert await relay_dead_letters(pool, publisher) == 0
+        assert await resolve_in_doubt(pool, publisher, in_dlq) == 0
         # And once the marks have run out, the rows are resolved against the DLQ
         await pool.execute("UPDATE dead_letter_outbox SET relaying_until = now() - interval '1 s'")
-        assert await resolve_in_doubt(pool, exchange, in_dlq) == 6
+        assert await resolve_in_doubt(pool, publisher, in_dlq) == 6
     finally:
         await connection.close()
     # Then each log has exactly one letter in the DLQ and the outbox is empty
@@ -76,7 +77,7 @@ async def test_in_doubt_rows_wait_while_another_reader_hides_part_of_the_dlq(
     await pool.execute("UPDATE dead_letter_outbox SET relaying_until = now() - interval '1 s'")
     connection = await aio_pika.connect_robust(environment.amqp_url)
     try:
-        exchange = await (await confirming_channel(connection)).get_exchange(DEAD_LETTER_EXCHANGE)
+        publisher = AmqpChannel(await confirming_channel(connection))
         reader = await connection.channel()
         await reader.set_qos(prefetch_count=1)
         queue = await reader.get_queue(DEAD_LETTER_QUEUE, ensure=False)
@@ -88,22 +89,19 @@ async def test_in_doubt_rows_wait_while_another_reader_hides_part_of_the_dlq(
         in_dlq = functools.partial(letters_in_dlq, connection)
         # When the relay tries to resolve them, it refuses to guess
         with pytest.raises(InDoubtUnresolved):
-            await resolve_in_doubt(pool, exchange, in_dlq, lease_s=1.0)
+            await resolve_in_doubt(pool, publisher, in_dlq, lease_s=1.0)
         assert await pool.fetchval("SELECT count(*) FROM dead_letter_outbox") == 2
         # And once the reader has gone and the new mark has run out, they are published once
         await queue.cancel(tag)
         await reader.close()
         await pool.execute("UPDATE dead_letter_outbox SET relaying_until = now() - interval '1 s'")
-        assert await resolve_in_doubt(pool, exchange, in_dlq) == 2
+        assert await resolve_in_doubt(pool, publisher, in_dlq) == 2
     finally:
         await connection.close()
     assert await dlq_letters(environment.amqp_url) == sorted(f"dl-{i}-2" for i in ids)
 
 
 def test_only_an_answer_from_the_broker_counts_as_refused_outright() -> None:
-    nacked = PublishError("broker refused message dl-1-1")
-    nacked.__cause__ = DeliveryError(None, None)  # type: ignore[arg-type]
-    assert refused_outright(nacked)
-    assert refused_outright(PublishError("broker did not confirm message dl-1-1: Nack"))
-    assert not refused_outright(PublishError("no confirm within 20s"))
+    assert refused_outright(PublishRefused("broker refused message dl-1-1: nack"))
+    assert not refused_outright(PublishUnconfirmed("no confirm within 20s"))
     assert not refused_outright(ConnectionError("connection lost"))

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import aio_pika
 import pytest
 
-from shared.amqp import make_message
-from shared.models import OutcomeClass, OutcomeMessage, encode
-from shared.recipients import routing_key
-from shared.topology import MESSAGE_TYPE_OUTCOME, RESPONSES_EXCHANGE
-from tests.helpers import insert_logs, wait_until
+from shared.bus import wire
+from shared.models import OutcomeClass, OutcomeMessage
+from shared.topology import RESPONSES_EXCHANGE
+from tests.helpers import insert_logs, publish_envelopes, wait_until
 from tools.stack import Stack
 
 SNAPSHOT_SQL = {
@@ -41,19 +39,7 @@ def outcome_for(log_id: int, recipient: str, kind: OutcomeClass, attempt: int = 
 
 
 async def publish(amqp_url: str, outcomes: list[OutcomeMessage]) -> None:
-    connection = await aio_pika.connect(amqp_url)
-    try:
-        channel = await connection.channel(publisher_confirms=True)
-        exchange = await channel.get_exchange(RESPONSES_EXCHANGE)
-        for o in outcomes:
-            await exchange.publish(
-                make_message(
-                    encode(o), message_id=f"{o.log_id}-{o.attempt}", message_type=MESSAGE_TYPE_OUTCOME
-                ),
-                routing_key=routing_key(o.recipient),
-            )
-    finally:
-        await connection.close()
+    await publish_envelopes(amqp_url, RESPONSES_EXCHANGE, [wire.outcome(o) for o in outcomes])
 
 
 @pytest.mark.e2e

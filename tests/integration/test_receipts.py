@@ -6,18 +6,17 @@ from __future__ import annotations
 import time
 from collections import Counter
 
-import aio_pika
 import httpx
 import orjson
 import pytest
 
 from services.mock_provider.behaviour import ReceiptMix, ReceiptVerdict, receipt_verdict
-from shared.amqp import make_message
-from shared.models import OutcomeClass, OutcomeMessage, encode
-from shared.recipients import normalise, routing_key
+from shared.bus import wire
+from shared.models import OutcomeClass, OutcomeMessage
+from shared.recipients import normalise
 from shared.signatures import SWITCHBOARD_HEADER, sign_timestamped
-from shared.topology import DEAD_LETTER_QUEUE, MESSAGE_TYPE_OUTCOME, RESPONSES_EXCHANGE
-from tests.helpers import all_terminal, drain_queue, insert_logs, wait_until
+from shared.topology import DEAD_LETTER_QUEUE, RESPONSES_EXCHANGE
+from tests.helpers import all_terminal, drain_queue, insert_logs, publish_envelopes, wait_until
 from tests.integration.test_providers import QUIET, configure, route, sms, smtp, start_stack, whatsapp
 from tools.stack import Stack, free_port
 
@@ -187,16 +186,7 @@ async def test_a_report_before_its_outcome_is_kept_repeats_are_harmless_and_forg
         outcome=OutcomeClass.SUCCESS,
         vendor_ref="v-1",
     )
-    connection = await aio_pika.connect(stack.environment.amqp_url)
-    try:
-        channel = await connection.channel(publisher_confirms=True)
-        exchange = await channel.get_exchange(RESPONSES_EXCHANGE)
-        await exchange.publish(
-            make_message(encode(outcome), message_id=f"{log_id}-1", message_type=MESSAGE_TYPE_OUTCOME),
-            routing_key("+14155550100"),
-        )
-    finally:
-        await connection.close()
+    await publish_envelopes(stack.environment.amqp_url, RESPONSES_EXCHANGE, [wire.outcome(outcome)])
     # Then the log is DELIVERED at once, with its attempt, and counted sent and delivered once
     await wait_until(lambda: _status(pool, log_id, "DELIVERED"), timeout=20, what="log delivered")
     row = await pool.fetchrow("SELECT * FROM communication_logs WHERE id = $1", log_id)

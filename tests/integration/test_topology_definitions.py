@@ -183,7 +183,7 @@ async def attempt(url: str, action: str, target: str) -> bool:
 PERMISSION_CASES = [
     (ServiceRole.SENDER, "publish", RESPONSES_EXCHANGE, True),
     (ServiceRole.SENDER, "consume", "dispatch.0", True),
-    (ServiceRole.SENDER, "publish", DEAD_LETTER_EXCHANGE, True),  # poison copies (shared/poison.py)
+    (ServiceRole.SENDER, "publish", DEAD_LETTER_EXCHANGE, True),  # poison copies (shared/bus/consumer.py)
     (ServiceRole.SENDER, "publish", DISPATCH_EXCHANGE, False),
     (ServiceRole.SENDER, "consume", "responses.0", False),
     (ServiceRole.SENDER, "consume", DEAD_LETTER_QUEUE, False),

@@ -1,4 +1,4 @@
-"""services/poller/dispatch.py: publish order and the AMQP form of a claimed row."""
+"""services/poller/dispatch.py and shared/bus/wire.py: publish order and the AMQP form of a claimed row."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from services.poller.claims import ClaimedLog
-from services.poller.dispatch import publish_order, to_amqp, to_dispatch
+from services.poller.dispatch import publish_order, to_dispatch
+from shared.bus import wire
+from shared.bus.amqp import to_message
 from shared.models import DispatchMessage, decode
 from shared.recipients import routing_key
-from shared.topology import CONTENT_TYPE, MESSAGE_TYPE_DISPATCH
 
 CREATED = datetime(2024, 1, 1, 8, 0, tzinfo=UTC)
 CLAIMED = datetime(2024, 1, 1, 8, 5, tzinfo=UTC)
@@ -60,15 +61,16 @@ def test_to_dispatch_copies_every_column() -> None:
     )
 
 
-def test_to_amqp_uses_idempotency_key_as_message_id_and_recipient_key_as_routing_key() -> None:
+def test_a_dispatch_envelope_uses_idempotency_key_as_message_id_and_recipient_key_as_routing_key() -> None:
     message = to_dispatch(claimed(), CLAIMED)
-    amqp_message, key = to_amqp(message)
+    envelope = wire.dispatch(message)
+    amqp_message = to_message(envelope)
     assert amqp_message.message_id == "41-3"
     assert amqp_message.correlation_id == "41"
-    assert amqp_message.type == MESSAGE_TYPE_DISPATCH
-    assert amqp_message.content_type == CONTENT_TYPE
+    assert amqp_message.type == wire.MESSAGE_TYPE_DISPATCH
+    assert amqp_message.content_type == wire.CONTENT_TYPE
     assert amqp_message.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
-    assert key == "+447911123456"  # the normalised spelling, so every spelling lands on one shard
+    assert envelope.routing_key == "+447911123456"  # the normalised spelling: every spelling, one shard
     assert decode(DispatchMessage, amqp_message.body) == message
 
 
@@ -78,11 +80,12 @@ def test_to_amqp_uses_idempotency_key_as_message_id_and_recipient_key_as_routing
     recipient=st.text(min_size=1, max_size=320),
     recipient_key=st.text(min_size=1, max_size=320),
 )
-def test_to_amqp_message_id_and_key_for_any_row(
+def test_dispatch_envelope_message_id_and_key_for_any_row(
     log_id: int, attempt: int, recipient: str, recipient_key: str
 ) -> None:
     row = replace(claimed(), id=log_id, attempt=attempt, recipient=recipient, recipient_key=recipient_key)
-    amqp_message, key = to_amqp(to_dispatch(row, CLAIMED))
-    assert amqp_message.message_id == f"{log_id}-{attempt}"
+    envelope = wire.dispatch(to_dispatch(row, CLAIMED))
+    key = envelope.routing_key
+    assert envelope.message_id == f"{log_id}-{attempt}"
     assert key == routing_key(recipient_key)
     assert len(key.encode()) <= 255

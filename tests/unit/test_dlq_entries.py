@@ -11,10 +11,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from services.dlq.entries import EntryKind, body_fields, parse_entry
-from services.responder.relay import dead_letter_headers
+from shared.bus import wire
+from shared.bus.wire import MESSAGE_TYPE_DEAD_LETTER, MESSAGE_TYPE_DISPATCH
 from shared.models import DeadLetter, DeadLetterReason, OutcomeClass, Status, encode
 from shared.recipients import mask
-from shared.topology import MESSAGE_TYPE_DEAD_LETTER, MESSAGE_TYPE_DISPATCH
 
 WHEN = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -45,7 +45,7 @@ def test_a_responder_dead_letter_is_read_with_its_whole_context() -> None:
     dead = letter()
     entry = parse_entry(
         encode(dead),
-        dead_letter_headers(dead),
+        dict(wire.dead_letter(dead).headers),
         message_id="dl-42-3",
         message_type=MESSAGE_TYPE_DEAD_LETTER,
         content_type="application/json",

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from pamqp.commands import Connection
 from pamqp.exceptions import AMQPInternalError
 
-from shared.amqp import connection_name, named_url
+from shared.bus.amqp import connection_name, named_url
 from shared.cli_errors import EXIT_UNAVAILABLE, explain_line
 from shared.logs import resolve_format
 from shared.settings import Settings

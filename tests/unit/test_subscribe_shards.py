@@ -1,11 +1,11 @@
-"""shared.runtime.subscribe_shards: a broker that goes away while a replica waits to become a
+"""shared.bus.consumer.subscribe_shards: a broker that goes away while a replica waits to become a
 standby must not crash the replica."""
 
 from __future__ import annotations
 
 import asyncio
 
-from shared.runtime import subscribe_shards
+from shared.bus.consumer import subscribe_shards
 from shared.settings import Settings
 
 
