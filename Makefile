@@ -39,15 +39,22 @@ run: setup ## every process (API :8080, dashboard :8090, mock provider :8081) un
 
 test: install services ## the whole suite against the local RabbitMQ and PostgreSQL
 	@bash tools/ensure-browser.sh
+	@bash tools/ensure-promtool.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: install ## unit and property tests only (no broker, no database)
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
-lint: install ## ruff (lint + format check) and mypy (strict on shared/)
+lint: install ## ruff (lint + format check), mypy, and the deploy files (compose schema, k8s schema, hadolint, promtool)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy shared services tools
+	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec deploy/compose.yaml
+	$(BIN)/kubernetes-validate --quiet --no-warn --strict deploy/k8s/*.yaml
+	$(BIN)/hadolint deploy/Dockerfile
+	@bash tools/ensure-promtool.sh
+	@if command -v promtool >/dev/null; then cd deploy/prometheus && promtool check rules alerts.yml \
+	  && promtool test rules alerts.test.yml; else echo "promtool missing: alert rules not checked"; fi
 
 format: install ## apply ruff's formatting and safe fixes
 	$(BIN)/ruff check --fix .

@@ -1,5 +1,6 @@
 #!/bin/sh
-# Run one Switchboard process: `switchboard <service> [arguments...]` -> `python -m services.<service>`.
+# Run one Switchboard process: `switchboard <service> [arguments...]` -> `python -m services.<service>`
+# (`mock-provider` is `mock_provider`); `switchboard api-keys ...` runs the key commands of the CLI.
 set -eu
 APP_DIR=${APP_DIR:-/app}
 
@@ -16,8 +17,11 @@ if [ "$#" -eq 0 ] || [ "$1" = "--help" ] || [ "$1" = "-h" ]; then
   exit 0
 fi
 
-service=$1
+service=$(printf '%s' "$1" | tr - _)
 shift
+if [ "$service" = "api_keys" ]; then
+  exec python -m services.cli api-keys "$@"
+fi
 case "$service" in
   *[!a-z0-9_]*)
     echo "switchboard: invalid service name '$service'" >&2

@@ -10,6 +10,7 @@ import importlib
 import inspect
 import os
 import re
+import runpy
 import shutil
 import subprocess
 import sys
@@ -33,6 +34,8 @@ K8S = DEPLOY / "k8s"
 CLI_PACKAGES = frozenset({"admin", "dlq"})
 # Third-party images in compose.yaml (they bring their own users and commands).
 INFRASTRUCTURE = frozenset({"rabbitmq", "postgres", "prometheus", "grafana"})
+# Processes that serve /metrics, /healthz and /readyz on their own HTTP port instead of a metrics port.
+OWN_PORT_HEALTH = frozenset({"api"})
 PORT_SETTINGS = {
     "api": "api_port",
     "receipts": "receipts_port",
@@ -64,8 +67,14 @@ def compose_apps() -> dict[str, dict[str, Any]]:
     for name, service in compose()["services"].items():
         if name in INFRASTRUCTURE:
             continue
-        package = service["command"][0]
-        apps[package if package not in apps else f"{package}:{name}"] = {"name": name, **service}
+        # A tool service puts its command in its entrypoint (`run --rm dlq list` -> `switchboard dlq list`).
+        command = [*service.get("entrypoint", [])[1:], *service["command"]]
+        package = command[0]
+        apps[package if package not in apps else f"{package}:{name}"] = {
+            "name": name,
+            **service,
+            "command": command,
+        }
     return apps
 
 
@@ -308,17 +317,30 @@ def test_ports_match_the_settings_everywhere() -> None:
         if package in CLI_PACKAGES:
             continue
         env = compose_env(app)
-        assert int(env["SWITCHBOARD_METRICS_PORT"] or 0) == metrics_port
         container = containers[command]
         ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-        assert ports["metrics"] == metrics_port
+        if package in OWN_PORT_HEALTH:  # metrics and health on its own http port, no metrics server
+            assert (
+                int(env["SWITCHBOARD_METRICS_PORT"] or 0)
+                == 0
+                == int(k8s_env(container)["SWITCHBOARD_METRICS_PORT"] or 0)
+            )
+            assert "metrics" not in ports
+        else:
+            assert int(env["SWITCHBOARD_METRICS_PORT"] or 0) == metrics_port
+            assert ports["metrics"] == metrics_port
         if package in PORT_SETTINGS:
             variable = f"SWITCHBOARD_{PORT_SETTINGS[package].upper()}"
             http_port = int(env[variable] or 0)
             assert http_port == ports["http"] == int(k8s_env(container)[variable] or 0), package
-            published = {int(str(p).rsplit(":", 1)[1]) for p in app.get("ports", [])}
+            published = {int(str(p).rsplit(":", 1)[-1]) for p in app.get("ports", [])}
             assert published == {http_port}, (
                 f"{package}: compose publishes {published}, listens on {http_port}"
+            )
+            replicas = app.get("deploy", {}).get("replicas", 1)
+            fixed = [p for p in app.get("ports", []) if ":" in str(p)]
+            assert replicas == 1 or not fixed, (
+                f"{package}: {replicas} replicas cannot share host port {fixed}"
             )
         else:
             assert "http" not in ports and not app.get("ports"), package
@@ -458,6 +480,13 @@ def test_the_health_check_asks_the_metrics_port(tmp_path: Path) -> None:
             [sys.executable, str(script)], env=env, capture_output=True, timeout=30
         ).returncode
 
+    # The API answers on its own port, every other process on its metrics port (read from PID 1's command)
+    health = runpy.run_path(str(script))
+    env = {"SWITCHBOARD_METRICS_PORT": "9100", "SWITCHBOARD_API_PORT": "8081"}
+    assert health["health_port"](["python", "-m", "services.api"], env) == 8081
+    assert health["health_port"](["python", "-m", "services.cli", "api"], env) == 8081
+    assert health["health_port"](["python", "-m", "services.poller"], env) == 9100
+    assert health["health_port"](["python", "-m", "services.admin", "migrate"], {}) == 0
     server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

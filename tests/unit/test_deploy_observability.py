@@ -173,7 +173,7 @@ def test_the_dashboard_shows_what_operators_need() -> None:
         "sum by (error_class) (increase(switchboard_failures_total",
         "switchboard_circuit_state",
         "rabbitmq_detailed_queue_messages_ready",
-        'rabbitmq_detailed_queue_messages{queue="dlq"}',
+        'rabbitmq_detailed_queue_messages{vhost="$vhost", queue="dlq"}',
     ):
         assert needed in exprs, f"the dashboard has no panel with {needed}"
 
@@ -182,8 +182,18 @@ def test_the_dashboard_is_provisioned_from_its_folder_with_its_datasource() -> N
     document = json.loads(DASHBOARD.read_text())
     datasource = yaml.safe_load((DEPLOY / "grafana/provisioning/datasources/prometheus.yaml").read_text())
     (source,) = datasource["datasources"]
+    # Every panel and query asks the data source the $datasource variable names (default: the provisioned
+    # one), and every RabbitMQ query reads the vhost the $vhost variable names (default: switchboard)
+    variables = {v["name"]: v for v in document["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["datasource"]["current"]["value"] == source["uid"]
+    assert variables["vhost"]["current"]["value"] == "switchboard"
     uids = {panel["datasource"]["uid"] for panel in document["panels"] if "datasource" in panel}
-    assert uids == {source["uid"]}
+    uids |= {t["datasource"]["uid"] for p in document["panels"] for t in p.get("targets", [])}
+    assert uids == {"${datasource}"}
+    for _, expr, _ in dashboard_targets():
+        for selector in re.findall(r"rabbitmq_detailed_[a-z_]+(\{[^}]*\})?", expr):
+            assert 'vhost="$vhost"' in selector, expr
     panel_ids = [panel["id"] for panel in document["panels"]]
     assert len(panel_ids) == len(set(panel_ids))
     provider = yaml.safe_load((DEPLOY / "grafana/provisioning/dashboards/switchboard.yaml").read_text())
@@ -215,7 +225,10 @@ def test_prometheus_scrapes_every_process_and_rabbitmq() -> None:
         command = service.get("command") or []
         if name in {"rabbitmq", "postgres", "prometheus", "grafana"} or service.get("restart") == "no":
             continue
-        port = service["environment"]["SWITCHBOARD_METRICS_PORT"]
+        env = service["environment"]
+        port = env["SWITCHBOARD_METRICS_PORT"]
+        if port == "0":  # the API: metrics on its own port
+            port = env["SWITCHBOARD_API_PORT"]
         assert f"{port}/metrics" in targets.get(name, set()), f"Prometheus does not scrape {name} ({command})"
     # ... and RabbitMQ's plugin both in aggregate and per queue
     assert {"15692/metrics", "15692/metrics/detailed"} <= targets["rabbitmq"]
