@@ -13,6 +13,7 @@ SwitchboardError
  │    ├── RecoverableProviderError
  │    └── PermanentProviderError
  │         ├── InvalidRecipient
+ │         │    └── DestinationRefused
  │         └── InvalidPayload
  ├── BatchRefused
  └── BusError
@@ -89,6 +90,10 @@ class PermanentProviderError(ProviderError):
 
 class InvalidRecipient(PermanentProviderError):
     """A recipient that no provider could deliver to (checked before any provider call)."""
+
+
+class DestinationRefused(InvalidRecipient):
+    """A URL the outbound HTTP policy will not call: an internal address, credentials in it."""
 
 
 class InvalidPayload(PermanentProviderError):

@@ -36,6 +36,9 @@ def normalise(channel: str, recipient: str) -> str:
     if channel == "webhook":
         if not _URL.fullmatch(raw):
             raise InvalidRecipient("INVALID_URL", "not an http(s) URL")
+        if "@" in raw.split("://", 1)[1].split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]:
+            # user:password@host would become Basic auth on whatever the host is (shared/outbound.py)
+            raise InvalidRecipient("URL_CREDENTIALS", "credentials in the URL are not allowed")
         return raw
     raise InvalidRecipient("UNKNOWN_CHANNEL", f"unknown channel {channel!r}")
 

@@ -20,6 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from shared.bus.amqp import connect
 from shared.db import create_pool
 from shared.errors import ConfigurationError
+from shared.hardening import InsecureConfiguration, check_secrets
 from shared.logs import configure_logging, get_logger
 from shared.metrics import READY
 from shared.resilience import retry_until_stopped
@@ -95,6 +96,12 @@ def serve(name: str, main: ServiceMain) -> None:
     settings = get_settings()
     configure_logging(name, settings.log_level, settings.log_format)
     log = get_logger()
+    try:
+        check_secrets(settings, name)
+    except InsecureConfiguration as exc:
+        log.error("refusing_to_start", reason=str(exc))
+        print(f"{name}: {exc}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_CONFIGURATION)
 
     async def runner() -> None:
         stop = asyncio.Event()

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from enum import StrEnum
 from functools import lru_cache
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from typing import Literal
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -16,11 +17,25 @@ class Ordering(StrEnum):
     BEST_EFFORT = "best_effort"
 
 
+class Environment(StrEnum):
+    """``SWITCHBOARD_ENV``: development (the default) accepts the documented development secrets, with a
+    loud warning at every start; production refuses to start with any of them (shared/hardening.py)."""
+
+    DEVELOPMENT = "development"
+    PRODUCTION = "production"
+
+
+DEV_RECEIPT_SECRET = "switchboard-dev-receipts"
+DEV_WEBHOOK_SECRET = "switchboard-dev-webhooks"
+DEV_VERIFY_TOKEN = "switchboard-dev-verify"
+
+
 class Settings(BaseSettings):
     """Every knob of Switchboard; defaults work against the local services of a dev machine."""
 
     model_config = SettingsConfigDict(env_prefix="SWITCHBOARD_", extra="ignore")
 
+    env: Environment = Environment.DEVELOPMENT
     database_url: SecretStr = SecretStr("postgresql://postgres@127.0.0.1:5432/switchboard")
     rabbitmq_url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/switchboard")
     rabbitmq_management_url: str = "http://127.0.0.1:15672"
@@ -90,8 +105,22 @@ class Settings(BaseSettings):
     receipts_host: str = "127.0.0.1"
     receipts_port: int = Field(8082, ge=0, le=65535)
     receipts_max_skew_s: float = Field(300.0, gt=0)
+    # Provider name -> the secret its reports are signed with. A provider without one gets 404, except
+    # in development mode, where the development default serves every provider.
     receipt_secrets: dict[str, SecretStr] = Field(default_factory=dict)
-    default_receipt_secret: SecretStr = SecretStr("switchboard-dev-receipts")
+    default_receipt_secret: SecretStr = SecretStr(DEV_RECEIPT_SECRET)
+    # Provider name -> the WhatsApp subscription handshake's verify token (not the signing secret).
+    receipt_verify_tokens: dict[str, SecretStr] = Field(default_factory=dict)
+    # Reports of schemes without a signed time (SMS gateway) are remembered this long, and WhatsApp
+    # statuses older than this are refused: a captured report cannot be played again.
+    receipts_replay_window_s: float = Field(24 * 3600.0, gt=0)
+    receipts_replay_memory: int = Field(200_000, ge=1000)
+
+    # Outgoing webhooks: the key they are signed with (never the receipts' verification key), and the
+    # outbound policy's per-tenant allowlist of internal networks (shared/outbound.py), e.g.
+    # {"acme": ["10.1.2.0/24"], "*": ["127.0.0.1/32"]}.
+    webhook_signing_secret: SecretStr = SecretStr(DEV_WEBHOOK_SECRET)
+    outbound_allowlist: dict[str, list[str]] = Field(default_factory=dict)
 
     responder_batch_size: int = Field(500, ge=1, le=10_000)
     responder_batch_wait_s: float = Field(0.02, ge=0)
@@ -125,6 +154,14 @@ class Settings(BaseSettings):
     mock_receipt_bounced_rate: float = Field(0.03, ge=0, le=1)
     mock_receipt_failed_rate: float = Field(0.02, ge=0, le=1)
 
+    @field_validator("outbound_allowlist")
+    @classmethod
+    def _networks(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for networks in value.values():
+            for network in networks:
+                ip_network(network, strict=False)  # ValueError: a clear settings error at start
+        return value
+
     def database_dsn(self) -> str:
         return self.database_url.get_secret_value()
 
@@ -135,8 +172,28 @@ class Settings(BaseSettings):
         path = urlsplit(self.amqp_url()).path
         return path[1:] if len(path) > 1 else "/"
 
-    def receipt_secret(self, provider: str) -> str:
-        return self.receipt_secrets.get(provider, self.default_receipt_secret).get_secret_value()
+    @property
+    def development(self) -> bool:
+        return self.env == Environment.DEVELOPMENT
+
+    def receipt_secret(self, provider: str) -> str | None:
+        """The secret ``provider`` signs its reports with; None: an unknown provider (404)."""
+        secret = self.receipt_secrets.get(provider)
+        if secret is None and self.development:
+            secret = self.default_receipt_secret
+        return None if secret is None else secret.get_secret_value()
+
+    def receipt_verify_token(self, provider: str) -> str | None:
+        token = self.receipt_verify_tokens.get(provider)
+        if token is not None:
+            return token.get_secret_value()
+        return DEV_VERIFY_TOKEN if self.development and self.receipt_secret(provider) is not None else None
+
+    def outbound_networks(self) -> dict[str, tuple[IPv4Network | IPv6Network, ...]]:
+        return {
+            tenant: tuple(ip_network(n, strict=False) for n in networks)
+            for tenant, networks in self.outbound_allowlist.items()
+        }
 
     def shard_ids(self) -> list[int]:
         return sorted(set(self.consume_shards)) if self.consume_shards else list(range(self.shards))

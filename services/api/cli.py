@@ -22,6 +22,7 @@ from services.api.settings import DEV_PEPPER, ApiSettings, get_api_settings
 from services.api.store import keys as store
 from shared.cli_errors import one_line_errors
 from shared.errors import BackendUnusable
+from shared.hardening import InsecureConfiguration, check_secrets
 from shared.logs import configure_logging, get_logger
 from shared.settings import get_settings
 from shared.startup import EXIT_CONFIGURATION, Endpoint, explain
@@ -71,13 +72,18 @@ def serve() -> None:
     settings, shared = get_api_settings(), get_settings()
     configure_logging("api", shared.log_level, shared.log_format)
     log = get_logger("api")
+    dev_pepper = settings.api_key_pepper.get_secret_value() == DEV_PEPPER
+    try:
+        check_secrets(shared, "api", ["SWITCHBOARD_API_KEY_PEPPER"] if dev_pepper else [])
+    except InsecureConfiguration as exc:
+        log.error("refusing_to_start", reason=str(exc))
+        print(f"api: {exc}", file=sys.stderr, flush=True)
+        raise typer.Exit(EXIT_CONFIGURATION) from None
     problem = asyncio.run(_database_problem(shared.database_dsn(), settings.api_db_connect_timeout_s))
     if problem is not None:
         log.error("service_misconfigured", error=problem)
         print(f"api: {problem}", file=sys.stderr, flush=True)
         raise typer.Exit(EXIT_CONFIGURATION)
-    if settings.api_key_pepper.get_secret_value() == DEV_PEPPER:
-        log.warning("default_key_pepper", hint="set SWITCHBOARD_API_KEY_PEPPER in production")
     log.info(
         "api_starting",
         host=settings.api_host,

@@ -1,7 +1,10 @@
 """Reading an uploaded contact list (pure): a header with ``recipient``, one contact per row.
 
 Each row is checked on its own; bad rows are reported (row number and reason) and left out, the
-good ones are kept with the recipient in its normalised form.
+good ones are kept with the recipient in its normalised form. Only the first ``MAX_KEPT_REJECTIONS``
+reasons are kept (all are counted): a file of bad rows costs no more memory than a file of good ones.
+The API runs this in a worker thread (services/api/routers/contacts.py): a large file never holds up
+the event loop.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from shared.recipients import normalise
 
 RECIPIENT_COLUMN = "recipient"
 MAX_CELL = 2000
+MAX_KEPT_REJECTIONS = 1000
 
 
 class CsvError(ValueError):
@@ -39,7 +43,13 @@ class Rejected:
 class ContactFile:
     columns: list[str]
     contacts: list[Contact] = field(default_factory=list)
-    rejected: list[Rejected] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)  # the first MAX_KEPT_REJECTIONS
+    rejected_count: int = 0
+
+    def reject(self, row: int, reason: str) -> None:
+        self.rejected_count += 1
+        if len(self.rejected) < MAX_KEPT_REJECTIONS:
+            self.rejected.append(Rejected(row, reason))
 
 
 def decode(data: bytes) -> str:
@@ -83,7 +93,7 @@ def parse_contacts(data: bytes, channel: str, max_contacts: int) -> ContactFile:
                 raise CsvError(f"more than {max_contacts} contacts")
             problem = _check_row(cells, columns, channel, seen, row_number, result)
             if problem is not None:
-                result.rejected.append(Rejected(row_number, problem))
+                result.reject(row_number, problem)
     except csv.Error as exc:
         raise CsvError(f"not a valid CSV file: {exc}") from exc
     return result

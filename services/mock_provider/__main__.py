@@ -38,7 +38,10 @@ async def main(settings: Settings, health: Health, stop: asyncio.Event) -> None:
             settings.mock_receipt_delay_ms,
         )
         callbacks = Callbacks(
-            settings.mock_receipt_url, receipts, settings.mock_seed, settings.receipt_secret
+            settings.mock_receipt_url,
+            receipts,
+            settings.mock_seed,
+            lambda p: settings.receipt_secret(p) or "",
         )
     ledger = Ledger(Path(settings.mock_ledger_path) if settings.mock_ledger_path else None)
     provider = MockProvider(
@@ -48,7 +51,7 @@ async def main(settings: Settings, health: Health, stop: asyncio.Event) -> None:
         ledger,
         token=settings.mock_auth_token.get_secret_value(),
         callbacks=callbacks,
-        secret_for=settings.receipt_secret,
+        webhook_secret=settings.webhook_signing_secret.get_secret_value(),
         welcome_sends=settings.mock_welcome_sends,
     )
     runner = web.AppRunner(build_app(provider), access_log=None)

@@ -20,7 +20,7 @@ import orjson
 from aiohttp import web
 
 from services.mock_provider.behaviour import Answer, Verdict
-from services.mock_provider.reports import Delivery
+from services.mock_provider.reports import Delivery, public_ref
 from services.mock_provider.results import Refused, json_response
 from shared.signatures import SWITCHBOARD_HEADER, verify_timestamped
 
@@ -106,7 +106,7 @@ class Apis:
                 result.answer.status, code, result.answer.message or "", _retry_after(result.answer)
             )
         response = result.response
-        sid = "SM" + uuid.uuid5(uuid.NAMESPACE_URL, response["id"]).hex
+        sid = public_ref("sms_gateway", response["id"])
         return json_response(
             {
                 "sid": sid,
@@ -174,7 +174,7 @@ class Apis:
             return self._graph_error(
                 status, code, result.answer.message or "", headers=_retry_after(result.answer)
             )
-        wamid = "wamid." + base64.b64encode(result.response["id"].encode()).decode().rstrip("=")
+        wamid = public_ref("whatsapp_cloud", result.response["id"])
         return json_response(
             {
                 "messaging_product": "whatsapp",
@@ -203,7 +203,7 @@ class Apis:
     async def webhook(self, request: web.Request) -> web.Response:
         provider, tail = request.match_info["provider"], request.match_info["tail"]
         body = await request.read()
-        secret = self.mock.secret_for(provider)
+        secret = self.mock.webhook_secret
         if not verify_timestamped(secret, body, request.headers.get(SWITCHBOARD_HEADER), time.time(), 300):
             return web.Response(status=401, text="bad signature")
         key = request.headers.get("Idempotency-Key", "")

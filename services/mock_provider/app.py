@@ -11,7 +11,6 @@ import asyncio
 import random
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -32,6 +31,7 @@ from services.mock_provider.results import (
     json_response,
     retry_after_header,
 )
+from shared.settings import DEV_WEBHOOK_SECRET
 
 MAX_BODY = 256 * 1024
 MAX_BATCH_BODY = 16 * 1024 * 1024
@@ -77,7 +77,7 @@ class MockProvider:
         ledger: Ledger,
         token: str = "mock-token",
         callbacks: Callbacks | None = None,
-        secret_for: Callable[[str], str] = lambda _: "switchboard-dev-receipts",
+        webhook_secret: str = DEV_WEBHOOK_SECRET,
         welcome_sends: int = 0,
     ) -> None:
         self.mix = mix
@@ -89,7 +89,7 @@ class MockProvider:
         self.ledger = ledger
         self.token = token
         self.callbacks = callbacks
-        self.secret_for = secret_for
+        self.webhook_secret = webhook_secret  # what webhooks are signed with (never a receipts key)
         self.outages: dict[str, float] = {}  # channel or provider -> monotonic end
         self.in_progress: dict[str, asyncio.Future[None]] = {}
         self.rng = random.Random(mix.seed)

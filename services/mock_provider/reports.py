@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import time
+import uuid
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
@@ -31,6 +33,15 @@ class Delivery:
     ref: str = ""  # the provider's message id
     url: str | None = None  # a per-message status callback URL (SMS gateway StatusCallback)
     sender: str = ""
+
+
+def public_ref(api: str, ref: str) -> str:
+    """The message id an API answers with for the ledger's ``ref``; its reports carry the same one."""
+    if api == "sms_gateway":
+        return "SM" + uuid.uuid5(uuid.NAMESPACE_URL, ref).hex
+    if api == "whatsapp_cloud":
+        return "wamid." + base64.b64encode(ref.encode()).decode().rstrip("=")
+    return ref
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +76,7 @@ def build_report(
         status, code = SMS_STATUS[verdict]
         url = delivery.url or f"{base}/receipts/sms/{delivery.provider}"
         form = {
-            "MessageSid": delivery.ref,
+            "MessageSid": public_ref(delivery.api, delivery.ref),
             "MessageStatus": status,
             "To": delivery.recipient,
             "From": delivery.sender,
@@ -82,7 +93,7 @@ def build_report(
         )
     if delivery.api == "whatsapp_cloud":
         status_row: dict[str, object] = {
-            "id": delivery.ref,
+            "id": public_ref(delivery.api, delivery.ref),
             "status": "delivered" if verdict == ReceiptVerdict.DELIVERED else "failed",
             "timestamp": str(int(now)),
             "recipient_id": delivery.recipient.lstrip("+"),
@@ -121,7 +132,7 @@ def build_report(
                     "event": event,
                     "email": delivery.recipient,
                     "timestamp": int(now),
-                    "sg_message_id": delivery.ref,
+                    "sg_message_id": public_ref(delivery.api, delivery.ref),
                     "reference": delivery.key,
                     "reason": reason,
                 }
@@ -131,7 +142,7 @@ def build_report(
     else:
         body = orjson.dumps(
             {
-                "id": delivery.ref,
+                "id": public_ref(delivery.api, delivery.ref),
                 "reference": delivery.key,
                 "status": verdict.value,
                 "recipient": delivery.recipient,

@@ -122,8 +122,11 @@ def parse_sms(
     return parsed
 
 
-def parse_whatsapp(provider: str, body: bytes, headers: Mapping[str, str], secret: str) -> Parsed:
-    """WhatsApp Cloud API webhook: ``entry[].changes[].value.statuses[]``, ``X-Hub-Signature-256``."""
+def parse_whatsapp(
+    provider: str, body: bytes, headers: Mapping[str, str], secret: str, not_before: float | None = None
+) -> Parsed:
+    """WhatsApp Cloud API webhook: ``entry[].changes[].value.statuses[]``, ``X-Hub-Signature-256``.
+    A status older than ``not_before`` (its signed ``timestamp``) is stale: a replay, not applied."""
     if not verify_hub(secret, body, headers.get(HUB_HEADER)):
         raise ReceiptError(401, "bad_signature", "signature does not match")
     document = _json(body)
@@ -139,6 +142,9 @@ def parse_whatsapp(provider: str, body: bytes, headers: Mapping[str, str], secre
         raise ReceiptError(400, "malformed", f"not a WhatsApp webhook: {exc}") from exc
     for row in statuses:
         if not isinstance(row, dict):
+            parsed.unmatched += 1
+            continue
+        if not_before is not None and _when(row.get("timestamp")).timestamp() < not_before:
             parsed.unmatched += 1
             continue
         raw = str(row.get("status", "")).lower()

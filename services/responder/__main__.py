@@ -12,7 +12,7 @@ from aio_pika.abc import AbstractRobustConnection
 
 from services.responder.plan import WritePlan, plan_writes
 from services.responder.relay import letters_in_dlq, relay_dead_letters, resolve_in_doubt
-from services.responder.store import lock_logs, write_plan
+from services.responder.store import lock_logs, sent_attempts, write_plan
 from shared import metrics
 from shared.backoff import BackoffPolicy
 from shared.bus import wire
@@ -88,8 +88,16 @@ class Responder:
             routing = await self.routing.get(conn)
             async with conn.transaction():
                 logs = await lock_logs(conn, [i.log_id for i in items])
+                senders = await sent_attempts(conn, sorted({(r.log_id, r.attempt) for r in receipts}))
                 plan = plan_writes(
-                    outcomes, logs, self.policy, self.settings.provider_chains, self.rng, receipts, routing
+                    outcomes,
+                    logs,
+                    self.policy,
+                    self.settings.provider_chains,
+                    self.rng,
+                    receipts,
+                    routing,
+                    senders,
                 )
                 await write_plan(conn, plan)
         return plan

@@ -7,11 +7,18 @@ gets at most one (merged) row update per batch.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from services.responder.receipts import Deliver, RecordOnly, Undeliverable, decide_receipt
+from services.responder.receipts import (
+    Deliver,
+    RecordOnly,
+    SentAttempt,
+    Undeliverable,
+    decide_receipt,
+    sent_by,
+)
 from shared.backoff import BackoffPolicy
 from shared.models import (
     DeadLetter,
@@ -37,6 +44,7 @@ class EarlyReceipt:
     provider: str | None = None
     error_code: str | None = None
     provider_status: str = ""
+    vendor_ref: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,8 +163,10 @@ class Planner:
         chains: dict[str, list[str]],
         rng: random.Random | None,
         routing: RoutingConfig | None,
+        sent_attempts: Mapping[tuple[int, int], SentAttempt] | None = None,
     ) -> None:
         self.state = dict(logs)
+        self.sent_attempts = dict(sent_attempts or {})
         self.policy = policy
         self.chains = chains
         self.rng = rng
@@ -238,7 +248,15 @@ class Planner:
             self.plan.ignored.append((outcome, decision.why))
             return
         self.plan.attempts.append(AttemptRow(outcome, fallback_reason(outcome, row)))
+        attempt = SentAttempt(outcome.provider, outcome.vendor_ref)
+        self.sent_attempts[(outcome.log_id, outcome.attempt)] = attempt
         early = row.early_receipt
+        if (
+            early is not None
+            and early.attempt == outcome.attempt
+            and not sent_by(early.provider, early.vendor_ref, attempt)
+        ):
+            early = None  # recorded before its attempt was known, and not from the provider that sent it
         if early is not None and early.status == ReceiptStatus.DELIVERED:
             self.delivered_early(outcome, row)
         elif isinstance(decision, MarkSent):
@@ -355,6 +373,14 @@ class Planner:
         if row is None:
             self.plan.ignored_receipts.append((receipt, "unknown log"))
             return
+        attempt = self.sent_attempts.get((receipt.log_id, receipt.attempt))
+        in_flight = row.status == Status.PROCESSING and receipt.attempt == row.attempts
+        if attempt is None and not in_flight:
+            self.plan.ignored_receipts.append((receipt, "refused: no such attempt was sent"))
+            return
+        if attempt is not None and not sent_by(receipt.provider, receipt.vendor_ref, attempt):
+            self.plan.ignored_receipts.append((receipt, "refused: not sent by this provider and reference"))
+            return
         self.plan.reports.append(receipt)
         decision = decide_receipt(row.status, row.attempts, receipt)
         if isinstance(decision, RecordOnly):
@@ -366,8 +392,8 @@ class Planner:
                     row.id,
                     Status.DELIVERED,
                     0.0,
-                    receipt.provider,
-                    receipt.vendor_ref,
+                    None,  # a report never changes who the log says sent it
+                    None,
                     None,
                     None,
                     sent=True,
@@ -383,7 +409,7 @@ class Planner:
             message = f"delivery report: {receipt.provider_status or receipt.status.value}"
             self.update(
                 row,
-                LogUpdate(row.id, decision.status, 0.0, receipt.provider, receipt.vendor_ref, code, message),
+                LogUpdate(row.id, decision.status, 0.0, None, None, code, message),
             )
             self.plan.bump(row.campaign_id, SENT_I, -1)
             self.plan.bump(row.campaign_id, BOUNCED_I if decision.status == Status.BOUNCED else FAILED_I)
@@ -409,8 +435,9 @@ def plan_writes(
     rng: random.Random | None = None,
     receipts: Sequence[ReceiptMessage] = (),
     routing: RoutingConfig | None = None,
+    sent_attempts: Mapping[tuple[int, int], SentAttempt] | None = None,
 ) -> WritePlan:
-    planner = Planner(logs, policy, chains, rng, routing)
+    planner = Planner(logs, policy, chains, rng, routing, sent_attempts)
     for outcome in unique_outcomes(outcomes):
         planner.outcome(outcome)
     for receipt in unique_receipts(receipts):

@@ -11,6 +11,12 @@ Receipts and outcomes may arrive in any order, and any number of times:
   only recorded: when the outcome arrives, the responder finds it (``LogRow.early_receipt``) and
   applies both at once;
 - anything else (a log already final, a stale attempt's failure, progress reports) is only recorded.
+
+Before all that, a receipt must belong to the attempt it names (:func:`sent_by`): the provider that
+sent that attempt, with the vendor reference it answered (when it gave one). Anything else (another
+provider's report, a made-up reference, an attempt never sent) is neither recorded nor applied. A
+report for the attempt in flight cannot be checked yet: it is recorded, and applied only if the
+outcome that arrives names the same provider and reference.
 """
 
 from __future__ import annotations
@@ -36,6 +42,21 @@ class Undeliverable:
 
 
 ReceiptDecision = RecordOnly | Deliver | Undeliverable
+
+
+@dataclass(frozen=True, slots=True)
+class SentAttempt:
+    """Who sent one attempt, as its outcome said (``delivery_attempts``)."""
+
+    provider: str | None
+    vendor_ref: str | None
+
+
+def sent_by(provider: str | None, vendor_ref: str | None, attempt: SentAttempt) -> bool:
+    if provider is None or attempt.provider != provider:
+        return False
+    return attempt.vendor_ref is None or attempt.vendor_ref == vendor_ref
+
 
 SETTLED = frozenset({Status.DELIVERED, Status.FAILED, Status.BOUNCED, Status.CANCELLED})
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncpg
 
 from services.responder.plan import EarlyReceipt, LogRow, WritePlan
+from services.responder.receipts import SentAttempt
 from shared.models import ReceiptStatus, Status
 
 # With each log: its previous attempt (for the "primary failed" fallback reason) and a final receipt
@@ -13,17 +14,26 @@ LOCK_LOGS_SQL = """
 SELECT l.id, l.status, l.attempts, l.max_attempts, l.provider, l.tenant, l.campaign_id, l.channel,
        l.recipient, l.created_at, pa.provider AS prev_provider, pa.outcome AS prev_outcome,
        er.attempt AS early_attempt, er.status AS early_status, er.provider AS early_provider,
-       er.error_code AS early_error_code, er.provider_status AS early_provider_status
+       er.error_code AS early_error_code, er.provider_status AS early_provider_status,
+       er.vendor_ref AS early_vendor_ref
 FROM communication_logs l
 LEFT JOIN delivery_attempts pa ON pa.log_id = l.id AND pa.attempt = l.attempts - 1
 LEFT JOIN LATERAL (
-    SELECT r.attempt, r.status, r.provider, r.error_code, r.provider_status FROM delivery_receipts r
+    SELECT r.attempt, r.status, r.provider, r.error_code, r.provider_status, r.vendor_ref
+    FROM delivery_receipts r
     WHERE r.log_id = l.id AND l.status = 'PROCESSING'
       AND (r.status = 'DELIVERED' OR (r.status IN ('BOUNCED', 'FAILED') AND r.attempt = l.attempts))
     ORDER BY r.status = 'DELIVERED' DESC, r.id
     LIMIT 1
 ) er ON true
 WHERE l.id = ANY($1::bigint[]) ORDER BY l.id FOR UPDATE OF l
+"""
+
+# Who sent each attempt a batch's receipts name (unique index on (log_id, attempt)).
+SENT_ATTEMPTS_SQL = """
+SELECT a.log_id, a.attempt, a.provider, a.vendor_ref
+FROM unnest($1::bigint[], $2::int[]) AS k(log_id, attempt)
+JOIN delivery_attempts a ON a.log_id = k.log_id AND a.attempt = k.attempt
 """
 
 UPDATE_LOGS_SQL = """
@@ -111,6 +121,15 @@ async def lock_logs(conn: asyncpg.Connection, ids: list[int]) -> dict[int, LogRo
     }
 
 
+async def sent_attempts(
+    conn: asyncpg.Connection, keys: list[tuple[int, int]]
+) -> dict[tuple[int, int], SentAttempt]:
+    if not keys:
+        return {}
+    rows = await conn.fetch(SENT_ATTEMPTS_SQL, [k[0] for k in keys], [k[1] for k in keys])
+    return {(r["log_id"], r["attempt"]): SentAttempt(r["provider"], r["vendor_ref"]) for r in rows}
+
+
 def _early(r: asyncpg.Record) -> EarlyReceipt | None:
     if r["early_status"] is None:
         return None
@@ -120,6 +139,7 @@ def _early(r: asyncpg.Record) -> EarlyReceipt | None:
         r["early_provider"],
         r["early_error_code"],
         r["early_provider_status"] or "",
+        r["early_vendor_ref"],
     )
 
 

@@ -26,6 +26,21 @@ UNHEALTHY_TRANSIENT_CODES = frozenset({"TIMEOUT", "CONNECTION_ERROR", "SERVER_BU
 
 Publish = Callable[[CircuitEvent], Awaitable[None]]
 
+# A webhook provider has a circuit per destination host (``hooks@example.com``): one tenant's failing
+# endpoint must not open ``hooks`` for every tenant. Those are many, so they get no gauge of their own
+# and closed ones are forgotten past this many breakers.
+HOST_SEPARATOR = "@"
+MAX_BREAKERS = 10_000
+
+
+def is_host_circuit(key: str) -> bool:
+    return HOST_SEPARATOR in key
+
+
+def metric_label(key: str) -> str:
+    """The provider a circuit belongs to (host circuits are counted under their provider)."""
+    return key.split(HOST_SEPARATOR, 1)[0]
+
 
 def is_failure(outcome: OutcomeClass, error_code: str | None) -> bool:
     if outcome == OutcomeClass.RECOVERABLE:
@@ -51,9 +66,18 @@ class CircuitBoard:
     def breaker(self, provider: str) -> CircuitBreaker:
         breaker = self._breakers.get(provider)
         if breaker is None:
+            if len(self._breakers) >= MAX_BREAKERS:
+                self._forget_closed_hosts()
             breaker = self._breakers[provider] = CircuitBreaker(provider, self.policy, self.replica)
-            CIRCUIT_STATE.labels(provider=provider).set(0)
+            if not is_host_circuit(provider):
+                CIRCUIT_STATE.labels(provider=provider).set(0)
         return breaker
+
+    def _forget_closed_hosts(self) -> None:
+        now = self.clock()
+        for key in [k for k, b in self._breakers.items() if is_host_circuit(k)]:
+            if self._breakers[key].state(now) == CircuitState.CLOSED:
+                del self._breakers[key]
 
     def state(self, provider: str) -> CircuitState:
         return self.breaker(provider).state(self.clock())
@@ -75,7 +99,7 @@ class CircuitBoard:
     def apply(self, event: CircuitEvent) -> None:
         if self.breaker(event.provider).apply(event, self.clock()):
             CIRCUIT_TRANSITIONS.labels(
-                provider=event.provider, state=event.state.name.lower(), source="peer"
+                provider=metric_label(event.provider), state=event.state.name.lower(), source="peer"
             ).inc()
             log.info("circuit_adopted", provider=event.provider, state=event.state.name, origin=event.origin)
         self.refresh()
@@ -84,7 +108,8 @@ class CircuitBoard:
         """Bring the gauge up to date (OPEN turns HALF_OPEN by the clock alone)."""
         now = self.clock()
         for provider, breaker in self._breakers.items():
-            CIRCUIT_STATE.labels(provider=provider).set(int(breaker.state(now)))
+            if not is_host_circuit(provider):
+                CIRCUIT_STATE.labels(provider=provider).set(int(breaker.state(now)))
 
     def snapshot(self) -> dict[str, str]:
         now = self.clock()
@@ -92,7 +117,7 @@ class CircuitBoard:
 
     def _changed(self, event: CircuitEvent, source: str) -> None:
         CIRCUIT_TRANSITIONS.labels(
-            provider=event.provider, state=event.state.name.lower(), source=source
+            provider=metric_label(event.provider), state=event.state.name.lower(), source=source
         ).inc()
         log.warning(
             "circuit_changed",

@@ -15,9 +15,11 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from yarl import URL
+
 from services.sender.adapters import AdapterPool, SendRequest
 from services.sender.bucket import Limit
-from services.sender.circuits import CircuitBoard, is_failure
+from services.sender.circuits import HOST_SEPARATOR, CircuitBoard, is_failure
 from services.sender.metrics import FALLBACKS, LOCAL_REFUSALS
 from services.sender.outcomes import refuse, to_outcome, validate
 from services.sender.pacing import PacingStore, identity, pace
@@ -32,6 +34,17 @@ class Choice:
     candidate: Candidate
     spec: ProviderSpec
     probe: int | None
+
+
+def circuit_key(spec: ProviderSpec, recipient: str) -> str:
+    """The circuit an attempt counts toward: the provider's, or for webhooks the destination host's."""
+    if spec.kind != "webhook":
+        return spec.name
+    try:
+        host = URL(recipient).host or ""
+    except (ValueError, TypeError):
+        host = ""
+    return f"{spec.name}{HOST_SEPARATOR}{host.lower()}"
 
 
 def limit_of(spec: ProviderSpec) -> Limit | None:
@@ -117,7 +130,7 @@ class Router:
                     "every provider's circuit is open",
                     OutcomeClass.TRANSIENT,
                     provider=head,
-                    retry_after_s=self._until_half_open(order),
+                    retry_after_s=self._until_half_open(order, config, message.recipient),
                 )
         provider = choice.candidate.route.provider
         reason = None if provider == head else reasons.get(head)
@@ -137,7 +150,8 @@ class Router:
         for candidate in order:
             name = candidate.route.provider
             spec = config.providers[name]
-            if not self.circuits.would_admit(name):
+            circuit = circuit_key(spec, message.recipient)
+            if not self.circuits.would_admit(circuit):
                 reasons.setdefault(name, FallbackReason.PROVIDER_UNAVAILABLE)
                 continue
             deadline = time.monotonic() + wait_s
@@ -148,7 +162,7 @@ class Router:
             ):
                 reasons[name] = FallbackReason.RATE_LIMIT_EXCEEDED
                 continue
-            admission, probe = self.circuits.admit(name)
+            admission, probe = self.circuits.admit(circuit)
             if admission == Admission.DENIED:
                 reasons.setdefault(name, FallbackReason.PROVIDER_UNAVAILABLE)
                 continue
@@ -167,17 +181,23 @@ class Router:
             message.idempotency_key,
             message.log_id,
             message.attempt,
+            message.tenant,
         )
+        circuit = circuit_key(choice.spec, message.recipient)
         try:
             result = await self.adapters.get(choice.spec).send(request)
         except BaseException:
-            self.circuits.record(route.provider, True, choice.probe, key=recipient)
+            self.circuits.record(circuit, True, choice.probe, key=recipient)
             raise
         failed = is_failure(result.outcome, result.error_code)
-        self.circuits.record(route.provider, failed, choice.probe, key=recipient)
+        self.circuits.record(circuit, failed, choice.probe, key=recipient)
         return to_outcome(message, route.provider, result, reason, default_cost=route.cost)
 
-    def _until_half_open(self, order: list[Candidate]) -> float:
+    def _until_half_open(self, order: list[Candidate], config: RoutingConfig, recipient: str) -> float:
         now = time.time()
-        waits = [self.circuits.breaker(c.route.provider).open_until() - now for c in order]
+        waits = [
+            self.circuits.breaker(circuit_key(config.providers[c.route.provider], recipient)).open_until()
+            - now
+            for c in order
+        ]
         return max(min(waits, default=1.0), 0.5)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from ipaddress import ip_network
 from typing import Any
 
 import asyncpg
@@ -20,10 +21,12 @@ from services.sender.adapters.webhook import WebhookAdapter
 from services.sender.adapters.whatsapp import WhatsAppCloudAdapter
 from shared.models import OutcomeClass
 from shared.routing_store import write_config
+from shared.settings import DEV_WEBHOOK_SECRET
 from tests.helpers import all_terminal, insert_logs, ledger, status_counts, wait_until
 from tools.stack import Stack, free_port
 
 TOKEN = "mock-token"  # Settings.mock_auth_token's default, which the adapters also default to
+LOOPBACK_ALLOWED = {"*": (ip_network("127.0.0.0/8"),)}
 QUIET = {"mock_transient_rate": "0", "mock_permanent_rate": "0", "mock_rate_limit_rate": "0"}
 FAST = {
     "backoff_base_s": "0.2",
@@ -104,8 +107,9 @@ async def test_each_adapter_speaks_the_mock_providers_api(stack: Stack) -> None:
     bad_gw = SmsGatewayAdapter(f"{base}/gw", {"account_sid": "AC1", "auth_token": "wrong"}, transport)
     wa = WhatsAppCloudAdapter(f"{base}/wa", {"access_token": TOKEN}, transport)
     mailer = SmtpAdapter({"username": "mailer", "password": TOKEN}, "127.0.0.1", smtp_port, 5)
-    hooks = WebhookAdapter({"secret": "switchboard-dev-receipts"}, transport)
-    bad_hooks = WebhookAdapter({"secret": "not the one"}, transport)
+    # (the mock listens on loopback: an address the outbound policy refuses unless allowed)
+    hooks = WebhookAdapter({"secret": DEV_WEBHOOK_SECRET}, transport, allowlist=LOOPBACK_ALLOWED)
+    bad_hooks = WebhookAdapter({"secret": "not the one"}, transport, allowlist=LOOPBACK_ALLOWED)
 
     def req(channel: str, recipient: str, n: int, **payload: Any) -> SendRequest:
         return SendRequest("gw", channel, recipient, payload or {"body": "hi"}, f"{n}-1", n, 1)
@@ -243,7 +247,8 @@ async def test_every_strategy_routes_as_configured_and_changes_apply_without_res
     )
     await seed_history(pool, "mmsA", "transient", 30)
     await seed_history(pool, "mmsB", "success", 30)
-    start_stack(stack, **QUIET)
+    # (the webhooks go to the mock provider on loopback, which every tenant is allowed to reach here)
+    start_stack(stack, **QUIET, outbound_allowlist='{"*": ["127.0.0.1/32"]}')
     await stack.start()
     hooks = f"{stack.url('mock_provider')}/hooks/acme"
     # When 60 messages per channel are sent

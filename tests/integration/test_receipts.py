@@ -14,6 +14,7 @@ from services.mock_provider.behaviour import ReceiptMix, ReceiptVerdict, receipt
 from shared.bus import wire
 from shared.models import OutcomeClass, OutcomeMessage
 from shared.recipients import normalise
+from shared.settings import DEV_VERIFY_TOKEN
 from shared.signatures import SWITCHBOARD_HEADER, sign_timestamped
 from shared.topology import DEAD_LETTER_QUEUE, RESPONSES_EXCHANGE
 from tests.helpers import all_terminal, drain_queue, insert_logs, publish_envelopes, wait_until
@@ -165,7 +166,7 @@ async def test_a_report_before_its_outcome_is_kept_repeats_are_harmless_and_forg
         unmatched = await post_report(client, url, {**report, "reference": "not-ours"})
         hub = await client.get(
             f"{url}/receipts/whatsapp/prov",
-            params={"hub.mode": "subscribe", "hub.verify_token": SECRET, "hub.challenge": "42"},
+            params={"hub.mode": "subscribe", "hub.verify_token": DEV_VERIFY_TOKEN, "hub.challenge": "42"},
         )
     assert (first.status_code, first.json()) == (200, {"accepted": 1, "unmatched": 0})
     assert again.status_code == 200

@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from services.mock_provider.behaviour import ReceiptMix, ReceiptVerdict, receipt_verdict
-from services.mock_provider.reports import Delivery, build_report
+from services.mock_provider.reports import Delivery, build_report, public_ref
 from services.receipts.parse import (
     ReceiptError,
     parse_email,
@@ -25,7 +25,7 @@ from services.receipts.parse import (
     reference,
 )
 from services.responder.plan import EarlyReceipt, LogRow, WritePlan, plan_writes
-from services.responder.receipts import Deliver, RecordOnly, Undeliverable, decide_receipt
+from services.responder.receipts import Deliver, RecordOnly, SentAttempt, Undeliverable, decide_receipt
 from shared.backoff import BackoffPolicy
 from shared.models import (
     DeadLetterReason,
@@ -78,7 +78,7 @@ def test_every_report_format_round_trips(delivery: Delivery, verdict: ReceiptVer
         EXPECTED[verdict],
     )
     assert receipt.recipient == delivery.recipient
-    assert receipt.vendor_ref == delivery.ref
+    assert receipt.vendor_ref == public_ref(delivery.api, delivery.ref)  # the id the API answered with
 
 
 @pytest.mark.parametrize("delivery", DELIVERIES, ids=lambda d: d.api)
@@ -235,8 +235,19 @@ def outcome(klass: OutcomeClass = OutcomeClass.SUCCESS, attempt: int = 1) -> Out
     )
 
 
+SENT_BY_ALPHA = {(1, n): SentAttempt("alpha", "v-1") for n in (1, 2, 3)}
+
+
 def plan(outcomes: list[OutcomeMessage], receipts: list[ReceiptMessage], log: LogRow) -> WritePlan:
-    return plan_writes(outcomes, {1: log}, POLICY, {"sms": ["alpha", "beta"]}, random.Random(0), receipts)
+    return plan_writes(
+        outcomes,
+        {1: log},
+        POLICY,
+        {"sms": ["alpha", "beta"]},
+        random.Random(0),
+        receipts,
+        sent_attempts=SENT_BY_ALPHA,
+    )
 
 
 def test_delivered_after_sent_counts_delivered_only() -> None:
@@ -260,20 +271,20 @@ def test_a_receipt_before_its_outcome_is_kept_and_applied_when_the_outcome_comes
     early = plan([], [receipt(D)], row())
     assert early.updates == [] and [r.status for r in early.reports] == [D]
     # When the outcome arrives (the row now shows the recorded receipt) / Then the log is DELIVERED
-    p = plan([outcome()], [], row(early=EarlyReceipt(1, D, "alpha")))
+    p = plan([outcome()], [], row(early=EarlyReceipt(1, D, "alpha", vendor_ref="v-1")))
     assert [u.status for u in p.updates] == [Status.DELIVERED]
     assert p.campaign_deltas == {77: [1, 0, 0, 0]} and p.delivered_deltas == {77: 1}
 
 
 def test_an_early_delivery_beats_a_failed_outcome() -> None:
-    p = plan([outcome(OutcomeClass.TRANSIENT)], [], row(early=EarlyReceipt(1, D, "alpha")))
+    p = plan([outcome(OutcomeClass.TRANSIENT)], [], row(early=EarlyReceipt(1, D, "alpha", vendor_ref="v-1")))
     assert [u.status for u in p.updates] == [Status.DELIVERED]
     assert p.retries == [] and p.dead_letters == []
     assert [a.outcome.outcome for a in p.attempts] == [OutcomeClass.TRANSIENT]
 
 
 def test_an_early_failure_report_turns_the_success_into_a_bounce_with_a_dead_letter() -> None:
-    p = plan([outcome()], [], row(early=EarlyReceipt(1, B, "alpha", "30005", "undelivered")))
+    p = plan([outcome()], [], row(early=EarlyReceipt(1, B, "alpha", "30005", "undelivered", "v-1")))
     assert [(u.status, u.error_code) for u in p.updates] == [(Status.BOUNCED, "30005")]
     (letter,) = p.dead_letters
     assert (letter.reason, letter.error_class, letter.status) == (

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Path, UploadFile
 
-from services.api.contacts_csv import CsvError, parse_contacts
+from services.api.contacts_csv import ContactFile, CsvError, parse_contacts
+from services.api.context import ApiContext
 from services.api.deps import Caller, Context
 from services.api.errors import ErrorDetail, NotFound, PayloadTooLarge, Unprocessable
+from services.api.outbound import refused_destinations
 from services.api.schemas.common import MAX_BIGINT, Name
 from services.api.schemas.contacts import (
     MAX_REPORTED,
@@ -26,6 +29,18 @@ router = APIRouter(prefix="/v1/contact-lists", tags=["contact lists"])
 ListId = Annotated[int, Path(ge=1, le=MAX_BIGINT)]
 
 
+async def _drop_refused_webhooks(context: ApiContext, tenant: str, parsed: ContactFile) -> None:
+    refused = await refused_destinations(context.shared, tenant, [c.recipient for c in parsed.contacts])
+    if not refused:
+        return
+    kept = [c for c in parsed.contacts if c.recipient not in refused]
+    for contact in parsed.contacts:
+        if contact.recipient in refused:
+            parsed.reject(contact.row, refused[contact.recipient])
+    parsed.rejected.sort(key=lambda r: r.row)
+    parsed.contacts = kept
+
+
 @router.post("", status_code=201, response_model=ContactListReport, summary="Upload a CSV contact list")
 async def upload_contacts(
     context: Context,
@@ -39,9 +54,13 @@ async def upload_contacts(
     if len(data) > limit:
         raise PayloadTooLarge(f"the file is larger than {limit} bytes")
     try:
-        parsed = parse_contacts(data, channel.value, context.settings.api_max_contacts)
+        parsed = await asyncio.to_thread(
+            parse_contacts, data, channel.value, context.settings.api_max_contacts
+        )
     except CsvError as exc:
         raise Unprocessable(str(exc), code="invalid_csv") from exc
+    if channel == Channel.WEBHOOK:
+        await _drop_refused_webhooks(context, principal.tenant, parsed)
     rejected = [RejectedRow(row=r.row, reason=r.reason) for r in parsed.rejected[:MAX_REPORTED]]
     if not parsed.contacts:
         details = [ErrorDetail(loc=["file", r.row], message=r.reason) for r in rejected]
@@ -53,7 +72,7 @@ async def upload_contacts(
         tenant=principal.tenant,
         list_id=row["id"],
         contacts=len(parsed.contacts),
-        rejected=len(parsed.rejected),
+        rejected=parsed.rejected_count,
     )
     return ContactListReport(**dict(row), rejected=rejected)
 

@@ -12,8 +12,9 @@ from pydantic import BaseModel
 from services.api import metrics
 from services.api.context import ApiContext, Principal
 from services.api.deps import Caller, Context, Sender
-from services.api.errors import BadRequest, Conflict, NotFound
+from services.api.errors import BadRequest, Conflict, ErrorDetail, NotFound, Unprocessable
 from services.api.idempotency import Verdict, fingerprint, judge
+from services.api.outbound import refused_destinations
 from services.api.paging import CursorError, decode_cursor, page
 from services.api.schemas.common import MAX_BIGINT
 from services.api.schemas.messages import (
@@ -32,7 +33,7 @@ from services.api.store import idempotency as idem_store
 from services.api.store import messages as store
 from shared.logs import get_logger
 from shared.metrics import MESSAGES_IN
-from shared.models import Status
+from shared.models import Channel, Status
 
 log = get_logger("api.messages")
 router = APIRouter(prefix="/v1/messages", tags=["messages"])
@@ -61,6 +62,29 @@ def _new_log(context: ApiContext, message: SendMessage) -> store.NewLog:
     )
 
 
+async def _check_webhooks(
+    context: ApiContext, principal: Principal, messages: list[SendMessage], batch: bool
+) -> None:
+    hooks = [(n, m.recipient) for n, m in enumerate(messages) if m.channel == Channel.WEBHOOK]
+    if not hooks:
+        return
+    refused = await refused_destinations(context.shared, principal.tenant, [url for _, url in hooks])
+    if refused:
+        details = [
+            ErrorDetail(
+                loc=["body", "messages", n, "recipient"] if batch else ["body", "recipient"],
+                message=f"recipient: {refused[url]}",
+            )
+            for n, url in hooks
+            if url in refused
+        ]
+        raise Unprocessable(
+            "the outbound policy does not allow this webhook URL",
+            code="destination_refused",
+            details=details,
+        )
+
+
 async def _ingest(
     context: ApiContext,
     principal: Principal,
@@ -71,6 +95,7 @@ async def _ingest(
     build: Any,
 ) -> Any:
     """Insert ``messages`` in one statement, honouring the idempotency key, in one transaction."""
+    await _check_webhooks(context, principal, messages, batch=path.endswith("/batch"))
     request_hash = fingerprint("POST", path, request.model_dump(mode="json"))
     async with context.db.transaction() as conn:
         if key is not None:

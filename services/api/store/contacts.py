@@ -25,7 +25,7 @@ async def insert_list(
         channel,
         parsed.columns,
         len(parsed.contacts),
-        len(parsed.rejected),
+        parsed.rejected_count,
     )
     contacts = parsed.contacts
     await conn.execute(

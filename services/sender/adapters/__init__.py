@@ -10,6 +10,7 @@ import orjson
 from services.sender.adapters.base import ProviderAdapter, SendRequest, SendResult
 from services.sender.adapters.batching import BatchingAdapter
 from services.sender.adapters.guard import GuardedAdapter
+from services.sender.adapters.guarded import GuardedTransport
 from services.sender.adapters.mockjson import MockJsonAdapter, result_from_http
 from services.sender.adapters.sms import SmsGatewayAdapter
 from services.sender.adapters.smtp import SmtpAdapter
@@ -24,7 +25,11 @@ __all__ = ["AdapterPool", "ProviderAdapter", "SendRequest", "SendResult", "build
 RETIRE_AFTER_S = 30.0  # a replaced adapter keeps serving calls in flight this long before it closes
 
 
-def build_adapter(spec: ProviderSpec, settings: Settings, transport: HttpTransport) -> ProviderAdapter:
+def build_adapter(
+    spec: ProviderSpec, settings: Settings, transport: HttpTransport, webhooks: HttpTransport | None = None
+) -> ProviderAdapter:
+    """``transport`` reaches the providers the operator configured; ``webhooks`` (guarded by the outbound
+    policy) reaches the URLs tenants give."""
     base_url = str(spec.settings.get("base_url") or f"{settings.provider_url.rstrip('/')}/{spec.name}")
     token = settings.mock_auth_token.get_secret_value()
     if spec.kind == "sms_gateway":
@@ -36,7 +41,12 @@ def build_adapter(spec: ProviderSpec, settings: Settings, transport: HttpTranspo
             spec.settings, "127.0.0.1", settings.mock_smtp_port or 25, settings.provider_timeout_s
         )
     if spec.kind == "webhook":
-        return WebhookAdapter(spec.settings, transport, default_secret=settings.receipt_secret(spec.name))
+        return WebhookAdapter(
+            spec.settings,
+            webhooks or transport,
+            default_secret=settings.webhook_signing_secret.get_secret_value(),
+            allowlist=settings.outbound_networks(),
+        )
     adapter = MockJsonAdapter(str(spec.settings.get("base_url") or settings.provider_url), transport)
     if settings.provider_batch_max > 1:
         return BatchingAdapter(adapter, settings.provider_batch_max, batch_linger_s(spec, settings))
@@ -54,10 +64,20 @@ def batch_linger_s(spec: ProviderSpec, settings: Settings) -> float:
 class AdapterPool:
     """One adapter per provider, rebuilt when the provider's kind or settings change."""
 
-    def __init__(self, settings: Settings, transport: HttpTransport | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        transport: HttpTransport | None = None,
+        webhooks: HttpTransport | None = None,
+    ) -> None:
         self.settings = settings
         self.transport = transport or AiohttpTransport(
             settings.provider_timeout_s, settings.provider_concurrency
+        )
+        if webhooks is None and transport is not None:
+            webhooks = transport  # a test's fake transport answers both
+        self.webhooks = webhooks or GuardedTransport(
+            settings.provider_timeout_s, settings.provider_concurrency, settings.outbound_networks()
         )
         self._adapters: dict[str, tuple[bytes, GuardedAdapter]] = {}
         self._retiring: set[asyncio.Task[None]] = set()
@@ -67,7 +87,7 @@ class AdapterPool:
         current = self._adapters.get(spec.name)
         if current is not None and current[0] == key:
             return current[1]
-        adapter = GuardedAdapter(build_adapter(spec, self.settings, self.transport))
+        adapter = GuardedAdapter(build_adapter(spec, self.settings, self.transport, self.webhooks))
         self._adapters[spec.name] = (key, adapter)
         if current is not None:
             task = asyncio.get_running_loop().create_task(self._retire(current[1]))
@@ -86,3 +106,5 @@ class AdapterPool:
         for _, adapter in self._adapters.values():
             await adapter.close()
         await self.transport.close()
+        if self.webhooks is not self.transport:
+            await self.webhooks.close()

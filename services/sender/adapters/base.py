@@ -19,6 +19,7 @@ class SendRequest:
     idempotency_key: str  # "<log id>-<attempt>": sent to every provider, echoed in its receipts
     log_id: int
     attempt: int
+    tenant: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,12 +9,17 @@ from __future__ import annotations
 import asyncio
 import base64
 import inspect
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import aiohttp
 import orjson
+from aiohappyeyeballs import AddrInfoType
+from aiohttp.abc import AbstractResolver
+
+from shared.outbound import REFUSED_MARKER
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +28,7 @@ class HttpRequest:
     url: str
     headers: dict[str, str]
     content: bytes
+    tenant: str = ""  # whose URL it is: the outbound policy's allowlist is per tenant
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +36,7 @@ class HttpResponse:
     status: int
     content: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)  # names in lower case
+    truncated: bool = False  # the body went past the transport's limit and was cut there
 
     def json(self) -> object:
         try:
@@ -39,7 +46,8 @@ class HttpResponse:
 
 
 class TransportError(Exception):
-    """No HTTP answer at all: ``code`` is TIMEOUT or CONNECTION_ERROR."""
+    """No HTTP answer at all: ``code`` is TIMEOUT, CONNECTION_ERROR, or ADDRESS_NOT_ALLOWED (the
+    outbound policy refused the address a connection was about to be made to)."""
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(f"{code}: {message}")
@@ -57,11 +65,50 @@ def basic_auth(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
+MAX_PROVIDER_RESPONSE_BYTES = 1024 * 1024
+READ_CHUNK = 16 * 1024
+
+
+async def read_capped(content: aiohttp.StreamReader, limit: int) -> tuple[bytes, bool]:
+    """At most ``limit`` bytes of a body, and whether there was more (the rest is never read)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in content.iter_chunked(READ_CHUNK):
+        if size + len(chunk) > limit:
+            chunks.append(chunk[: limit - size])
+            return b"".join(chunks), True
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks), False
+
+
+def _refused_by_policy(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if REFUSED_MARKER in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 class AiohttpTransport:
-    def __init__(self, timeout_s: float, concurrency: int) -> None:
+    def __init__(
+        self,
+        timeout_s: float,
+        concurrency: int,
+        max_response_bytes: int = MAX_PROVIDER_RESPONSE_BYTES,
+        socket_factory: Callable[[AddrInfoType], socket.socket] | None = None,
+        resolver: AbstractResolver | None = None,
+    ) -> None:
+        self.max_response_bytes = max_response_bytes
         self.session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=timeout_s),
-            connector=aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency),
+            connector=aiohttp.TCPConnector(
+                limit=concurrency,
+                limit_per_host=concurrency,
+                socket_factory=socket_factory,
+                resolver=resolver,
+            ),
         )
 
     async def request(self, request: HttpRequest) -> HttpResponse:
@@ -73,12 +120,14 @@ class AiohttpTransport:
                 headers=request.headers,
                 allow_redirects=False,
             ) as response:
-                content = await response.read()
+                content, truncated = await read_capped(response.content, self.max_response_bytes)
                 headers = {k.lower(): v for k, v in response.headers.items()}
-                return HttpResponse(response.status, content, headers)
+                return HttpResponse(response.status, content, headers, truncated)
         except TimeoutError as exc:
             raise TransportError("TIMEOUT", "provider did not answer in time") from exc
-        except aiohttp.ClientError as exc:
+        except (aiohttp.ClientError, OSError) as exc:
+            if _refused_by_policy(exc):
+                raise TransportError("ADDRESS_NOT_ALLOWED", str(exc)[:300]) from exc
             raise TransportError("CONNECTION_ERROR", repr(exc)[:300]) from exc
 
     async def close(self) -> None:

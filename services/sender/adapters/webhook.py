@@ -4,6 +4,12 @@ Headers: ``X-Switchboard-Signature: t=<unix>,v1=<hex>`` (shared/signatures.py), 
 (the receiver's dedup key), ``User-Agent``. Redirects are not followed. 2xx is success; 408, 425,
 429 and 5xx are transient (Retry-After honoured); 410 means the endpoint is gone; any other answer is
 permanent. With ``https_only`` a plain-http URL is refused before any call.
+
+The URL is the tenant's: it goes through the outbound policy (shared/outbound.py) here (credentials,
+numeric internal hosts) and again at connect time (the transport is a ``GuardedTransport``). What the
+tenant sees of a failure is its class and a generic code and text (``HTTP 503``, ``the endpoint could
+not be reached``), never the remote body or a socket error: those would turn the sender into a
+scanner of whatever it can reach.
 """
 
 from __future__ import annotations
@@ -24,8 +30,13 @@ from services.sender.adapters.base import (
 )
 from services.sender.adapters.transport import HttpRequest, HttpResponse, HttpTransport, TransportError
 from shared.classification import parse_retry_after
+from shared.errors import DestinationRefused
+from shared.logs import get_logger
 from shared.models import OutcomeClass
+from shared.outbound import Network, allowed_for, check_url
 from shared.signatures import SWITCHBOARD_HEADER, sign_timestamped
+
+log = get_logger("sender.webhook")
 
 USER_AGENT = "Switchboard-Webhooks/1"
 
@@ -44,15 +55,29 @@ def result_from_webhook(response: HttpResponse, latency_ms: float) -> SendResult
         row = ErrorClass(OutcomeClass.PERMANENT, "REDIRECT_REFUSED")
     else:
         row = http_status_row(response.status)
-    text = response.content[:200].decode(errors="replace") or f"HTTP {response.status}"
-    return failure(row, latency_ms, text, parse_retry_after(response.headers.get("retry-after")))
+    return failure(
+        row, latency_ms, f"HTTP {response.status}", parse_retry_after(response.headers.get("retry-after"))
+    )
+
+
+TRANSPORT_TEXT = {
+    "TIMEOUT": "the endpoint did not answer in time",
+    "ADDRESS_NOT_ALLOWED": "the endpoint's address is not allowed",
+}
 
 
 class WebhookAdapter:
-    def __init__(self, settings: Any, transport: HttpTransport, default_secret: str = "") -> None:
+    def __init__(
+        self,
+        settings: Any,
+        transport: HttpTransport,
+        default_secret: str = "",
+        allowlist: dict[str, tuple[Network, ...]] | None = None,
+    ) -> None:
         self.secret = str(setting(settings, "secret", default_secret))
         self.https_only = bool(setting(settings, "https_only", False))
         self.transport = transport
+        self.allowlist = allowlist or {}
 
     async def send(self, request: SendRequest) -> SendResult:
         watch = Stopwatch()
@@ -60,6 +85,10 @@ class WebhookAdapter:
             return failure(
                 ErrorClass(OutcomeClass.PERMANENT, "INVALID_URL"), watch.ms(), "only https:// is allowed"
             )
+        try:
+            check_url(request.recipient, allowed_for(self.allowlist, request.tenant))
+        except DestinationRefused as exc:
+            return failure(ErrorClass(OutcomeClass.PERMANENT, exc.code), watch.ms(), exc.message)
         body = orjson.dumps(
             {
                 "id": request.idempotency_key,
@@ -75,9 +104,14 @@ class WebhookAdapter:
             SWITCHBOARD_HEADER: sign_timestamped(self.secret, body, int(time.time())),
         }
         try:
-            response = await self.transport.request(HttpRequest("POST", request.recipient, headers, body))
+            response = await self.transport.request(
+                HttpRequest("POST", request.recipient, headers, body, tenant=request.tenant)
+            )
         except TransportError as exc:
-            return failure(ErrorClass(OutcomeClass.TRANSIENT, exc.code), watch.ms(), exc.message)
+            log.info("webhook_unreachable", log_id=request.log_id, code=exc.code, detail=exc.message)
+            outcome = OutcomeClass.PERMANENT if exc.code == "ADDRESS_NOT_ALLOWED" else OutcomeClass.TRANSIENT
+            text = TRANSPORT_TEXT.get(exc.code, "the endpoint could not be reached")
+            return failure(ErrorClass(outcome, exc.code), watch.ms(), text)
         return result_from_webhook(response, watch.ms())
 
     async def close(self) -> None:

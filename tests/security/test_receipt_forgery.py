@@ -1,0 +1,250 @@
+"""Threat: forged or replayed delivery reports. Someone without a provider's secret (or with another
+provider's) marks another tenant's message BOUNCED, overwrites who sent it, or plays a captured report
+again; the verify token doubles as the signing secret; development secrets work in production."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+import orjson
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from services.receipts.__main__ import Receiver, build_app
+from shared.models import ReceiptMessage
+from shared.settings import DEV_RECEIPT_SECRET, DEV_WEBHOOK_SECRET, Settings
+from shared.signatures import (
+    GATEWAY_HEADER,
+    HUB_HEADER,
+    SWITCHBOARD_HEADER,
+    sign_gateway,
+    sign_hub,
+    sign_timestamped,
+)
+from shared.startup import EXIT_CONFIGURATION
+from tests.helpers import insert_logs, wait_until
+from tools.stack import ROOT, Stack, free_port
+
+SECRETS = {"alpha": "alpha-secret-1", "beta": "beta-secret-2"}
+RECIPIENT = "+14155550100"
+
+
+class Recording(Receiver):
+    """The real receiver with RabbitMQ replaced by a list: what it would publish."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.published: list[ReceiptMessage] = []
+
+    async def publish(self, receipts: list[ReceiptMessage]) -> bool:
+        self.published += receipts
+        return True
+
+
+@pytest.fixture
+async def production() -> AsyncIterator[tuple[TestClient[Any, Any], Recording]]:
+    settings = Settings(
+        env="production",
+        receipt_secrets=SECRETS,
+        receipt_verify_tokens={"alpha": "alpha-verify"},
+    )
+    receiver = Recording(settings)
+    async with TestClient(TestServer(build_app(receiver), host="127.0.0.1")) as client:
+        yield client, receiver
+
+
+def json_report(reference: str, status: str = "bounced", vendor_ref: str = "v-alpha") -> dict[str, Any]:
+    return {"id": vendor_ref, "reference": reference, "status": status, "recipient": RECIPIENT}
+
+
+def signed(secret: str, body: dict[str, Any]) -> dict[str, Any]:
+    content = orjson.dumps(body)
+    headers = {
+        "Content-Type": "application/json",
+        SWITCHBOARD_HEADER: sign_timestamped(secret, content, int(time.time())),
+    }
+    return {"content": content, "headers": headers}
+
+
+async def test_an_unknown_provider_is_404_not_the_default_secret(
+    production: tuple[TestClient[Any, Any], Recording],
+) -> None:
+    client, receiver = production
+    # When a report for a provider without a secret is signed with the published development secret
+    body = orjson.dumps(json_report("5-1"))
+    headers = {SWITCHBOARD_HEADER: sign_timestamped(DEV_RECEIPT_SECRET, body, int(time.time()))}
+    answer = await client.post("/receipts/json/no-such-provider", data=body, headers=headers)
+    # Then it is not found, and nothing is published
+    assert answer.status == 404
+    assert receiver.published == []
+
+
+async def test_the_webhook_signing_key_does_not_sign_receipts(
+    production: tuple[TestClient[Any, Any], Recording],
+) -> None:
+    client, receiver = production
+    body = orjson.dumps(json_report("5-1"))
+    for key in (DEV_WEBHOOK_SECRET, DEV_RECEIPT_SECRET):
+        headers = {SWITCHBOARD_HEADER: sign_timestamped(key, body, int(time.time()))}
+        assert (await client.post("/receipts/json/alpha", data=body, headers=headers)).status == 401
+    assert receiver.published == []
+
+
+async def test_a_replayed_sms_report_is_taken_once(
+    production: tuple[TestClient[Any, Any], Recording],
+) -> None:
+    client, receiver = production
+    # Given an SMS gateway report (its scheme signs no time) captured in transit
+    url = str(client.make_url("/receipts/sms/alpha"))
+    form = {"MessageSid": "SM1", "MessageStatus": "delivered", "To": RECIPIENT, "Reference": "7-1"}
+    headers = {
+        "Content-Type": "application/x-www-form-urlencoded",
+        GATEWAY_HEADER: sign_gateway(SECRETS["alpha"], url, form),
+    }
+    # When it is posted, then played again
+    first = await client.post("/receipts/sms/alpha", data=urlencode(form), headers=headers)
+    again = await client.post("/receipts/sms/alpha", data=urlencode(form), headers=headers)
+    # Then the second is answered (the sender stops) but nothing more is published
+    assert (first.status, (await first.json())["accepted"]) == (200, 1)
+    assert (again.status, await again.json()) == (200, {"accepted": 0, "unmatched": 0, "replayed": True})
+    assert len(receiver.published) == 1
+
+
+async def test_a_stale_whatsapp_status_is_not_applied(
+    production: tuple[TestClient[Any, Any], Recording],
+) -> None:
+    client, receiver = production
+    stale = int(time.time()) - 3 * 24 * 3600
+    status = {
+        "id": "wamid.1",
+        "status": "failed",
+        "timestamp": str(stale),
+        "recipient_id": "14155550100",
+        "biz_opaque_callback_data": "8-1",
+    }
+    body = orjson.dumps({"entry": [{"changes": [{"value": {"statuses": [status]}}]}]})
+    headers = {"Content-Type": "application/json", HUB_HEADER: sign_hub(SECRETS["alpha"], body)}
+    answer = await client.post("/receipts/whatsapp/alpha", data=body, headers=headers)
+    assert (answer.status, await answer.json()) == (200, {"accepted": 0, "unmatched": 1})
+    assert receiver.published == []
+
+
+async def test_the_verify_token_is_its_own_and_unknown_providers_are_404(
+    production: tuple[TestClient[Any, Any], Recording],
+) -> None:
+    client, _ = production
+
+    async def handshake(provider: str, token: str) -> tuple[int, str]:
+        query = {"hub.mode": "subscribe", "hub.verify_token": token, "hub.challenge": "42"}
+        answer = await client.get(f"/receipts/whatsapp/{provider}", params=query)
+        return answer.status, await answer.text()
+
+    assert await handshake("alpha", "alpha-verify") == (200, "42")
+    assert (await handshake("alpha", SECRETS["alpha"]))[0] == 403  # the signing secret is not the token
+    assert (await handshake("beta", SECRETS["beta"]))[0] == 403  # no token configured: no handshake
+    assert (await handshake("nobody", DEV_RECEIPT_SECRET))[0] == 404
+
+
+def test_receipts_refuse_to_start_in_production_without_secrets() -> None:
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")},
+        "SWITCHBOARD_ENV": "production",
+        "SWITCHBOARD_RABBITMQ_URL": "amqp://receipts:s3cr3t-Pa55@127.0.0.1:5672/none",
+        "SWITCHBOARD_RECEIPTS_PORT": str(free_port()),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "services.receipts"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == EXIT_CONFIGURATION
+    assert "SWITCHBOARD_RECEIPT_SECRETS" in output and "s3cr3t-Pa55" not in output
+
+
+def test_development_secrets_are_refused_in_production() -> None:
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")},
+        "SWITCHBOARD_ENV": "production",
+        "SWITCHBOARD_METRICS_PORT": "0",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "services.sender"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == EXIT_CONFIGURATION
+    assert "SWITCHBOARD_WEBHOOK_SIGNING_SECRET" in output and "SWITCHBOARD_RABBITMQ_URL" in output
+    assert "switchboard-dev-webhooks" not in output
+
+
+# ---- the responder: a report applies only to what its provider sent -----------------------------------
+
+
+async def _sent_by_alpha(pool: Any) -> int:
+    (log_id,) = await insert_logs(pool, [{"channel": "sms", "recipient": RECIPIENT, "tenant": "victim"}])
+    await pool.execute(
+        "UPDATE communication_logs SET status = 'SENT', attempts = 1, provider = 'alpha',"
+        " vendor_ref = 'v-alpha', sent_at = now() WHERE id = $1",
+        log_id,
+    )
+    await pool.execute(
+        "INSERT INTO delivery_attempts (log_id, attempt, provider, outcome, vendor_ref, finished_at)"
+        " VALUES ($1, 1, 'alpha', 'success', 'v-alpha', now())",
+        log_id,
+    )
+    return log_id
+
+
+@pytest.mark.e2e
+async def test_a_report_from_another_provider_or_reference_changes_nothing(stack: Stack, pool: Any) -> None:
+    # Given another tenant's message, SENT by provider alpha with vendor reference v-alpha
+    log_id = await _sent_by_alpha(pool)
+    port = free_port()
+    stack.add("receipts", receipts_port=str(port), receipt_secrets=orjson.dumps(SECRETS).decode())
+    stack.add("responder")
+    await stack.start()
+    url = f"http://127.0.0.1:{port}/receipts/json"
+    ref = f"{log_id}-1"
+    async with httpx.AsyncClient(timeout=10) as client:
+        # When beta (a real provider, with its own valid secret) reports it bounced, alpha reports a
+        # bounce under another vendor reference, and a delivery of an attempt never made
+        forged = [
+            await client.post(f"{url}/beta", **signed(SECRETS["beta"], json_report(ref))),
+            await client.post(f"{url}/alpha", **signed(SECRETS["alpha"], json_report(ref, vendor_ref="v-x"))),
+            await client.post(
+                f"{url}/alpha", **signed(SECRETS["alpha"], json_report(f"{log_id}-2", "delivered"))
+            ),
+        ]
+        # ... and then alpha's genuine delivery report arrives (same recipient: same shard, after them)
+        genuine = await client.post(f"{url}/alpha", **signed(SECRETS["alpha"], json_report(ref, "delivered")))
+    assert [r.status_code for r in forged] == [200, 200, 200] and genuine.status_code == 200
+    await wait_until(
+        lambda: _status_is(pool, log_id, "DELIVERED"), timeout=30, what="the genuine report applied"
+    )
+    # Then only the genuine report counted: delivered, still alpha's, no dead letter, nothing else kept
+    row = await pool.fetchrow("SELECT provider, vendor_ref FROM communication_logs WHERE id = $1", log_id)
+    assert (row["provider"], row["vendor_ref"]) == ("alpha", "v-alpha")
+    kept = await pool.fetch(
+        "SELECT provider, status, vendor_ref FROM delivery_receipts WHERE log_id = $1", log_id
+    )
+    assert [tuple(r) for r in kept] == [("alpha", "DELIVERED", "v-alpha")]
+    assert await pool.fetchval("SELECT count(*) FROM dead_letter_outbox") == 0
+
+
+async def _status_is(pool: Any, log_id: int, status: str) -> bool:
+    return await pool.fetchval("SELECT status FROM communication_logs WHERE id = $1", log_id) == status
