@@ -37,7 +37,7 @@ demo: setup ## run every process, feed a 10 000-message campaign, show live prog
 run: setup ## every process (API :8080, dashboard :8090, mock provider :8081) until Ctrl-C or SIGTERM
 	$(BIN)/python -m tools.run $(RUN_ARGS)
 
-test: install services ## the whole suite against the local RabbitMQ and PostgreSQL
+test: lint services ## the lint gate (ruff, format check, mypy strict), then the whole suite against the local services
 	@bash tools/ensure-browser.sh
 	@bash tools/ensure-promtool.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -45,7 +45,7 @@ test: install services ## the whole suite against the local RabbitMQ and Postgre
 test-fast: install ## unit and property tests only (no broker, no database)
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
-lint: install ## ruff (lint + format check), mypy, and the deploy files (compose schema, k8s schema, hadolint, promtool)
+lint: install ## ruff (lint + format check), mypy strict (shared, services, tools), and the deploy files (compose schema, k8s schema, hadolint, promtool)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy shared services tools

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -139,10 +139,10 @@ def main(
     ctx.obj = ScanOptions(window=window, idle_s=idle, batch_size=batch_size)
 
 
-def _run(work: Callable[[], Awaitable[T]]) -> T:
+def _run(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
     with one_line_errors(get_settings(), console):
         try:
-            return asyncio.run(work())  # type: ignore[arg-type]
+            return asyncio.run(work())
         except (aiormq.exceptions.AMQPError, ConnectionError, OSError, asyncpg.PostgresError) as exc:
             if explain_line(exc, get_settings()) is not None:
                 raise
