@@ -19,6 +19,7 @@ CODE_CLASSES: dict[str, OutcomeClass] = {
     "RATE_LIMITED": OutcomeClass.TRANSIENT,
     "TIMEOUT": OutcomeClass.TRANSIENT,
     "CONNECTION_ERROR": OutcomeClass.TRANSIENT,
+    "CONNECTION_LOST": OutcomeClass.TRANSIENT,
     "SERVER_ERROR": OutcomeClass.TRANSIENT,
     "SOFT_BOUNCE": OutcomeClass.TRANSIENT,
     "PROVIDER_UNAVAILABLE": OutcomeClass.RECOVERABLE,

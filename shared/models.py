@@ -30,10 +30,13 @@ class Status(StrEnum):
     FAILED = "FAILED"
     BOUNCED = "BOUNCED"
     CANCELLED = "CANCELLED"
+    # Held for an operator: an attempt may or may not have reached a provider that does not honour
+    # idempotency keys, so sending it again could send it twice (dead letter ``in_doubt``).
+    IN_DOUBT = "IN_DOUBT"
 
 
 TERMINAL_STATUSES = frozenset(
-    {Status.SENT, Status.DELIVERED, Status.FAILED, Status.BOUNCED, Status.CANCELLED}
+    {Status.SENT, Status.DELIVERED, Status.FAILED, Status.BOUNCED, Status.CANCELLED, Status.IN_DOUBT}
 )
 
 
@@ -42,11 +45,15 @@ class OutcomeClass(StrEnum):
     TRANSIENT = "transient"
     RECOVERABLE = "recoverable"
     PERMANENT = "permanent"
+    # The attempt may or may not have reached a provider that does not honour idempotency keys, and
+    # its in-doubt policy is ``hold``: the log is held for an operator, never sent again blindly.
+    IN_DOUBT = "in_doubt"
 
 
 class DeadLetterReason(StrEnum):
     PERMANENT_ERROR = "permanent_error"
     ATTEMPTS_EXHAUSTED = "attempts_exhausted"
+    IN_DOUBT = "in_doubt"
 
 
 class FallbackReason(StrEnum):

@@ -96,7 +96,7 @@ class ScheduleRetry:
 
 @dataclass(frozen=True, slots=True)
 class GiveUp:
-    status: Status  # FAILED or BOUNCED
+    status: Status  # FAILED, BOUNCED or IN_DOUBT
     reason: DeadLetterReason
 
 
@@ -135,6 +135,8 @@ def decide(
         return Ignore(f"outcome of attempt {outcome.attempt}, log is at attempt {log.attempts}")
     if outcome.outcome == OutcomeClass.SUCCESS:
         return MarkSent(outcome.provider)
+    if outcome.outcome == OutcomeClass.IN_DOUBT:  # held for an operator (the sender's in-doubt policy)
+        return GiveUp(Status.IN_DOUBT, DeadLetterReason.IN_DOUBT)
     if outcome.outcome == OutcomeClass.PERMANENT:
         return GiveUp(Status.BOUNCED if outcome.bounced else Status.FAILED, DeadLetterReason.PERMANENT_ERROR)
     if outcome.attempt >= allowed:

@@ -49,6 +49,19 @@ def pacing_gap(low_s: float, high_s: float, rng: random.Random) -> float:
     return low_s if high_s <= low_s else rng.uniform(low_s, high_s)
 
 
+class InDoubtPolicy(StrEnum):
+    """What to do with an attempt that may or may not have reached a provider that does not honour
+    idempotency keys (docs/design-notes.md, "In-doubt sends")."""
+
+    HOLD = "hold"  # the log becomes IN_DOUBT with a dead letter: an operator decides
+    RESEND = "resend"  # send it again, accepting that the recipient may get it twice
+
+
+# Provider kinds whose real APIs de-duplicate by our idempotency key (a repeated key is answered from
+# the first send). SMTP, the WhatsApp Cloud API, webhooks and Signal do not.
+KINDS_HONOURING_IDEMPOTENCY_KEYS = frozenset({"mock_json", "sms_gateway"})
+
+
 @dataclass(frozen=True, slots=True)
 class ProviderSpec:
     name: str
@@ -60,6 +73,15 @@ class ProviderSpec:
     pacing_gap_s: float = 0.0  # the shortest gap between two messages of one sender identity
     pacing_gap_max_s: float = 0.0  # the longest (a random gap in between); at most the shortest: fixed
     settings: Mapping[str, Any] = field(default_factory=dict)  # endpoint, credentials (never logged)
+    idempotency_keys: bool | None = None  # None: what the kind does (KINDS_HONOURING_IDEMPOTENCY_KEYS)
+    in_doubt: InDoubtPolicy = InDoubtPolicy.HOLD
+    receipt_timeout_s: float | None = None  # a SENT log without a delivery report after this is overdue
+
+    @property
+    def honours_idempotency_keys(self) -> bool:
+        if self.idempotency_keys is not None:
+            return self.idempotency_keys
+        return self.kind in KINDS_HONOURING_IDEMPOTENCY_KEYS
 
     def __repr__(self) -> str:  # settings hold credentials
         return f"ProviderSpec(name={self.name!r}, kind={self.kind!r}, active={self.active})"

@@ -13,6 +13,7 @@ from shared.retry import RetryMode, RetryPolicy
 from shared.routing import (
     PACING_RANGES_S,
     ChannelPolicy,
+    InDoubtPolicy,
     Pacing,
     ProviderSpec,
     Route,
@@ -24,7 +25,9 @@ from shared.routing import (
 
 VERSION_SQL = "SELECT version FROM routing_version"
 PROVIDERS_SQL = """
-SELECT name, kind, active, rate_per_s, burst, reserved_share, pacing, pacing_gap_ms, settings FROM providers
+SELECT name, kind, active, rate_per_s, burst, reserved_share, pacing, pacing_gap_ms, settings,
+       idempotency_keys, in_doubt, receipt_timeout_s
+FROM providers
 """
 ROUTES_SQL = "SELECT channel, provider, priority, weight, cost, active FROM channel_routes"
 POLICIES_SQL = """
@@ -72,6 +75,9 @@ def _provider(r: Mapping[str, Any]) -> ProviderSpec:
         pacing_gap_s=low,
         pacing_gap_max_s=high,
         settings=resolve(settings),
+        idempotency_keys=r["idempotency_keys"],
+        in_doubt=InDoubtPolicy(r["in_doubt"]),
+        receipt_timeout_s=r["receipt_timeout_s"],
     )
 
 
@@ -165,7 +171,8 @@ async def write_config(conn: asyncpg.Connection, document: Mapping[str, Any]) ->
         for p in document.get("providers", []):
             await conn.execute(
                 "INSERT INTO providers (name, kind, active, rate_per_s, burst, reserved_share, pacing,"
-                " pacing_gap_ms, settings) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                " pacing_gap_ms, settings, idempotency_keys, in_doubt, receipt_timeout_s)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
                 p["name"],
                 p["kind"],
                 p.get("active", True),
@@ -175,6 +182,9 @@ async def write_config(conn: asyncpg.Connection, document: Mapping[str, Any]) ->
                 p.get("pacing", "none"),
                 p.get("pacing_gap_ms"),
                 p.get("settings", {}),
+                p.get("idempotency_keys"),
+                p.get("in_doubt", "hold"),
+                p.get("receipt_timeout_s"),
             )
         for r in document.get("routes", []):
             await conn.execute(

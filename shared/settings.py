@@ -147,6 +147,9 @@ class Settings(BaseSettings):
     mock_smtp_port: int = Field(0, ge=0, le=65535)  # 0: no SMTP server
     mock_smtp_tls_cert: str = ""  # PEM paths: with both, the SMTP server offers STARTTLS
     mock_smtp_tls_key: str = ""
+    # Providers (names, or "*" for all) whose fake API ignores idempotency keys, as SMTP, the WhatsApp
+    # Cloud API and many SMS gateways do: a repeated key is a second send, counted in the ledger.
+    mock_ignore_idempotency_keys: list[str] = Field(default_factory=list)
     mock_auth_token: SecretStr = SecretStr("mock-token")  # what the fake APIs accept as credentials
     mock_receipt_url: str = ""  # base URL of services.receipts; empty: no delivery reports
     mock_receipt_delay_ms: float = Field(200.0, ge=0)

@@ -31,7 +31,8 @@ from enum import StrEnum
 
 from shared.models import Status
 
-REQUEUEABLE = frozenset({Status.FAILED, Status.BOUNCED})
+# An IN_DOUBT log is requeued only by an operator who checked that the provider did not send it.
+REQUEUEABLE = frozenset({Status.FAILED, Status.BOUNCED, Status.IN_DOUBT})
 
 
 class Verdict(StrEnum):

@@ -17,15 +17,15 @@ WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE
 READ_SQL = """
 SELECT id, status, attempts, max_attempts, campaign_id FROM communication_logs WHERE id = ANY($1::bigint[])
 """
-# Guarded again in SQL: only a FAILED/BOUNCED log still at the letter's attempt is reset.
+# Guarded again in SQL: only a FAILED/BOUNCED/IN_DOUBT log still at the letter's attempt is reset.
 RESET_SQL = """
 UPDATE communication_logs AS l SET
     status = 'PENDING', next_attempt_at = now(), lease_until = NULL,
     max_attempts = l.attempts + $3, updated_at = now()
 FROM unnest($1::bigint[], $2::int[]) AS r(id, attempt)
-WHERE l.id = r.id AND l.attempts = r.attempt AND l.status IN ('FAILED', 'BOUNCED')
+WHERE l.id = r.id AND l.attempts = r.attempt AND l.status IN ('FAILED', 'BOUNCED', 'IN_DOUBT')
 """
-# The campaign no longer counts a requeued log as failed or bounced.
+# The campaign no longer counts a requeued log as failed (IN_DOUBT counts as failed) or bounced.
 CAMPAIGNS_SQL = """
 UPDATE campaigns AS c SET
     failed_count = c.failed_count - d.failed, bounced_count = c.bounced_count - d.bounced, updated_at = now()

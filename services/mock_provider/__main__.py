@@ -53,6 +53,7 @@ async def main(settings: Settings, health: Health, stop: asyncio.Event) -> None:
         callbacks=callbacks,
         webhook_secret=settings.webhook_signing_secret.get_secret_value(),
         welcome_sends=settings.mock_welcome_sends,
+        ignore_keys=frozenset(settings.mock_ignore_idempotency_keys),
     )
     runner = web.AppRunner(build_app(provider), access_log=None)
     await runner.setup()

@@ -79,8 +79,12 @@ class MockProvider:
         callbacks: Callbacks | None = None,
         webhook_secret: str = DEV_WEBHOOK_SECRET,
         welcome_sends: int = 0,
+        ignore_keys: frozenset[str] = frozenset(),
     ) -> None:
         self.mix = mix
+        # Providers (or "*") that ignore idempotency keys like SMTP or the WhatsApp Cloud API: a
+        # repeated key is sent again, and the ledger counts it as a second send of its log.
+        self.ignore_keys = ignore_keys
         # The first this-many first attempts (keys <log id>-1) are accepted whatever the draw, so that a
         # newcomer's first message ends SENT; POST /admin/config ends it (SWITCHBOARD_MOCK_WELCOME_SENDS).
         self.welcome_left = welcome_sends
@@ -95,6 +99,9 @@ class MockProvider:
         self.rng = random.Random(mix.seed)
         self.requests = 0
         self.calls: list[dict[str, Any]] = []  # every submission, refused ones too (GET /calls)
+
+    def honours_keys(self, provider: str) -> bool:
+        return not ({"*", provider} & self.ignore_keys)
 
     def in_outage(self, provider: str, channel: str) -> bool:
         now = time.monotonic()
@@ -118,11 +125,17 @@ class MockProvider:
         (``magic``, when given, is what the magic recipient prefixes are matched against)."""
         self.requests += 1
         arrived_at = datetime.now(UTC).isoformat()
-        if key not in self.ledger.responses and key in self.in_progress:
+        honours = self.honours_keys(provider)
+        if honours and key not in self.ledger.responses and key in self.in_progress:
             await asyncio.shield(self.in_progress[key])  # the same key in flight: answer from its result
         early = self._answered(provider, channel, recipient, key, arrived_at)
         if early is not None:
             return early
+        if not honours:
+            delay = self._delay_s()
+            if delay:
+                await asyncio.sleep(delay)
+            return self._decide(provider, channel, recipient, key, arrived_at, delivery, magic)
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.in_progress[key] = future
         try:
@@ -179,7 +192,7 @@ class MockProvider:
         self, provider: str, channel: str, recipient: str, key: str, arrived_at: str
     ) -> Accepted | Refused | None:
         """The answer that needs no decision: a replay from the ledger, or an outage."""
-        if key in self.ledger.responses:
+        if key in self.ledger.responses and self.honours_keys(provider):
             self._call(provider, channel, "replay")
             return Accepted(self._replay(key, provider, channel, recipient, arrived_at))
         if self.in_outage(provider, channel):

@@ -58,7 +58,7 @@ def sent_by(provider: str | None, vendor_ref: str | None, attempt: SentAttempt) 
     return attempt.vendor_ref is None or attempt.vendor_ref == vendor_ref
 
 
-SETTLED = frozenset({Status.DELIVERED, Status.FAILED, Status.BOUNCED, Status.CANCELLED})
+SETTLED = frozenset({Status.DELIVERED, Status.FAILED, Status.BOUNCED, Status.CANCELLED, Status.IN_DOUBT})
 
 
 def decide_receipt(status: Status, attempts: int, receipt: ReceiptMessage) -> ReceiptDecision:

@@ -18,6 +18,7 @@ from services.sender.ordering import RecipientSerializer
 from services.sender.pacing import PostgresPacing
 from services.sender.ratelimit import PostgresBucketStore, RateLimiter
 from services.sender.router import Router
+from services.sender.starts import PostgresAttemptStarts
 from shared import metrics
 from shared.bus import wire
 from shared.bus.amqp import AmqpBroker
@@ -159,12 +160,18 @@ class Background:
     """Keeps the routing configuration, success rates and circuit gauges fresh."""
 
     def __init__(
-        self, settings: Settings, pool: asyncpg.Pool, cache: RoutingCache, board: CircuitBoard
+        self,
+        settings: Settings,
+        pool: asyncpg.Pool,
+        cache: RoutingCache,
+        board: CircuitBoard,
+        starts: PostgresAttemptStarts,
     ) -> None:
         self.settings = settings
         self.pool = pool
         self.cache = cache
         self.board = board
+        self.starts = starts
         self.rates: dict[str, float] = {}
 
     async def routing(self, stop: asyncio.Event) -> None:
@@ -194,6 +201,18 @@ class Background:
         while not await sleep_or_stop(stop, 0.5):
             self.board.refresh()
 
+    async def prune_starts(self, stop: asyncio.Event) -> None:
+        """Forget attempt starts of logs that moved on long ago (a late copy of a dispatch is long gone)."""
+        while not await sleep_or_stop(stop, START_PRUNE_EVERY_S):
+            try:
+                await self.starts.prune(START_KEEP_S)
+            except Exception as exc:  # next time
+                log.warning("attempt_start_prune_failed", error=repr(exc)[:300])
+
+
+START_KEEP_S = 24 * 3600.0
+START_PRUNE_EVERY_S = 60.0
+
 
 def circuit_policy(settings: Settings) -> CircuitPolicy:
     return CircuitPolicy(
@@ -220,7 +239,8 @@ async def serve(
     replica = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     cache = RoutingCache(RoutingConfig.from_chains(settings.provider_chains), settings.routing_refresh_s)
     board = CircuitBoard(circuit_policy(settings), replica)
-    background = Background(settings, pool, cache, board)
+    starts = PostgresAttemptStarts(pool)
+    background = Background(settings, pool, cache, board, starts)
     adapters = AdapterPool(settings)
     router = Router(
         lambda: cache.config,
@@ -231,6 +251,7 @@ async def serve(
         adapters,
         max_payload_bytes=settings.max_payload_bytes,
         max_wait_s=settings.rate_limit_max_wait_s,
+        starts=starts,
     )
     sender = Sender(settings, AmqpBroker(connection), router)
     board.publish = sender.broadcast
@@ -242,7 +263,7 @@ async def serve(
         await retry_until_stopped("circuit-events", lambda: sender.listen_circuits(replica, board), stop)
         tasks = [
             asyncio.create_task(t(stop))
-            for t in (background.routing, background.reliability, background.gauges)
+            for t in (background.routing, background.reliability, background.gauges, background.prune_starts)
         ]
         active, standby = await sender.dispatches.subscribe_shards(DISPATCH_EXCHANGE, settings, stop)
         log.info(

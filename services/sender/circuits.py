@@ -22,7 +22,9 @@ log = get_logger("sender.circuits")
 # reach (every recoverable error: unavailable, our account refused ...), and transport failures. A
 # provider that answers with an error for this message (a 500 for one request, a 429, a soft bounce)
 # is working: the message is retried with backoff, and the circuit stays as it is.
-UNHEALTHY_TRANSIENT_CODES = frozenset({"TIMEOUT", "CONNECTION_ERROR", "SERVER_BUSY", "QUEUE_OVERFLOW"})
+UNHEALTHY_TRANSIENT_CODES = frozenset(
+    {"TIMEOUT", "CONNECTION_ERROR", "CONNECTION_LOST", "SERVER_BUSY", "QUEUE_OVERFLOW"}
+)
 
 Publish = Callable[[CircuitEvent], Awaitable[None]]
 

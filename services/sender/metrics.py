@@ -32,3 +32,10 @@ PROVIDER_BATCH_SIZE = Histogram(
     ["provider"],
     buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000),
 )
+IN_DOUBT = Counter(
+    "switchboard_in_doubt_total",
+    "Attempts on providers without idempotency keys that may have been sent already, by what was done:"
+    " held (the log is IN_DOUBT for an operator), resent (in_doubt: resend), skipped (a stale copy"
+    " whose outcome was applied)",
+    ["provider", "resolution"],
+)

@@ -20,13 +20,27 @@ from yarl import URL
 from services.sender.adapters import AdapterPool, SendRequest
 from services.sender.bucket import Limit
 from services.sender.circuits import HOST_SEPARATOR, CircuitBoard, is_failure
-from services.sender.metrics import FALLBACKS, LOCAL_REFUSALS
+from services.sender.indoubt import held, may_have_been_sent
+from services.sender.metrics import FALLBACKS, IN_DOUBT, LOCAL_REFUSALS
 from services.sender.outcomes import refuse, to_outcome, validate
 from services.sender.pacing import PacingStore, identity, pace
 from services.sender.ratelimit import RateLimiter
+from services.sender.starts import AttemptStarts, StartVerdict
 from shared.circuit import Admission
+from shared.logs import get_logger
 from shared.models import DispatchMessage, FallbackReason, OutcomeClass, OutcomeMessage
-from shared.routing import Candidate, ProviderSpec, Route, RoutingConfig, candidates, pacing_gap, rank
+from shared.routing import (
+    Candidate,
+    InDoubtPolicy,
+    ProviderSpec,
+    Route,
+    RoutingConfig,
+    candidates,
+    pacing_gap,
+    rank,
+)
+
+log = get_logger("sender")
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +80,7 @@ class Router:
         max_payload_bytes: int,
         max_wait_s: float,
         rng: random.Random | None = None,
+        starts: AttemptStarts | None = None,
     ) -> None:
         self.config = config
         self.success_rates = success_rates
@@ -76,6 +91,7 @@ class Router:
         self.max_payload_bytes = max_payload_bytes
         self.max_wait_s = max_wait_s
         self.rng = rng or random.Random()
+        self.starts = starts
         self._turns: dict[tuple[str, str], itertools.count[int]] = defaultdict(itertools.count)
 
     async def attempt(self, message: DispatchMessage) -> OutcomeMessage:
@@ -136,7 +152,51 @@ class Router:
         reason = None if provider == head else reasons.get(head)
         if reason is not None:
             FALLBACKS.labels(channel=message.channel, reason=reason.value).inc()
+        if not choice.spec.honours_idempotency_keys:
+            early = await self._begin(message, config, choice)
+            if early is not None:
+                return early
         return await self._call(message, checked, choice, reason)
+
+    async def _begin(
+        self, message: DispatchMessage, config: RoutingConfig, choice: Choice
+    ) -> OutcomeMessage | None:
+        """Record the start of a call to a provider without idempotency keys; an outcome instead of
+        the call when this attempt was started before (held, or a stale copy) or cannot be recorded."""
+        provider = choice.candidate.route.provider
+        if self.starts is None:
+            return None
+        try:
+            check = await self.starts.begin(message.log_id, message.attempt, provider)
+        except Exception as exc:  # no record, no call: a second copy could not be told from the first
+            log.warning("attempt_start_failed", log_id=message.log_id, error=repr(exc)[:300])
+            LOCAL_REFUSALS.labels(code="START_NOT_RECORDED").inc()
+            return refuse(
+                message,
+                "START_NOT_RECORDED",
+                "could not record the attempt's start before calling a provider without idempotency keys",
+                OutcomeClass.TRANSIENT,
+                provider=provider,
+                retry_after_s=1.0,
+            )
+        if check.verdict == StartVerdict.FIRST:
+            return None
+        if check.verdict == StartVerdict.STALE:
+            IN_DOUBT.labels(provider=provider, resolution="skipped").inc()
+            return held(message, provider, "a copy of an attempt whose outcome was applied already: not sent")
+        started = check.started_provider or provider
+        spec = config.providers.get(started, choice.spec)
+        if spec.in_doubt == InDoubtPolicy.RESEND:
+            IN_DOUBT.labels(provider=started, resolution="resent").inc()
+            log.warning("in_doubt_resent", log_id=message.log_id, attempt=message.attempt, provider=started)
+            return None
+        IN_DOUBT.labels(provider=started, resolution="held").inc()
+        return held(
+            message,
+            started,
+            f"attempt {message.attempt} was started on {started}, which does not honour idempotency keys,"
+            " and its outcome never came back (a crash or an expired lease): held for an operator",
+        )
 
     async def _choose(
         self,
@@ -191,6 +251,20 @@ class Router:
             raise
         failed = is_failure(result.outcome, result.error_code)
         self.circuits.record(circuit, failed, choice.probe, key=recipient)
+        spec = choice.spec
+        if (
+            not spec.honours_idempotency_keys
+            and spec.in_doubt == InDoubtPolicy.HOLD
+            and may_have_been_sent(result)
+        ):
+            IN_DOUBT.labels(provider=route.provider, resolution="held").inc()
+            return held(
+                message,
+                route.provider,
+                f"{result.error_code}: {result.error_message or ''} ({route.provider} may have sent it and"
+                " does not honour idempotency keys): held for an operator",
+                result.latency_ms,
+            )
         return to_outcome(message, route.provider, result, reason, default_cost=route.cost)
 
     def _until_half_open(self, order: list[Candidate], config: RoutingConfig, recipient: str) -> float:

@@ -51,7 +51,7 @@ statuses = st.sampled_from(list(Status))
     logs=st.dictionaries(st.integers(1, 5), st.tuples(statuses, st.integers(0, 6)), max_size=5),
     letters=st.lists(st.tuples(st.integers(1, 6), st.integers(1, 6)), max_size=12),
 )
-def test_a_log_is_reset_at_most_once_and_only_from_failed_or_bounced(
+def test_a_log_is_reset_at_most_once_and_only_from_failed_bounced_or_in_doubt(
     logs: dict[int, tuple[Status, int]], letters: list[tuple[int, int]]
 ) -> None:
     states = {i: LogState(i, s, a, 5, None) for i, (s, a) in logs.items()}
@@ -60,5 +60,5 @@ def test_a_log_is_reset_at_most_once_and_only_from_failed_or_bounced(
     assert len(reset) == len(set(reset))
     for (log_id, attempt), verdict in zip(letters, verdicts, strict=True):
         if verdict == Verdict.REQUEUED:
-            assert states[log_id].status in (Status.FAILED, Status.BOUNCED)
+            assert states[log_id].status in (Status.FAILED, Status.BOUNCED, Status.IN_DOUBT)
             assert states[log_id].attempts == attempt

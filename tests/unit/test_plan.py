@@ -277,7 +277,7 @@ def test_plan_is_consistent(rows: list[LogRow], outcomes: list[OutcomeMessage]) 
     assert len(updated) == len(set(updated))  # at most one write per log per batch
     assert len(p.updates) + len(p.ignored) == len(unique_outcomes(outcomes))
     assert len(p.attempts) == len(p.updates)
-    given_up = [u for u in p.updates if u.status in (Status.FAILED, Status.BOUNCED)]
+    given_up = [u for u in p.updates if u.status in (Status.FAILED, Status.BOUNCED, Status.IN_DOUBT)]
     assert sorted(d.log_id for d in p.dead_letters) == sorted(u.log_id for u in given_up)
     assert len(p.receipts) == sum(u.status == Status.SENT for u in p.updates)
     assert len(p.retries) == sum(u.status == Status.PENDING for u in p.updates)
@@ -288,6 +288,6 @@ def test_plan_is_consistent(rows: list[LogRow], outcomes: list[OutcomeMessage]) 
     for campaign, (sent, failed, bounced, retries) in p.campaign_deltas.items():
         mine = [u for u in p.updates if logs[u.log_id].campaign_id == campaign]
         assert sent == sum(u.status == Status.SENT for u in mine)
-        assert failed == sum(u.status == Status.FAILED for u in mine)
+        assert failed == sum(u.status in (Status.FAILED, Status.IN_DOUBT) for u in mine)  # held: failed
         assert bounced == sum(u.status == Status.BOUNCED for u in mine)
         assert retries == sum(u.status == Status.PENDING for u in mine)

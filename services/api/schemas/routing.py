@@ -160,6 +160,24 @@ class ProviderIn(BaseModel):
         max_length=32,
         description='Adapter settings by kind (see docs/providers.md); credentials as "env:NAME".',
     )
+    idempotency_keys: bool | None = Field(
+        None,
+        strict=True,
+        description="Does the provider de-duplicate by our idempotency key? null: what its kind does"
+        " (sms_gateway and mock_json do; smtp, whatsapp_cloud, webhook do not).",
+    )
+    in_doubt: Literal["hold", "resend"] = Field(
+        "hold",
+        description="For a provider without idempotency keys, an attempt that may have reached it"
+        " (a crash, a timeout): hold the log for an operator (IN_DOUBT), or send it again.",
+    )
+    receipt_timeout_s: float | None = Field(
+        None,
+        gt=0,
+        le=30 * 86400,
+        strict=True,
+        description="A SENT log without a delivery report after this long counts as overdue; null: never.",
+    )
 
     @model_validator(mode="after")
     def _settings_fit_the_kind(self) -> ProviderIn:
@@ -182,6 +200,9 @@ class ProviderOut(BaseModel):
     settings: dict[str, Any] | None = Field(
         description="Only for operator keys (literal credentials masked); null for tenant keys."
     )
+    idempotency_keys: bool | None
+    in_doubt: str
+    receipt_timeout_s: float | None
     channels: list[Channel] = Field(description="The channels that route to this provider.")
     updated_at: datetime
 

@@ -15,7 +15,7 @@ import asyncpg
 from services.api.schemas.routing import ChannelRouteIn, OverrideIn, PolicyIn, ProviderIn
 
 _PROVIDER_COLUMNS = """p.name, p.kind, p.active, p.rate_per_s, p.burst, p.reserved_share, p.pacing,
-p.pacing_gap_ms, p.settings, p.updated_at,
+p.pacing_gap_ms, p.settings, p.idempotency_keys, p.in_doubt, p.receipt_timeout_s, p.updated_at,
 coalesce(array(SELECT cr.channel FROM channel_routes cr WHERE cr.provider = p.name ORDER BY cr.channel),
          '{}') AS channels"""
 _ROUTE_COLUMNS = """r.channel, r.provider, p.kind, r.priority, r.weight, r.cost::float8 AS cost, r.active,
@@ -56,11 +56,13 @@ async def upsert_provider(conn: asyncpg.Connection, name: str, body: ProviderIn)
     """Create or replace provider ``name``; True when it was created."""
     created: bool = await conn.fetchval(
         "INSERT INTO providers (name, kind, active, rate_per_s, burst, reserved_share, pacing, pacing_gap_ms,"
-        " settings) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+        " settings, idempotency_keys, in_doubt, receipt_timeout_s)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
         " ON CONFLICT (name) DO UPDATE SET kind = EXCLUDED.kind, active = EXCLUDED.active,"
         " rate_per_s = EXCLUDED.rate_per_s, burst = EXCLUDED.burst, reserved_share = EXCLUDED.reserved_share,"
         " pacing = EXCLUDED.pacing, pacing_gap_ms = EXCLUDED.pacing_gap_ms, settings = EXCLUDED.settings,"
-        " updated_at = now()"
+        " idempotency_keys = EXCLUDED.idempotency_keys, in_doubt = EXCLUDED.in_doubt,"
+        " receipt_timeout_s = EXCLUDED.receipt_timeout_s, updated_at = now()"
         " RETURNING xmax = 0",
         name,
         body.kind.value,
@@ -71,6 +73,9 @@ async def upsert_provider(conn: asyncpg.Connection, name: str, body: ProviderIn)
         body.pacing.value,
         body.pacing_gap_ms,
         dict(body.settings),
+        body.idempotency_keys,
+        body.in_doubt,
+        body.receipt_timeout_s,
     )
     return created
 

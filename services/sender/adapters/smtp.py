@@ -143,8 +143,10 @@ class SmtpAdapter:
     async def send(self, request: SendRequest) -> SendResult:
         message = build_message(request, self.sender)
         watch = Stopwatch()
+        connected = False  # past connect (and STARTTLS, AUTH): from here on the message may get queued
         try:
             async with self.connection() as client:
+                connected = True
                 _, reply = await client.send_message(message)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             refused = exc.recipients[0] if exc.recipients else None
@@ -152,10 +154,10 @@ class SmtpAdapter:
             return failure(classify_smtp(code, text), watch.ms(), f"{code} {text}")
         except aiosmtplib.SMTPResponseException as exc:
             return failure(classify_smtp(exc.code, exc.message), watch.ms(), f"{exc.code} {exc.message}")
-        except (aiosmtplib.SMTPTimeoutError, TimeoutError) as exc:
-            return failure(ErrorClass(T, "TIMEOUT"), watch.ms(), repr(exc))
-        except (aiosmtplib.SMTPException, OSError) as exc:
-            return failure(ErrorClass(T, "CONNECTION_ERROR"), watch.ms(), repr(exc))
+        except (aiosmtplib.SMTPException, OSError) as exc:  # TimeoutError is an OSError
+            timed_out = isinstance(exc, aiosmtplib.SMTPTimeoutError | TimeoutError)
+            kind = ("TIMEOUT" if timed_out else "CONNECTION_LOST") if connected else "CONNECTION_ERROR"
+            return failure(ErrorClass(T, kind), watch.ms(), repr(exc))
         queued = _QUEUED_AS.search(reply or "")
         replay = "replay" in (reply or "").lower()
         return SendResult(

@@ -46,8 +46,10 @@ class HttpResponse:
 
 
 class TransportError(Exception):
-    """No HTTP answer at all: ``code`` is TIMEOUT, CONNECTION_ERROR, or ADDRESS_NOT_ALLOWED (the
-    outbound policy refused the address a connection was about to be made to)."""
+    """No HTTP answer at all: ``code`` is TIMEOUT (the request may have reached the provider),
+    CONNECTION_ERROR (no connection, nothing sent), CONNECTION_LOST (lost once connected: the request
+    may have reached the provider) or ADDRESS_NOT_ALLOWED (the outbound policy refused the address a
+    connection was about to be made to)."""
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(f"{code}: {message}")
@@ -128,6 +130,10 @@ class AiohttpTransport:
         except (aiohttp.ClientError, OSError) as exc:
             if _refused_by_policy(exc):
                 raise TransportError("ADDRESS_NOT_ALLOWED", str(exc)[:300]) from exc
+            if isinstance(exc, aiohttp.ClientError) and not isinstance(
+                exc, aiohttp.ClientConnectorError | aiohttp.InvalidURL
+            ):  # connected, then lost: the request may have been written
+                raise TransportError("CONNECTION_LOST", repr(exc)[:300]) from exc
             raise TransportError("CONNECTION_ERROR", repr(exc)[:300]) from exc
 
     async def close(self) -> None:
