@@ -11,6 +11,7 @@ from fastapi import Depends, FastAPI
 
 from services.api import handlers
 from services.api.context import ApiContext
+from services.api.docs import install_docs
 from services.api.errors import COMMON_RESPONSES
 from services.api.middleware import BodySizeLimit, RequestMetrics
 from services.api.routers import campaigns, contacts, health, messages, retries, routing, stats, templates
@@ -46,8 +47,16 @@ def create_app(settings: ApiSettings, shared: Settings) -> FastAPI:
                     await task
             await context.db.close()
 
-    app = FastAPI(title="Switchboard API", version="1.0.0", description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(
+        title="Switchboard API",
+        version="1.0.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,  # served by install_docs, from local assets
+        redoc_url=None,
+    )
     app.state.context = context
+    install_docs(app)
     handlers.install(app)
     app.include_router(health.router)
     for module in (messages, retries, campaigns, contacts, templates, stats, routing):

@@ -9,7 +9,7 @@ from typing import Any
 import asyncpg
 import httpx
 
-from services.dashboard import queries, snapshot
+from services.dashboard import panels, queries, snapshot
 from services.dashboard.settings import DashboardSettings
 from shared.db import create_pool
 from shared.logs import get_logger
@@ -19,6 +19,9 @@ from shared.models import utcnow
 log = get_logger("dashboard")
 WINDOW_S = 300
 BUCKET_S = 10
+DEAD_LETTER_WINDOW_S = 7 * 24 * 3600
+CAMPAIGNS_SHOWN = 20
+SEARCH_LIMIT = 20
 
 
 class Collector:
@@ -55,6 +58,10 @@ class Collector:
         circuit_error = None
         if database["circuits"] is None and self.settings.dashboard_circuits_url:
             database["circuits"], circuit_error = await self.from_circuits_url()
+        attempts = database.pop("provider_attempts")
+        database["providers"] = (
+            panels.providers(attempts, database["circuits"]) if attempts is not None else None
+        )
         errors = {
             "postgres": database.pop("error", None),
             "rabbitmq": broker.pop("error", None),
@@ -98,6 +105,9 @@ class Collector:
                     await queries.recent_failures(conn, self.settings.dashboard_failures_shown)
                 )
                 circuits = snapshot.circuits(await queries.circuit_rows(conn))
+                attempts = await queries.providers(conn, WINDOW_S)
+                campaign_rows, campaign_rates = await queries.campaigns(conn, CAMPAIGNS_SHOWN)
+                reasons = await queries.dead_letter_reasons(conn, DEAD_LETTER_WINDOW_S)
         except Exception as exc:
             log.warning("dashboard_database_unavailable", error=repr(exc))
             return {
@@ -107,6 +117,9 @@ class Collector:
                 "retries": None,
                 "recent_failures": [],
                 "circuits": None,
+                "provider_attempts": None,
+                "campaigns": None,
+                "dead_letters": None,
                 "error": _describe(exc),
             }
         return {
@@ -116,19 +129,55 @@ class Collector:
             "retries": retries,
             "recent_failures": failed,
             "circuits": circuits,
+            "provider_attempts": [dict(r) for r in attempts],
+            "campaigns": panels.campaigns(campaign_rows, campaign_rates),
+            "dead_letters": panels.dead_letter_reasons(reasons),
         }
 
     async def from_broker(self) -> dict[str, Any]:
+        vhost = self.settings.vhost()
         try:
-            depths = snapshot.queue_depths(await self.management.queues(self.settings.vhost()))
+            depths = snapshot.queue_depths(await self.management.queues(vhost))
+            response = await self.management.client.get(f"/vhosts/{self.management._v(vhost)}/connections")
+            response.raise_for_status()
+            connections = response.json()
         except Exception as exc:
             log.warning("dashboard_broker_unavailable", error=repr(exc))
-            return {"queues": [], "queue_totals": None, "dlq_size": None, "error": _describe(exc)}
+            return {
+                "queues": [],
+                "queue_totals": None,
+                "dlq_size": None,
+                "lanes": None,
+                "processes": None,
+                "error": _describe(exc),
+            }
         totals = snapshot.queue_totals(depths)
         return {
             "queues": [snapshot.as_json(d) for d in depths],
             "queue_totals": totals,
             "dlq_size": totals["dlq"],
+            "lanes": panels.lanes(depths),
+            "processes": panels.processes(connections),
+        }
+
+    async def search(self, query: str) -> dict[str, Any]:
+        """Messages by id (digits) or recipient, each with its timeline; newest first."""
+        text = query.strip()
+        if not text:
+            return {"query": text, "results": []}
+        log_id = int(text) if text.isdigit() and len(text) < 19 else None
+        keys = [] if log_id is not None else panels.recipient_keys(text)
+        pool = await self._pool()
+        async with pool.acquire() as conn:
+            logs, attempts, receipts = await queries.find_logs(conn, log_id, keys, SEARCH_LIMIT)
+        by_log: dict[int, tuple[list[Any], list[Any]]] = {int(r["id"]): ([], []) for r in logs}
+        for attempt in attempts:
+            by_log[int(attempt["log_id"])][0].append(dict(attempt))
+        for receipt in receipts:
+            by_log[int(receipt["log_id"])][1].append(dict(receipt))
+        return {
+            "query": text,
+            "results": [panels.timeline(dict(r), *by_log[int(r["id"])]) for r in logs],
         }
 
 

@@ -81,3 +81,91 @@ async def circuit_rows(conn: asyncpg.Connection) -> list[dict[str, Any]] | None:
 
 def _round(value: float | None) -> float | None:
     return None if value is None else round(float(value), 3)
+
+
+# Per provider over the window: calls, failed calls and latency (served by attempts_recorded_idx, 0012).
+PROVIDERS = """
+SELECT provider, count(*) AS calls, count(*) FILTER (WHERE outcome <> 'success') AS errors,
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms) AS p50_ms,
+       percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms) AS p95_ms
+FROM delivery_attempts
+WHERE recorded_at > now() - make_interval(secs => $1) AND provider IS NOT NULL
+GROUP BY provider
+"""
+
+# Campaigns that are under way, or finished within the last hour (campaigns is small: a seq scan).
+CAMPAIGNS = """
+SELECT id, tenant, name, status, total_count, sent_count, failed_count, bounced_count, updated_at
+FROM campaigns
+WHERE status IN ('SCHEDULED', 'RUNNING', 'PAUSED') OR updated_at > now() - interval '1 hour'
+ORDER BY (status IN ('SCHEDULED', 'RUNNING', 'PAUSED')) DESC, updated_at DESC
+LIMIT $1
+"""
+
+# Logs of those campaigns finished in the last minute (logs_status_updated_idx).
+CAMPAIGN_RATES = """
+SELECT campaign_id, count(*) AS n FROM communication_logs
+WHERE status IN ('SENT', 'DELIVERED', 'FAILED', 'BOUNCED') AND updated_at > now() - interval '1 minute'
+  AND campaign_id = ANY($1::bigint[])
+GROUP BY campaign_id
+"""
+
+# Logs given up on in the window, as the responder dead-letters them (logs_status_updated_idx).
+DEAD_LETTER_REASONS = """
+SELECT status, last_error_code AS error_code, attempts >= max_attempts AS exhausted, count(*) AS n,
+       max(updated_at) AS latest
+FROM communication_logs
+WHERE status IN ('FAILED', 'BOUNCED') AND updated_at > now() - make_interval(secs => $1)
+GROUP BY 1, 2, 3
+ORDER BY n DESC
+LIMIT 50
+"""
+
+LOG_COLUMNS = (
+    "id, tenant, campaign_id, channel, recipient, priority, status, attempts, max_attempts, provider,"
+    " last_error_code, last_error, created_at, updated_at"
+)
+LOG_BY_ID = f"SELECT {LOG_COLUMNS} FROM communication_logs WHERE id = $1"
+# Newest first, any status (logs_recipient_key_idx, 0012).
+LOGS_BY_RECIPIENT = (
+    f"SELECT {LOG_COLUMNS} FROM communication_logs"
+    " WHERE recipient_key = ANY($1::text[]) ORDER BY id DESC LIMIT $2"
+)
+ATTEMPTS_OF = """
+SELECT log_id, attempt, provider, outcome, error_code, latency_ms, fallback_reason, finished_at
+FROM delivery_attempts WHERE log_id = ANY($1::bigint[]) ORDER BY log_id, attempt
+"""
+RECEIPTS_OF = """
+SELECT log_id, attempt, provider, status, received_at
+FROM delivery_receipts WHERE log_id = ANY($1::bigint[]) ORDER BY log_id, received_at
+"""
+
+
+async def providers(conn: asyncpg.Connection, window_s: int) -> list[asyncpg.Record]:
+    return list(await conn.fetch(PROVIDERS, float(window_s)))
+
+
+async def campaigns(conn: asyncpg.Connection, limit: int) -> tuple[list[asyncpg.Record], dict[int, int]]:
+    rows = list(await conn.fetch(CAMPAIGNS, limit))
+    ids = [int(r["id"]) for r in rows]
+    rates = {int(r["campaign_id"]): int(r["n"]) for r in await conn.fetch(CAMPAIGN_RATES, ids)} if ids else {}
+    return rows, rates
+
+
+async def dead_letter_reasons(conn: asyncpg.Connection, window_s: int) -> list[asyncpg.Record]:
+    return list(await conn.fetch(DEAD_LETTER_REASONS, float(window_s)))
+
+
+async def find_logs(
+    conn: asyncpg.Connection, log_id: int | None, keys: list[str], limit: int
+) -> tuple[list[asyncpg.Record], list[asyncpg.Record], list[asyncpg.Record]]:
+    """(logs, their attempts, their receipts) for one id or the given recipient keys."""
+    if log_id is not None:
+        row = await conn.fetchrow(LOG_BY_ID, log_id)
+        logs = [row] if row is not None else []
+    else:
+        logs = list(await conn.fetch(LOGS_BY_RECIPIENT, keys, limit))
+    ids = [int(r["id"]) for r in logs]
+    if not ids:
+        return [], [], []
+    return logs, list(await conn.fetch(ATTEMPTS_OF, ids)), list(await conn.fetch(RECEIPTS_OF, ids))

@@ -16,7 +16,22 @@ class CampaignCreate(BaseModel):
     """A template sent to every contact of a list: now, at ``start_at``, or on a ``cron`` schedule;
     or a draft, which gets contacts (``POST .../contacts``) and is sent with ``POST .../send``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"name": "spring sale", "template_id": 1, "contact_list_id": 1, "pacing": "balanced"},
+                {
+                    "name": "weekly digest",
+                    "template_id": 2,
+                    "contact_list_id": 1,
+                    "cron": "0 9 * * MON",
+                    "timezone": "Europe/Paris",
+                },
+                {"name": "draft for review", "template_id": 1, "draft": True},
+            ]
+        },
+    )
 
     name: Name
     template_id: BodyId
@@ -145,7 +160,12 @@ class ContactIn(BaseModel):
     """One contact of ``POST /v1/campaigns/{id}/contacts``: ``phone`` (sms, mms, whatsapp, signal),
     ``email`` (email) or ``recipient`` (any channel), an optional ``name`` and template ``variables``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"phone": "+14155550100", "name": "Ada", "variables": {"code": "A1"}}]
+        },
+    )
 
     phone: Annotated[Text, Field(max_length=64)] | None = None
     email: Annotated[Text, Field(max_length=320)] | None = None
@@ -170,6 +190,8 @@ class ContactsAdded(BaseModel):
 class SendCampaign(BaseModel):
     """Optional body of ``POST /v1/campaigns/{id}/send``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"start_at": "2030-01-01T09:00:00Z"}]}
+    )
 
     start_at: Timestamp | None = Field(None, description="Send at this time instead of now (one-off drafts).")

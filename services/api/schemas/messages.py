@@ -19,7 +19,21 @@ MAX_PAYLOAD_BYTES = 64 * 1024
 class SendMessage(BaseModel):
     """One message to send now, or at ``send_at``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"channel": "sms", "recipient": "+14155550100", "payload": {"body": "Your code is 123456"}},
+                {
+                    "channel": "email",
+                    "recipient": "ada@example.com",
+                    "payload": {"subject": "Welcome", "body": "Hello Ada"},
+                    "priority": 0,
+                    "send_at": "2030-01-01T09:00:00Z",
+                },
+            ]
+        },
+    )
 
     channel: Channel
     recipient: Text = Field(min_length=1, max_length=320, description="E.164 number, email address or URL.")
@@ -52,7 +66,19 @@ class SendMessage(BaseModel):
 class SendBatch(BaseModel):
     """Up to 1 000 messages, accepted all together or not at all."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "messages": [
+                        {"channel": "sms", "recipient": "+14155550100", "payload": {"body": "hi"}},
+                        {"channel": "whatsapp", "recipient": "+447700900123", "payload": {"body": "hi"}},
+                    ]
+                }
+            ]
+        },
+    )
 
     messages: list[SendMessage] = Field(min_length=1, max_length=1000)
 
@@ -157,7 +183,10 @@ class MessageFilters(BaseModel):
 class RetryFailed(BaseModel):
     """Which FAILED messages to put back to PENDING (every filter optional; all must match)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"channel": "sms", "error_code": "SERVER_ERROR", "dry_run": True}]},
+    )
 
     campaign_id: Id | None = None
     channel: Channel | None = None

@@ -138,7 +138,19 @@ def shown_settings(settings: Any) -> dict[str, Any]:
 class ProviderIn(BaseModel):
     """A provider account: its adapter, limits and settings. Operator keys only."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "kind": "sms_gateway",
+                    "rate_per_s": 50,
+                    "burst": 100,
+                    "settings": {"account_sid": "AC1", "auth_token": "env:SMSA_TOKEN"},
+                }
+            ]
+        },
+    )
 
     kind: ProviderKind
     active: bool = Field(True, strict=True)
@@ -217,7 +229,9 @@ class ProviderList(BaseModel):
 class ChannelRouteIn(BaseModel):
     """A provider in a channel's routing. Operator keys only."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"priority": 0, "cost": 0.0075}]}
+    )
 
     priority: int = Field(0, ge=-MAX_PRIORITY, le=MAX_PRIORITY, strict=True, description="Lower goes first.")
     weight: int = Field(100, ge=0, le=10_000, strict=True, description="For the weighted strategy.")
@@ -241,7 +255,19 @@ class ChannelRouteOut(BaseModel):
 class PolicyIn(BaseModel):
     """How a channel picks among its routes, and how its failed attempts are retried. Operator keys only."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "strategy": "least_cost",
+                    "retry_mode": "custom",
+                    "retry_delays_s": [1, 5, 30],
+                    "retry_max_attempts": 4,
+                }
+            ]
+        },
+    )
 
     strategy: Strategy = Strategy.FALLBACK
     retry_mode: RetryMode | None = Field(None, description="null: the global backoff settings.")
@@ -320,7 +346,9 @@ class ChannelList(BaseModel):
 class OverrideIn(BaseModel):
     """The caller's own priority for one of a channel's providers, or its exclusion (active false)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"priority": -1}, {"active": False}]}
+    )
 
     priority: int | None = Field(
         None,

@@ -17,7 +17,19 @@ FieldName = Annotated[Text, Field(min_length=1, max_length=64)]
 class TemplateCreate(BaseModel):
     """Named text fields (e.g. ``subject``, ``body``) with ``{{ variable }}`` placeholders."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"name": "welcome", "channel": "sms", "content": {"body": "Hi {{ name }}, welcome!"}},
+                {
+                    "name": "receipt",
+                    "channel": "email",
+                    "content": {"subject": "Order {{ order }}", "body": "Thanks {{ name }}."},
+                },
+            ]
+        },
+    )
 
     name: Name
     channel: Channel
@@ -38,7 +50,9 @@ class TemplateList(BaseModel):
 
 
 class PreviewRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"variables": {"name": "Ada", "order": "A-42"}}]}
+    )
 
     variables: dict[FieldName, FieldText] = Field(default_factory=dict, max_length=100)
 

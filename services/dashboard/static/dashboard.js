@@ -117,6 +117,140 @@ function renderFailures(failures) {
   }
 }
 
+function percent(value) { return value === null || value === undefined ? "n/a" : `${(value * 100).toFixed(1)} %`; }
+function ms(value) { return value === null || value === undefined ? "n/a" : `${number.format(Math.round(value))} ms`; }
+function duration(s) {
+  if (s === null || s === undefined) return "n/a";
+  if (s < 60) return `${s} s`;
+  if (s < 3600) return `${Math.floor(s / 60)} min ${s % 60} s`;
+  return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
+}
+function when(iso) { return iso ? new Date(iso).toLocaleString() : ""; }
+function empty(body, text, span) {
+  const cell = el("td", text, "na"); cell.colSpan = span; body.replaceChildren(row([cell]));
+}
+
+function renderProviders(providers) {
+  const body = $("providers").tBodies[0];
+  if (!providers) { empty(body, "n/a: database unavailable", 7); return; }
+  if (!providers.length) { empty(body, "no provider called in the last 5 minutes", 7); return; }
+  body.replaceChildren(...providers.map((p) => {
+    const tr = row([
+      el("td", p.provider), el("td", p.state.replace("_", "-"), `state state-${p.state}`),
+      el("td", fmt(p.calls), "num"), el("td", fmt(p.errors), "num"),
+      el("td", percent(p.error_rate), p.error_rate > 0.2 ? "num bad" : "num"),
+      el("td", ms(p.latency_p50_ms), "num"), el("td", ms(p.latency_p95_ms), "num"),
+    ]);
+    tr.dataset.provider = p.provider;
+    return tr;
+  }));
+}
+
+function renderLanes(lanes) {
+  const body = $("lanes").tBodies[0];
+  if (!lanes) { empty(body, "n/a: broker unavailable", 6); return; }
+  if (!lanes.length) { empty(body, "no shard queues in this vhost", 6); return; }
+  body.replaceChildren(...lanes.map((l) => {
+    const tr = row([
+      el("td", l.lane), el("td", fmt(l.shards), "num"), el("td", fmt(l.ready), "num"),
+      el("td", fmt(l.unacked), "num"), el("td", fmt(l.consumers), "num"),
+      el("td", l.unconsumed.length ? l.unconsumed.join(", ") : "none", l.unconsumed.length ? "bad" : "ok"),
+    ]);
+    tr.dataset.lane = l.lane;
+    return tr;
+  }));
+}
+
+function renderProcesses(processes) {
+  const body = $("processes").tBodies[0];
+  if (!processes) { empty(body, "n/a: broker unavailable", 5); return; }
+  if (!processes.length) { empty(body, "no process connected", 5); return; }
+  body.replaceChildren(...processes.map((p) => {
+    const tr = row([el("td", p.process), el("td", p.host), el("td", p.pid === null ? "" : String(p.pid), "num"),
+                    el("td", fmt(p.channels), "num"),
+                    el("td", p.connected_at ? new Date(p.connected_at).toLocaleTimeString() : "")]);
+    tr.dataset.process = p.process;
+    return tr;
+  }));
+}
+
+function renderCampaigns(campaigns) {
+  const body = $("campaigns").tBodies[0];
+  if (!campaigns) { empty(body, "n/a: database unavailable", 9); return; }
+  if (!campaigns.length) { empty(body, "no campaign running or finished in the last hour", 9); return; }
+  body.replaceChildren(...campaigns.map((c) => {
+    const bar = el("div", null, "bar"); bar.style.width = `${(c.progress || 0) * 100}%`;
+    const track = el("div", null, "track"); track.appendChild(bar);
+    const cell = el("td"); cell.appendChild(track); cell.appendChild(el("small", percent(c.progress)));
+    const eta = c.eta_s === 0 ? "done" : c.eta_s === null ? "n/a (nothing finished in the last minute)" : duration(c.eta_s);
+    const tr = row([el("td", String(c.id), "num"), el("td", c.name), el("td", c.tenant), el("td", c.status), cell,
+                    el("td", `${fmt(c.done)} / ${fmt(c.total)}`, "num"), el("td", fmt(c.failed), "num"),
+                    el("td", `${c.rate_per_s} /s`, "num"), el("td", eta)]);
+    tr.dataset.campaign = String(c.id);
+    return tr;
+  }));
+}
+
+function renderDeadLetters(reasons) {
+  const body = $("dead-letters").tBodies[0];
+  if (!reasons) { empty(body, "n/a: database unavailable", 6); return; }
+  if (!reasons.length) { empty(body, "no log given up on in the last 7 days", 6); return; }
+  body.replaceChildren(...reasons.map((r) => {
+    const code = el("code", r.command);
+    const copy = el("button", "copy", "copy");
+    copy.type = "button";
+    copy.addEventListener("click", () => navigator.clipboard && navigator.clipboard.writeText(r.command));
+    const cell = el("td", null, "command"); cell.appendChild(code); cell.appendChild(copy);
+    const tr = row([el("td", r.reason), el("td", r.error_code || ""), el("td", r.status),
+                    el("td", fmt(r.count), "num"), el("td", when(r.latest)), cell]);
+    tr.dataset.reason = r.reason;
+    return tr;
+  }));
+}
+
+function renderSearch(answer) {
+  const box = $("search-results");
+  box.hidden = false;
+  const close = el("button", "close", "close");
+  close.type = "button";
+  close.addEventListener("click", () => { box.hidden = true; });
+  const title = el("h2", `Search "${answer.query}": ${answer.results.length} message(s)`);
+  title.appendChild(close);
+  const parts = [title];
+  if (answer.error) parts.push(el("p", answer.error, "bad"));
+  if (!answer.error && !answer.results.length) parts.push(el("p", "no message with this id or recipient", "na"));
+  for (const log of answer.results) {
+    const head = el("h3", `log ${log.log_id} · ${log.channel} · ${log.status} · attempt ${log.attempts} of ${log.max_attempts}`);
+    const meta = el("p", `tenant ${log.tenant}${log.campaign_id ? ` · campaign ${log.campaign_id}` : ""} · recipient hash ${log.recipient}${log.last_error ? ` · last error: ${log.last_error}` : ""}`, "meta");
+    const list = el("ol", null, "timeline");
+    for (const e of log.events) {
+      const item = el("li");
+      item.appendChild(el("time", when(e.at)));
+      item.appendChild(el("b", e.event));
+      if (e.detail) item.appendChild(el("span", e.detail));
+      list.appendChild(item);
+    }
+    const section = el("div", null, "result");
+    section.dataset.logId = String(log.log_id);
+    section.append(head, meta, list);
+    parts.push(section);
+  }
+  box.replaceChildren(...parts);
+}
+
+async function search(event) {
+  event.preventDefault();
+  const q = $("search-q").value.trim();
+  if (!q) return;
+  try {
+    const response = await fetch(`/api/search?q=${encodeURIComponent(q)}`, { cache: "no-store" });
+    const answer = await response.json();
+    renderSearch(response.ok ? answer : { query: q, results: [], error: answer.error || `HTTP ${response.status}` });
+  } catch (err) {
+    renderSearch({ query: q, results: [], error: err.message });
+  }
+}
+
 function renderErrors(errors) {
   const box = $("errors");
   const entries = Object.entries(errors || {});
@@ -131,6 +265,11 @@ function render(snap) {
   renderQueues(snap.queues, snap.queue_totals, snap.dlq_size);
   renderCircuits(snap.circuits);
   renderFailures(snap.recent_failures);
+  renderProviders(snap.providers);
+  renderLanes(snap.lanes);
+  renderProcesses(snap.processes);
+  renderCampaigns(snap.campaigns);
+  renderDeadLetters(snap.dead_letters);
   renderErrors(snap.errors);
   const state = $("state");
   const degraded = Object.keys(snap.errors || {}).length > 0;
@@ -157,4 +296,5 @@ async function refresh() {
   }
 }
 
+$("search").addEventListener("submit", search);
 refresh();

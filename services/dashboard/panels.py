@@ -1,0 +1,224 @@
+"""The operator's panels, from raw rows to what the page shows: pure functions, no I/O.
+
+Providers (calls, error rate, latency, breaker state), lanes (the shard queues of each exchange, with
+their depth and consumers), campaigns (progress and ETA), dead-lettered logs by reason with the
+command that requeues them, the processes connected to the broker, and one message's timeline.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from services.dashboard.snapshot import QueueDepth, iso
+from shared.recipients import recipient_hash
+
+_SHARD = re.compile(r"^(?P<lane>.+)\.(?P<shard>\d+)$")
+_CONNECTION_NAME = re.compile(r"^(?P<process>[a-z_]+)-(?P<host>.+)-(?P<pid>\d+)$")
+TERMINAL = ("SENT", "DELIVERED", "FAILED", "BOUNCED", "CANCELLED")
+
+
+def providers(
+    rows: Iterable[Mapping[str, Any]], circuits: Sequence[Mapping[str, Any]] | None
+) -> list[dict[str, Any]]:
+    """Attempts per provider over the window -> calls, error rate, latency and the breaker's state."""
+    states = {str(c["provider"]): str(c["state"]) for c in circuits or []}
+    result: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        calls = int(row["calls"])
+        errors = int(row["errors"])
+        name = str(row["provider"])
+        result[name] = {
+            "provider": name,
+            "calls": calls,
+            "errors": errors,
+            "error_rate": round(errors / calls, 4) if calls else None,
+            "latency_p50_ms": _round(row["p50_ms"]),
+            "latency_p95_ms": _round(row["p95_ms"]),
+            "state": states.get(name, "unknown" if circuits is not None else "n/a"),
+        }
+    for name, state in states.items():  # a provider the breaker knows but nobody called in the window
+        result.setdefault(
+            name,
+            {
+                "provider": name,
+                "calls": 0,
+                "errors": 0,
+                "error_rate": None,
+                "latency_p50_ms": None,
+                "latency_p95_ms": None,
+                "state": state,
+            },
+        )
+    return sorted(result.values(), key=lambda p: p["provider"])
+
+
+def lanes(depths: Iterable[QueueDepth]) -> list[dict[str, Any]]:
+    """Shard queues (``<lane>.<n>``) grouped by lane: depth, consumers, shards nobody consumes."""
+    grouped: dict[str, dict[str, Any]] = {}
+    for depth in depths:
+        match = _SHARD.match(depth.name)
+        if match is None:
+            continue
+        lane = grouped.setdefault(
+            match["lane"],
+            {"lane": match["lane"], "shards": 0, "ready": 0, "unacked": 0, "consumers": 0, "unconsumed": []},
+        )
+        lane["shards"] += 1
+        lane["ready"] += depth.ready
+        lane["unacked"] += depth.unacked
+        lane["consumers"] += depth.consumers
+        if depth.consumers == 0:
+            lane["unconsumed"].append(depth.name)
+    return sorted(grouped.values(), key=lambda lane: lane["lane"])
+
+
+def campaigns(
+    rows: Iterable[Mapping[str, Any]], finished_last_minute: Mapping[int, int]
+) -> list[dict[str, Any]]:
+    """Campaign rows with counters -> progress and an ETA from the last minute's rate."""
+    result = []
+    for row in rows:
+        total = int(row["total_count"] or 0)
+        done = min(
+            int(row["sent_count"] or 0) + int(row["failed_count"] or 0) + int(row["bounced_count"] or 0),
+            total,
+        )
+        rate = finished_last_minute.get(int(row["id"]), 0) / 60
+        remaining = total - done
+        eta_s = round(remaining / rate) if rate > 0 and remaining > 0 else (0 if remaining == 0 else None)
+        result.append(
+            {
+                "id": int(row["id"]),
+                "name": str(row["name"]),
+                "tenant": str(row["tenant"]),
+                "status": str(row["status"]),
+                "total": total,
+                "done": done,
+                "sent": int(row["sent_count"] or 0),
+                "failed": int(row["failed_count"] or 0) + int(row["bounced_count"] or 0),
+                "progress": round(done / total, 4) if total else None,
+                "rate_per_s": round(rate, 2),
+                "eta_s": eta_s,
+            }
+        )
+    return result
+
+
+def requeue_command(reason: str, error_code: str | None) -> str:
+    parts = ["switchboard", "dlq", "requeue", "--reason", reason]
+    if error_code:
+        parts += ["--error-code", error_code]
+    return shlex.join([*parts, "--dry-run"])
+
+
+def dead_letter_reasons(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Dead-lettered logs grouped by reason and error code, each with the command that requeues them."""
+    result = []
+    for row in rows:
+        reason = "attempts_exhausted" if row["exhausted"] else "permanent_error"
+        code = row["error_code"]
+        result.append(
+            {
+                "reason": reason,
+                "error_code": code,
+                "status": str(row["status"]),
+                "count": int(row["n"]),
+                "latest": iso(row["latest"]),
+                "command": requeue_command(reason, code),
+            }
+        )
+    return sorted(result, key=lambda r: (-r["count"], r["reason"], r["error_code"] or ""))
+
+
+def processes(connections: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Management API connections -> one row per process (named ``<process>-<host>-<pid>``)."""
+    result = []
+    for connection in connections:
+        properties = connection.get("client_properties") or {}
+        name = str(properties.get("connection_name") or connection.get("name") or "")
+        match = _CONNECTION_NAME.match(name)
+        result.append(
+            {
+                "process": match["process"] if match else "unnamed",
+                "host": match["host"] if match else str(connection.get("peer_host") or ""),
+                "pid": int(match["pid"]) if match else None,
+                "name": name,
+                "user": connection.get("user"),
+                "channels": int(connection.get("channels") or 0),
+                "state": connection.get("state"),
+                "connected_at": connection.get("connected_at"),
+            }
+        )
+    return sorted(result, key=lambda p: (p["process"], p["host"], p["pid"] or 0))
+
+
+def timeline(
+    log: Mapping[str, Any], attempts: Iterable[Mapping[str, Any]], receipts: Iterable[Mapping[str, Any]]
+) -> dict[str, Any]:
+    """One log and what happened to it, in time order (recipient only as its hash)."""
+    events: list[dict[str, Any]] = [
+        {"at": iso(log["created_at"]), "event": "created", "detail": f"priority {log['priority']}"}
+    ]
+    for attempt in attempts:
+        outcome = str(attempt["outcome"])
+        detail = " ".join(
+            part
+            for part in (
+                f"via {attempt['provider']}" if attempt["provider"] else "no provider",
+                f"{attempt['error_code']}" if attempt["error_code"] else "",
+                f"{float(attempt['latency_ms']):.0f} ms" if attempt["latency_ms"] is not None else "",
+                f"(fallback: {attempt['fallback_reason']})" if attempt.get("fallback_reason") else "",
+            )
+            if part
+        )
+        events.append(
+            {
+                "at": iso(attempt["finished_at"]),
+                "event": f"attempt {attempt['attempt']}: {outcome}",
+                "detail": detail,
+            }
+        )
+    for receipt in receipts:
+        events.append(
+            {
+                "at": iso(receipt["received_at"]),
+                "event": f"receipt: {str(receipt['status']).lower()}",
+                "detail": f"from {receipt['provider']}" if receipt["provider"] else "",
+            }
+        )
+    if log["status"] in TERMINAL:
+        events.append(
+            {
+                "at": iso(log["updated_at"]),
+                "event": f"now {log['status']}",
+                "detail": log["last_error_code"] or "",
+            }
+        )
+    events.sort(key=lambda e: e["at"] or "")
+    return {
+        "log_id": int(log["id"]),
+        "tenant": str(log["tenant"]),
+        "campaign_id": log["campaign_id"],
+        "channel": str(log["channel"]),
+        "recipient": recipient_hash(str(log["recipient"])),
+        "status": str(log["status"]),
+        "attempts": int(log["attempts"]),
+        "max_attempts": int(log["max_attempts"]),
+        "provider": log["provider"],
+        "last_error": log["last_error"],
+        "events": events,
+    }
+
+
+def recipient_keys(text: str) -> list[str]:
+    """The ``recipient_key`` spellings a typed recipient may have (migration 0004's rule, both ways)."""
+    stripped = text.strip()
+    phone = re.sub(r"^00", "+", re.sub(r"[\s().-]", "", stripped))
+    return list(dict.fromkeys([stripped.lower(), phone]))
+
+
+def _round(value: Any) -> float | None:
+    return None if value is None else round(float(value), 1)
