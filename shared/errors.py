@@ -2,15 +2,17 @@
 
 SwitchboardError
  ├── ConfigurationError
- │    └── BackendUnusable
+ │    ├── BackendUnusable
+ │    ├── TopologyConflict                   shared/setup.py
+ │    └── InsecureConfiguration              shared/hardening.py
  ├── MessageError
  │    ├── MalformedMessage
  │    ├── PayloadTooLarge
  │    └── MessageRefused
- ├── ProviderError
+ ├── ReceiptError(status, result)           services/receipts/parse.py
+ ├── ProviderError(code, message)
  │    ├── TransientProviderError
- │    │    └── RateLimited(retry_after)
- │    ├── RecoverableProviderError
+ │    │    └── TransportError                services/sender/adapters/transport.py
  │    └── PermanentProviderError
  │         ├── InvalidRecipient
  │         │    └── DestinationRefused
@@ -20,7 +22,12 @@ SwitchboardError
       ├── PublishError
       │    ├── PublishRefused
       │    └── PublishUnconfirmed
-      └── ChannelGone
+      ├── ChannelGone
+      └── InDoubtUnresolved
+
+Classes beside the module that raises them are drawn with its path. Provider answers (HTTP statuses,
+provider error codes) are classified by tables (shared/classification.py) into outcome values, not
+raised; what is raised is what has no answer to classify.
 """
 
 from __future__ import annotations
@@ -69,19 +76,7 @@ class ProviderError(SwitchboardError):
 
 
 class TransientProviderError(ProviderError):
-    """Timeouts, 5xx, connection resets: retry the same provider after a backoff."""
-
-
-class RateLimited(TransientProviderError):
-    """HTTP 429: retry no sooner than ``retry_after`` seconds."""
-
-    def __init__(self, code: str, message: str = "", retry_after: float | None = None) -> None:
-        super().__init__(code, message)
-        self.retry_after = retry_after
-
-
-class RecoverableProviderError(ProviderError):
-    """Provider unavailable, circuit open, quota spent: retry on the next provider of the chain."""
+    """No answer (timeout, connection reset): retry the same provider after a backoff."""
 
 
 class PermanentProviderError(ProviderError):
@@ -121,3 +116,7 @@ class PublishUnconfirmed(PublishError):
 
 class ChannelGone(BusError):
     """The channel a delivery came on is closed: it cannot be settled, and the broker redelivers it."""
+
+
+class InDoubtUnresolved(BusError):
+    """The DLQ could not be read whole: in-doubt dead-letter rows stay marked and are tried again later."""

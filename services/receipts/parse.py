@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from shared.errors import SwitchboardError
 from shared.models import ReceiptMessage, ReceiptStatus
 from shared.signatures import (
     GATEWAY_HEADER,
@@ -46,7 +47,7 @@ JSON_STATUSES = {"queued": Q, "sent": Q, "delivered": D, "bounced": B, "failed":
 _REFERENCE = re.compile(r"([1-9][0-9]{0,18})-([1-9][0-9]{0,8})")
 
 
-class ReceiptError(Exception):
+class ReceiptError(SwitchboardError):
     """A report that is refused: ``status`` is the HTTP answer (401 bad signature, 400 malformed)."""
 
     def __init__(self, status: int, result: str, message: str) -> None:

@@ -23,7 +23,7 @@ from services.dlq.browse import DlqBrowser
 from shared import metrics
 from shared.bus import wire
 from shared.bus.transport import Publisher
-from shared.errors import PublishRefused
+from shared.errors import InDoubtUnresolved, PublishRefused
 from shared.logs import get_logger
 from shared.models import DeadLetter
 from shared.topology import DEAD_LETTER_EXCHANGE
@@ -50,10 +50,6 @@ DELETE_OUTBOX_SQL = """
 DELETE FROM dead_letter_outbox AS o USING unnest($1::bigint[], $2::int[]) AS d(log_id, attempt)
 WHERE o.log_id = d.log_id AND o.attempt = d.attempt
 """
-
-
-class InDoubtUnresolved(Exception):
-    """The DLQ could not be read whole: in-doubt rows stay marked and are tried again later."""
 
 
 def refused_outright(error: BaseException) -> bool:

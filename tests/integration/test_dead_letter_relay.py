@@ -12,14 +12,13 @@ import pytest
 
 from services.responder.relay import (
     CLAIM_OUTBOX_SQL,
-    InDoubtUnresolved,
     letters_in_dlq,
     refused_outright,
     relay_dead_letters,
     resolve_in_doubt,
 )
 from shared.bus.amqp import AmqpChannel, confirming_channel
-from shared.errors import PublishRefused, PublishUnconfirmed
+from shared.errors import InDoubtUnresolved, PublishRefused, PublishUnconfirmed
 from shared.models import DeadLetter
 from shared.topology import DEAD_LETTER_EXCHANGE, DEAD_LETTER_QUEUE
 from tests.helpers import drain_queue

@@ -20,12 +20,13 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 
 from services.sender.adapters import SendRequest, SendResult
 from services.sender.adapters.guarded import GuardedTransport
-from services.sender.adapters.transport import AiohttpTransport, HttpRequest, TransportError
+from services.sender.adapters.transport import AiohttpTransport, HttpRequest
 from services.sender.adapters.webhook import WebhookAdapter
 from services.sender.circuits import CircuitBoard
 from services.sender.ratelimit import RateLimiter
 from services.sender.router import Router
 from shared.circuit import CircuitPolicy
+from shared.errors import DestinationRefused
 from shared.models import DispatchMessage, OutcomeClass
 from shared.outbound import resolve_and_check
 from shared.routing import ChannelPolicy, ProviderSpec, Route, RoutingConfig, Strategy
@@ -133,7 +134,7 @@ async def test_the_guarded_transport_refuses_at_connect_time_whatever_the_adapte
     try:
         for url in [f"http://127.0.0.1:{internal.port}/", f"http://2130706433:{internal.port}/"]:
             # When it is asked to POST there / Then the connection is refused before any byte is sent
-            with pytest.raises(TransportError) as refused:
+            with pytest.raises(DestinationRefused) as refused:
                 await transport.request(HttpRequest("POST", url, {}, b"{}", tenant="mallory"))
             assert refused.value.code == "ADDRESS_NOT_ALLOWED"
     finally:

@@ -11,11 +11,13 @@ import pytest
 
 from services.sender.adapters import AdapterPool, SendRequest
 from services.sender.adapters.base import ErrorClass
+from services.sender.adapters.mockjson import MockJsonAdapter
 from services.sender.adapters.sms import SMS_ERRORS, SmsGatewayAdapter
 from services.sender.adapters.smtp import SmtpAdapter
 from services.sender.adapters.transport import HttpRequest, HttpResponse, MockTransport, TransportError
 from services.sender.adapters.webhook import WebhookAdapter
 from services.sender.adapters.whatsapp import WHATSAPP_ERRORS, WhatsAppCloudAdapter
+from shared.errors import DestinationRefused
 from shared.models import OutcomeClass
 from shared.routing import ProviderSpec
 from shared.settings import Settings
@@ -114,6 +116,20 @@ async def test_no_answer_at_all_is_transient(code: str) -> None:
     ):
         result = await adapter.send(request(recipient="https://hooks.example/x"))
         assert (result.outcome, result.error_code) == (T, code)
+
+
+async def test_an_address_the_outbound_policy_refuses_at_connect_time_is_permanent_by_its_type() -> None:
+    def refuse(_: HttpRequest) -> HttpResponse:
+        raise DestinationRefused("ADDRESS_NOT_ALLOWED", "the URL points at a loopback address")
+
+    for adapter in (
+        SmsGatewayAdapter("http://gw", {}, MockTransport(refuse)),
+        WhatsAppCloudAdapter("http://wa", {}, MockTransport(refuse)),
+        WebhookAdapter({}, MockTransport(refuse)),
+        MockJsonAdapter("http://mock", MockTransport(refuse)),
+    ):
+        result = await adapter.send(request(recipient="https://hooks.example/x"))
+        assert (result.outcome, result.error_code) == (OutcomeClass.PERMANENT, "ADDRESS_NOT_ALLOWED")
 
 
 # ---- WhatsApp Cloud API -------------------------------------------------------------------------------

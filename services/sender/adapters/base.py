@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from shared.classification import classify_http, default_code
+from shared.errors import PermanentProviderError, ProviderError
 from shared.models import OutcomeClass
 
 
@@ -65,6 +66,11 @@ def error_row(table: dict[int, ErrorClass], code: object, status: int) -> ErrorC
         fallback = http_status_row(status)
         return ErrorClass(fallback.outcome, f"{fallback.code}:{code}")
     return http_status_row(status)
+
+
+def outcome_of(error: ProviderError) -> OutcomeClass:
+    """A provider call that raised instead of answering: permanent only if retrying cannot help."""
+    return OutcomeClass.PERMANENT if isinstance(error, PermanentProviderError) else OutcomeClass.TRANSIENT
 
 
 @dataclass

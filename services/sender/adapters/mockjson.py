@@ -7,9 +7,10 @@ from typing import Any
 
 import orjson
 
-from services.sender.adapters.base import SendRequest, SendResult, Stopwatch
-from services.sender.adapters.transport import HttpRequest, HttpResponse, HttpTransport, TransportError
+from services.sender.adapters.base import SendRequest, SendResult, Stopwatch, outcome_of
+from services.sender.adapters.transport import HttpRequest, HttpResponse, HttpTransport
 from shared.classification import BOUNCE_CODES, classify_http, default_code, parse_retry_after
+from shared.errors import ProviderError
 from shared.models import OutcomeClass
 
 
@@ -109,10 +110,8 @@ class MockJsonAdapter:
             response = await self.transport.request(
                 HttpRequest("POST", f"{self.base_url}/{request.provider}/{request.channel}", headers, body)
             )
-        except TransportError as exc:
-            return SendResult(
-                OutcomeClass.TRANSIENT, watch.ms(), error_code=exc.code, error_message=exc.message
-            )
+        except ProviderError as exc:  # no answer, or an address the outbound policy refuses
+            return SendResult(outcome_of(exc), watch.ms(), error_code=exc.code, error_message=exc.message)
         return result_from_http(
             response.status, response.content, response.headers.get("retry-after"), watch.ms()
         )
@@ -137,10 +136,8 @@ class MockJsonAdapter:
             response = await self.transport.request(
                 HttpRequest("POST", url, {"Content-Type": "application/json"}, body)
             )
-        except TransportError as exc:
-            failed = SendResult(
-                OutcomeClass.TRANSIENT, watch.ms(), error_code=exc.code, error_message=exc.message
-            )
+        except ProviderError as exc:
+            failed = SendResult(outcome_of(exc), watch.ms(), error_code=exc.code, error_message=exc.message)
             return [failed] * len(requests)
         return results_from_batch(response, len(requests), watch.ms())
 

@@ -18,16 +18,17 @@ from services.sender.adapters.base import (
     Stopwatch,
     error_row,
     failure,
+    outcome_of,
     setting,
 )
 from services.sender.adapters.transport import (
     HttpRequest,
     HttpResponse,
     HttpTransport,
-    TransportError,
     basic_auth,
 )
 from shared.classification import parse_retry_after
+from shared.errors import ProviderError
 from shared.models import OutcomeClass
 
 P, T, R = OutcomeClass.PERMANENT, OutcomeClass.TRANSIENT, OutcomeClass.RECOVERABLE
@@ -116,8 +117,8 @@ class SmsGatewayAdapter:
         watch = Stopwatch()
         try:
             response = await self.transport.request(HttpRequest("POST", self.url, headers, body))
-        except TransportError as exc:
-            return failure(ErrorClass(T, exc.code), watch.ms(), exc.message)
+        except ProviderError as exc:  # no answer, or an address the outbound policy refuses
+            return failure(ErrorClass(outcome_of(exc), exc.code), watch.ms(), exc.message)
         return result_from_gateway(response, watch.ms())
 
     async def close(self) -> None:

@@ -19,6 +19,7 @@ import orjson
 from aiohappyeyeballs import AddrInfoType
 from aiohttp.abc import AbstractResolver
 
+from shared.errors import DestinationRefused, TransientProviderError
 from shared.outbound import REFUSED_MARKER
 
 
@@ -45,16 +46,11 @@ class HttpResponse:
             return None
 
 
-class TransportError(Exception):
+class TransportError(TransientProviderError):
     """No HTTP answer at all: ``code`` is TIMEOUT (the request may have reached the provider),
-    CONNECTION_ERROR (no connection, nothing sent), CONNECTION_LOST (lost once connected: the request
-    may have reached the provider) or ADDRESS_NOT_ALLOWED (the outbound policy refused the address a
-    connection was about to be made to)."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
+    CONNECTION_ERROR (no connection, nothing sent) or CONNECTION_LOST (lost once connected: the
+    request may have reached the provider). An address the outbound policy refuses at connect time
+    is a :class:`DestinationRefused` (``ADDRESS_NOT_ALLOWED``) instead."""
 
 
 class HttpTransport(Protocol):
@@ -129,7 +125,7 @@ class AiohttpTransport:
             raise TransportError("TIMEOUT", "provider did not answer in time") from exc
         except (aiohttp.ClientError, OSError) as exc:
             if _refused_by_policy(exc):
-                raise TransportError("ADDRESS_NOT_ALLOWED", str(exc)[:300]) from exc
+                raise DestinationRefused("ADDRESS_NOT_ALLOWED", str(exc)[:300]) from exc
             if isinstance(exc, aiohttp.ClientError) and not isinstance(
                 exc, aiohttp.ClientConnectorError | aiohttp.InvalidURL
             ):  # connected, then lost: the request may have been written

@@ -26,11 +26,12 @@ from services.sender.adapters.base import (
     Stopwatch,
     failure,
     http_status_row,
+    outcome_of,
     setting,
 )
-from services.sender.adapters.transport import HttpRequest, HttpResponse, HttpTransport, TransportError
+from services.sender.adapters.transport import HttpRequest, HttpResponse, HttpTransport
 from shared.classification import parse_retry_after
-from shared.errors import DestinationRefused
+from shared.errors import DestinationRefused, ProviderError
 from shared.logs import get_logger
 from shared.models import OutcomeClass
 from shared.outbound import Network, allowed_for, check_url
@@ -107,9 +108,9 @@ class WebhookAdapter:
             response = await self.transport.request(
                 HttpRequest("POST", request.recipient, headers, body, tenant=request.tenant)
             )
-        except TransportError as exc:
+        except ProviderError as exc:  # no answer, or an address the outbound policy refuses
             log.info("webhook_unreachable", log_id=request.log_id, code=exc.code, detail=exc.message)
-            outcome = OutcomeClass.PERMANENT if exc.code == "ADDRESS_NOT_ALLOWED" else OutcomeClass.TRANSIENT
+            outcome = outcome_of(exc)
             text = TRANSPORT_TEXT.get(exc.code, "the endpoint could not be reached")
             return failure(ErrorClass(outcome, exc.code), watch.ms(), text)
         return result_from_webhook(response, watch.ms())

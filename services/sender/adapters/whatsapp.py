@@ -19,10 +19,12 @@ from services.sender.adapters.base import (
     Stopwatch,
     error_row,
     failure,
+    outcome_of,
     setting,
 )
-from services.sender.adapters.transport import HttpRequest, HttpResponse, HttpTransport, TransportError
+from services.sender.adapters.transport import HttpRequest, HttpResponse, HttpTransport
 from shared.classification import parse_retry_after
+from shared.errors import ProviderError
 from shared.models import OutcomeClass
 
 P, T, R = OutcomeClass.PERMANENT, OutcomeClass.TRANSIENT, OutcomeClass.RECOVERABLE
@@ -131,8 +133,8 @@ class WhatsAppCloudAdapter:
             response = await self.transport.request(
                 HttpRequest("POST", self.url, headers, orjson.dumps(build_body(request)))
             )
-        except TransportError as exc:
-            return failure(ErrorClass(T, exc.code), watch.ms(), exc.message)
+        except ProviderError as exc:  # no answer, or an address the outbound policy refuses
+            return failure(ErrorClass(outcome_of(exc), exc.code), watch.ms(), exc.message)
         return result_from_graph(response, watch.ms())
 
     async def close(self) -> None:
