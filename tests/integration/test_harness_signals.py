@@ -1,9 +1,10 @@
-"""Harness hygiene: chaos and bench stopped by SIGTERM (a CI timeout, a supervisor) stop every child
+"""Harness hygiene: chaos, bench and the demo stopped by SIGTERM (a CI timeout, a supervisor) stop every child
 process and remove the vhost and database they created; ``make run`` stops its processes."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import pytest
 
 from shared.management import Management
 from shared.settings import Settings
+from tools.stack import Environment
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -112,6 +114,35 @@ async def test_sigterm_mid_run_leaves_nothing_behind(harness: str, tmp_path: Pat
         survivors = [c.pid for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
         assert not survivors
         assert await exists(vhost, database) == (False, False)
+    finally:
+        if running.poll() is None:
+            running.kill()
+            running.wait(10)
+        for child in service_children(running.pid):
+            child.kill()
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(240)
+async def test_the_demo_stopped_by_sigterm_stops_every_process(
+    environment: Environment, tmp_path: Path
+) -> None:
+    # Given the demo delivering a campaign against a vhost and database of this test's own
+    args = [sys.executable, "-m", "tools.demo", "--count", "20000", "--no-outage", "--log-dir", str(tmp_path)]
+    output = tmp_path / "demo.out"
+    with output.open("wb") as log:
+        running = subprocess.Popen(  # noqa: ASYNC220
+            args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **environment.env}
+        )
+    try:
+        children = await wait_for_children(running, at_least=4)
+        # When it is sent SIGTERM mid-run
+        running.send_signal(signal.SIGTERM)
+        code = await asyncio.to_thread(running.wait, 90)
+        # Then it exits 143 and every process it started has stopped
+        assert code == 128 + signal.SIGTERM, output.read_text(errors="replace")[-3000:]
+        survivors = [c.pid for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+        assert not survivors
     finally:
         if running.poll() is None:
             running.kill()
