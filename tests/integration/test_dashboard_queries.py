@@ -1,5 +1,5 @@
 """The dashboard's new queries can use their indexes (migration 0012): with sequential scans disabled,
-EXPLAIN shows the index each one is meant for. Figures at a million rows are in docs/operations.md."""
+EXPLAIN shows the index each one is meant for. Figures at a million rows are in docs/deploy.md."""
 
 from __future__ import annotations
 
