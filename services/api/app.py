@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
+from fastapi.telemetry import TelemetryConfig
 
 from services.api import handlers
 from services.api.context import ApiContext
@@ -25,6 +26,9 @@ DESCRIPTION = """Put messages into Switchboard and read their fate.
 Every `/v1` call needs a tenant's API key in the `X-API-Key` header and only ever sees that
 tenant's data. Errors have one shape: `{"error": {"code", "message", "details"}}`.
 """
+
+
+NO_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False, "operation_spans": False}
 
 
 def create_app(settings: ApiSettings, shared: Settings) -> FastAPI:
@@ -54,6 +58,9 @@ def create_app(settings: ApiSettings, shared: Settings) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,  # served by install_docs, from local assets
         redoc_url=None,
+        # Metrics are Prometheus (services/api/metrics.py); FastAPI's own OpenTelemetry hooks would
+        # only look up the global providers (and the environment) on every request.
+        telemetry=NO_TELEMETRY,
     )
     app.state.context = context
     install_docs(app)

@@ -13,7 +13,9 @@ from services.api.errors import Forbidden
 API_KEY_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False, description="A tenant's API key.")
 
 
-def get_context(request: Request) -> ApiContext:
+async def get_context(request: Request) -> ApiContext:
+    """Async on purpose: FastAPI runs a plain ``def`` dependency in a worker thread, a thread hop on
+    every request (measured: about a tenth of an accepted send's CPU)."""
     context: ApiContext = request.app.state.context
     return context
 

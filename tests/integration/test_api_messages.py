@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import asyncpg
+import orjson
 import pytest
 
 from tests.integration.test_api_support import Api, api_for, sms
@@ -117,6 +118,74 @@ async def test_concurrent_requests_with_one_key_insert_once(api: Api, pool: asyn
     assert {r.status_code for r in responses} == {202}
     assert len({tuple(r.json()["ids"]) for r in responses}) == 1
     assert await pool.fetchval("SELECT count(*) FROM communication_logs") == 10
+
+
+async def test_concurrent_single_sends_with_one_key_insert_once_and_answer_alike(
+    api: Api, pool: asyncpg.Pool
+) -> None:
+    headers = {**await api.key("acme"), "Idempotency-Key": "otp-7"}
+    # When the same keyed single send comes eight times at once
+    responses = await asyncio.gather(
+        *(api.client.post("/v1/messages", json=sms(priority=0), headers=headers) for _ in range(8))
+    )
+    # Then every answer is the first one's, byte for byte, seven of them replays
+    assert {r.status_code for r in responses} == {202}
+    assert len({r.content for r in responses}) == 1
+    assert sum(r.headers.get("Idempotent-Replayed") == "true" for r in responses) == 7
+    # ... and the message exists once, its key kept with the answer
+    assert await pool.fetchval("SELECT count(*) FROM communication_logs") == 1
+    kept = await pool.fetchrow("SELECT status_code, response FROM api_idempotency WHERE key = 'otp-7'")
+    assert kept["status_code"] == 202 and kept["response"]["id"] == responses[0].json()["id"]
+
+
+async def test_the_quick_path_and_the_full_handler_answer_alike(api: Api, pool: asyncpg.Pool) -> None:
+    headers = await api.key("acme")
+    body = orjson.dumps(sms(priority=0))
+    # Given one send taking the quick path (application/json) and one the full FastAPI handler
+    # (a JSON content type the quick path leaves to it), each with its own key
+    quick = await api.client.post(
+        "/v1/messages",
+        content=body,
+        headers={**headers, "Content-Type": "application/json", "Idempotency-Key": "q"},
+    )
+    full = await api.client.post(
+        "/v1/messages",
+        content=body,
+        headers={**headers, "Content-Type": "application/vnd.api+json", "Idempotency-Key": "f"},
+    )
+    # Then both are accepted with answers of the same shape, both rows stored alike
+    assert quick.status_code == full.status_code == 202
+    assert quick.headers["content-type"] == full.headers["content-type"]
+    assert {k: v for k, v in quick.json().items() if k not in ("id", "created_at", "send_at")} == {
+        k: v for k, v in full.json().items() if k not in ("id", "created_at", "send_at")
+    }
+    assert await pool.fetchval("SELECT count(*) FROM communication_logs WHERE priority = 0") == 2
+    # When each key comes again by the other path, Then each first answer is replayed
+    again_quick = await api.client.post(
+        "/v1/messages",
+        content=body,
+        headers={**headers, "Content-Type": "application/vnd.api+json", "Idempotency-Key": "q"},
+    )
+    again_full = await api.client.post(
+        "/v1/messages",
+        content=body,
+        headers={**headers, "Content-Type": "application/json", "Idempotency-Key": "f"},
+    )
+    assert again_quick.content == quick.content and again_full.content == full.content
+    # ... and a bad key or a bad body is refused the same way by both
+    answers = []
+    for content_type in ("application/json", "application/vnd.api+json"):
+        refused = await api.client.post(
+            "/v1/messages", content=body, headers={"X-API-Key": "sbk_bad", "Content-Type": content_type}
+        )
+        invalid = await api.client.post(
+            "/v1/messages",
+            content=orjson.dumps({**sms(), "recipient": "nope"}),
+            headers={**headers, "Content-Type": content_type},
+        )
+        answers.append((refused.status_code, refused.json(), invalid.status_code, invalid.json()))
+    assert answers[0] == answers[1]
+    assert answers[0][0] == 401 and answers[0][2] == 422
 
 
 async def test_status_shows_attempts_and_receipts(api: Api, pool: asyncpg.Pool) -> None:

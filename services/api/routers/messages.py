@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 from collections import Counter
+from datetime import UTC
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
 from services.api import metrics
 from services.api.context import ApiContext, Principal
 from services.api.deps import Caller, Context, Sender
 from services.api.errors import BadRequest, Conflict, ErrorDetail, NotFound, Unprocessable
-from services.api.idempotency import Verdict, fingerprint, judge
+from services.api.idempotency import StoredResponse, Verdict, fingerprint, judge
 from services.api.outbound import refused_destinations
 from services.api.paging import CursorError, decode_cursor, page
+from services.api.quick_send import quick_route
 from services.api.schemas.common import MAX_BIGINT
 from services.api.schemas.messages import (
     BatchAccepted,
@@ -119,25 +121,87 @@ async def _ingest(
     return response
 
 
-@router.post("", status_code=202, response_model=MessageAccepted, summary="Send one message")
 async def send_message(
     body: SendMessage, context: Context, principal: Sender, idempotency_key: IdempotencyKey = None
-) -> Any:
+) -> Response:
+    return await accept_one(context, principal, body, idempotency_key)
+
+
+async def accept_one(
+    context: ApiContext, principal: Principal, body: SendMessage, idempotency_key: str | None
+) -> Response:
+    """The hot path of an urgent message: one statement (one round trip), with or without a key."""
     context.limit(principal, high_priority=body.priority == 0)
+    await _check_webhooks(context, principal, [body], batch=False)
+    log = _new_log(context, body)
+    if idempotency_key is None:
+        async with context.db.connection() as conn:
+            (row,) = await store.insert_logs(conn, principal.tenant, [log])
+    else:
+        request_hash = fingerprint("POST", "/v1/messages", body.model_dump(mode="json"))
+        answer = {
+            "status": "PENDING",
+            "channel": body.channel.value,
+            "recipient": body.recipient,
+            "priority": body.priority,
+        }
+        async with context.db.connection() as conn:
+            outcome = await idem_store.insert_once(
+                conn,
+                principal.tenant,
+                idempotency_key,
+                request_hash,
+                context.settings.api_idempotency_ttl_s,
+                log,
+                202,
+                answer,
+            )
+        if outcome.row is None:
+            return _replay(outcome.stored, request_hash)
+        row = outcome.row
+    metrics.ACCEPTED.labels(source="api").inc()
+    MESSAGES_IN.labels(stage="api").inc()
+    accepted = MessageAccepted(
+        id=row["id"],
+        status="PENDING",
+        channel=body.channel,
+        recipient=body.recipient,
+        priority=body.priority,
+        created_at=row["created_at"],
+        send_at=row["next_attempt_at"],
+    )
+    return _json(accepted.model_dump_json(), 202)
 
-    def build(rows: list[Any]) -> MessageAccepted:
-        row = rows[0]
-        return MessageAccepted(
-            id=row["id"],
-            status="PENDING",
-            channel=body.channel,
-            recipient=body.recipient,
-            priority=body.priority,
-            created_at=row["created_at"],
-            send_at=row["next_attempt_at"],
-        )
 
-    return await _ingest(context, principal, "/v1/messages", body, [body], idempotency_key, build)
+# A plain, well-formed request skips FastAPI's dependency solving (services/api/quick_send.py).
+router.add_api_route(
+    "",
+    send_message,
+    methods=["POST"],
+    status_code=202,
+    response_model=MessageAccepted,
+    summary="Send one message",
+    route_class_override=quick_route(accept_one),
+)
+
+
+def _json(content: bytes | str, status_code: int, headers: dict[str, str] | None = None) -> Response:
+    return Response(content, status_code, headers=headers, media_type="application/json")
+
+
+def _replay(stored: StoredResponse | None, request_hash: str) -> Response:
+    """The first answer to this key again (409 when the key came with another request). Rendered
+    through its model, so that a kept answer reads exactly as it did the first time."""
+    if stored is None or judge(stored, request_hash) is Verdict.CONFLICT:
+        raise Conflict("this Idempotency-Key was used with a different request", code="idempotency_conflict")
+    metrics.IDEMPOTENT_REPLAYS.inc()
+    headers = {"Idempotent-Replayed": "true"}
+    if stored.status_code != 202:
+        return JSONResponse(stored.body, stored.status_code, headers=headers)
+    accepted = MessageAccepted.model_validate(stored.body)
+    times = {"created_at": accepted.created_at.astimezone(UTC), "send_at": accepted.send_at.astimezone(UTC)}
+    utc = accepted.model_copy(update=times)
+    return _json(utc.model_dump_json(), 202, headers)
 
 
 @router.post("/batch", status_code=202, response_model=BatchAccepted, summary="Send up to 1 000 messages")

@@ -11,16 +11,19 @@ import asyncpg
 
 from services.api.schemas.messages import MessageFilters
 
-INSERT_SQL = """
+# The insert in pieces: the single send's keyed statement (store/idempotency.py) is built from them too.
+INSERT_INTO = """
 INSERT INTO communication_logs (tenant, channel, recipient, payload, priority, max_attempts, next_attempt_at,
                                 campaign_id, idempotency_key)
+"""
+INSERT_ROWS = """
 SELECT $1, ch, r, p, pr, m, COALESCE(n, now()), c, k
 FROM unnest($2::text[], $3::text[], $4::jsonb[], $5::smallint[], $6::int[], $7::timestamptz[], $8::bigint[],
             $9::text[]) WITH ORDINALITY AS x(ch, r, p, pr, m, n, c, k, ord)
-ORDER BY ord
-ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-RETURNING id, created_at, next_attempt_at
 """
+INSERT_ON_CONFLICT = "ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"
+INSERT_RETURNING = "RETURNING id, created_at, next_attempt_at"
+INSERT_SQL = f"{INSERT_INTO}{INSERT_ROWS}ORDER BY ord\n{INSERT_ON_CONFLICT}\n{INSERT_RETURNING}\n"
 
 _COLUMNS = """
 l.id, l.campaign_id, l.channel, l.recipient, l.payload, l.priority, l.status, l.attempts, l.max_attempts,
@@ -75,13 +78,9 @@ class NewLog:
     idempotency_key: str | None = None
 
 
-async def insert_logs(conn: asyncpg.Connection, tenant: str, logs: Sequence[NewLog]) -> list[asyncpg.Record]:
-    """Insert ``logs`` in one statement; returns (id, created_at, next_attempt_at) in request order.
-
-    Logs whose idempotency key already exists for the tenant are skipped (campaign re-runs).
-    """
-    rows = await conn.fetch(
-        INSERT_SQL,
+def insert_arguments(tenant: str, logs: Sequence[NewLog]) -> list[Any]:
+    """$1..$9 of :data:`INSERT_SQL` (and of every statement built from its pieces)."""
+    return [
         tenant,
         [x.channel for x in logs],
         [x.recipient for x in logs],
@@ -91,7 +90,17 @@ async def insert_logs(conn: asyncpg.Connection, tenant: str, logs: Sequence[NewL
         [x.send_at for x in logs],
         [x.campaign_id for x in logs],
         [x.idempotency_key for x in logs],
-    )
+    ]
+
+
+async def insert_logs(
+    conn: asyncpg.Connection | asyncpg.Pool, tenant: str, logs: Sequence[NewLog]
+) -> list[asyncpg.Record]:
+    """Insert ``logs`` in one statement; returns (id, created_at, next_attempt_at) in request order.
+
+    Logs whose idempotency key already exists for the tenant are skipped (campaign re-runs).
+    """
+    rows = await conn.fetch(INSERT_SQL, *insert_arguments(tenant, logs))
     # Identity values grow within the statement, which inserts in ORDER BY ord: sorting restores it.
     return sorted(rows, key=lambda r: r["id"])
 
