@@ -3,6 +3,7 @@ for a single send, insert the log and keep its key and response in one statement
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -33,26 +34,37 @@ FROM api_idempotency WHERE tenant = $1 AND key = $2
 """
 PRIMARY_KEY = "api_idempotency_pkey"
 
-# One statement, one round trip, atomic: the log is inserted only when the tenant has no row for the
-# key, and the key is kept with its answer (the caller's $13 with the new row's id and times) by the
-# same statement. Two requests with one key at once: the second waits on the primary key until the
-# first commits, then fails with a unique violation and inserts nothing; it is answered from the
-# first one's row. An expired key's row is deleted by the caller, who then runs the statement again.
-INSERT_ONCE_SQL = f"""
+
+def insert_once_sql() -> str:
+    """One statement, one round trip, atomic: the log is inserted only when the tenant has no row for
+    the key, and the key is kept with its answer (the caller's answer with the new row's id and times)
+    by the same statement. Two requests with one key at once: the second waits on the primary key
+    until the first commits, then fails with a unique violation and inserts nothing; it is answered
+    from the first one's row. An expired key's row is deleted by the caller, who then runs it again.
+
+    The insert's own parameters come first ($1..$n of :data:`INSERT_ROWS`), then key, request hash,
+    TTL, status code and answer, numbered after them (so a column added to the insert needs nothing
+    here)."""
+    n = max(int(number) for number in re.findall(r"\$(\d+)", INSERT_ROWS))
+    key, request_hash, ttl, status, answer = (f"${n + i}" for i in range(1, 6))
+    return f"""
 WITH inserted AS (
-{INSERT_INTO}{INSERT_ROWS}WHERE NOT EXISTS (SELECT 1 FROM api_idempotency WHERE tenant = $1 AND key = $10)
+{INSERT_INTO}{INSERT_ROWS}WHERE NOT EXISTS (SELECT 1 FROM api_idempotency WHERE tenant = $1 AND key = {key})
 ORDER BY ord
 {INSERT_ON_CONFLICT}
 {INSERT_RETURNING}
 ), kept AS (
     INSERT INTO api_idempotency (tenant, key, request_hash, expires_at, status_code, response)
-    SELECT $1, $10, $11, now() + make_interval(secs => $12), $13,
-           $14::jsonb
+    SELECT $1, {key}, {request_hash}, now() + make_interval(secs => {ttl}), {status},
+           {answer}::jsonb
            || jsonb_build_object('id', i.id, 'created_at', i.created_at, 'send_at', i.next_attempt_at)
     FROM inserted i
 )
 SELECT id, created_at, next_attempt_at FROM inserted
 """
+
+
+INSERT_ONCE_SQL = insert_once_sql()
 
 
 @dataclass(frozen=True, slots=True)
