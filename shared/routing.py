@@ -14,6 +14,7 @@ from enum import StrEnum
 from typing import Any
 
 from shared.models import FallbackReason
+from shared.providers import PROVIDER_KINDS
 from shared.retry import RetryPolicy
 
 
@@ -58,14 +59,16 @@ class InDoubtPolicy(StrEnum):
 
 
 # Provider kinds whose real APIs de-duplicate by our idempotency key (a repeated key is answered from
-# the first send). SMTP, the WhatsApp Cloud API, webhooks and Signal do not.
-KINDS_HONOURING_IDEMPOTENCY_KEYS = frozenset({"mock_json", "sms_gateway"})
+# the first send): from the registry (shared/providers.py).
+KINDS_HONOURING_IDEMPOTENCY_KEYS = frozenset(
+    kind.value for kind, spec in PROVIDER_KINDS.items() if spec.honours_idempotency_keys
+)
 
 
 @dataclass(frozen=True, slots=True)
 class ProviderSpec:
     name: str
-    kind: str  # adapter: sms_gateway, whatsapp_cloud, smtp, webhook, mock_json
+    kind: str  # the adapter: a ProviderKind of shared/providers.py
     active: bool = True
     rate_per_s: float | None = None  # None: no limit of ours
     burst: int | None = None

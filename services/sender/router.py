@@ -27,6 +27,7 @@ from services.sender.pacing import PacingStore, identity, pace
 from services.sender.ratelimit import RateLimiter
 from services.sender.starts import AttemptStarts, StartVerdict
 from shared.circuit import Admission
+from shared.errors import ConfigurationError
 from shared.logs import get_logger
 from shared.models import DispatchMessage, FallbackReason, OutcomeClass, OutcomeMessage
 from shared.routing import (
@@ -245,7 +246,14 @@ class Router:
         )
         circuit = circuit_key(choice.spec, message.recipient)
         try:
-            result = await self.adapters.get(choice.spec).send(request)
+            adapter = self.adapters.get(choice.spec)
+        except ConfigurationError as exc:  # nothing was sent: the next provider of the chain may do
+            log.error("provider_misconfigured", provider=route.provider, error=str(exc))
+            return refuse(
+                message, "PROVIDER_MISCONFIGURED", str(exc), OutcomeClass.RECOVERABLE, provider=route.provider
+            )
+        try:
+            result = await adapter.send(request)
         except BaseException:
             self.circuits.record(circuit, True, choice.probe, key=recipient)
             raise

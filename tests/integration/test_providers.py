@@ -105,7 +105,7 @@ async def test_each_adapter_speaks_the_mock_providers_api(stack: Stack) -> None:
     transport = AiohttpTransport(5, 10)
     sms_gw = SmsGatewayAdapter(f"{base}/gw", {"account_sid": "AC1"}, transport, default_token=TOKEN)
     bad_gw = SmsGatewayAdapter(f"{base}/gw", {"account_sid": "AC1", "auth_token": "wrong"}, transport)
-    wa = WhatsAppCloudAdapter(f"{base}/wa", {"access_token": TOKEN}, transport)
+    wa = WhatsAppCloudAdapter(f"{base}/wa", {"access_token": TOKEN, "phone_number_id": "pn-1"}, transport)
     mailer = SmtpAdapter({"username": "mailer", "password": TOKEN}, "127.0.0.1", smtp_port, 5)
     # (the mock listens on loopback: an address the outbound policy refuses unless allowed)
     hooks = WebhookAdapter({"secret": DEV_WEBHOOK_SECRET}, transport, allowlist=LOOPBACK_ALLOWED)

@@ -95,7 +95,7 @@ def transport_for(answer: HttpResponse | str) -> MockTransport:
 def http_adapters(transport: MockTransport) -> list[ProviderAdapter]:
     return [
         SmsGatewayAdapter("http://gw/gw", {"account_sid": "AC1"}, transport, default_token="t"),
-        WhatsAppCloudAdapter("http://wa/wa", {"access_token": "t"}, transport),
+        WhatsAppCloudAdapter("http://wa/wa", {"access_token": "t", "phone_number_id": "pn-1"}, transport),
         WebhookAdapter({"secret": "s"}, transport),
         MockJsonAdapter("http://mock", transport),
     ]

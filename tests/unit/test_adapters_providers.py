@@ -72,7 +72,7 @@ async def test_sms_posts_a_signed_in_form_with_the_reference_and_idempotency_key
 
 async def test_mms_carries_its_media_urls() -> None:
     transport = answer(201, {"sid": "MM1"})
-    adapter = SmsGatewayAdapter("http://gw", {}, transport, default_token="t")
+    adapter = SmsGatewayAdapter("http://gw", {"account_sid": "AC1"}, transport, default_token="t")
     await adapter.send(request("mms", body="pic", media_urls=["https://x/1.png", "https://x/2.png"]))
     assert parse_qs(transport.requests[0].content.decode())["MediaUrl"] == [
         "https://x/1.png",
@@ -83,7 +83,7 @@ async def test_mms_carries_its_media_urls() -> None:
 @pytest.mark.parametrize(("code", "row"), sorted(SMS_ERRORS.items()))
 async def test_sms_error_codes_follow_the_table(code: int, row: ErrorClass) -> None:
     adapter = SmsGatewayAdapter(
-        "http://gw", {}, answer(400, {"code": code, "message": "nope", "status": 400})
+        "http://gw", {"account_sid": "AC1"}, answer(400, {"code": code, "message": "nope", "status": 400})
     )
     result = await adapter.send(request())
     assert (result.outcome, result.error_code) == (row.outcome, row.code)
@@ -103,15 +103,17 @@ async def test_sms_error_codes_follow_the_table(code: int, row: ErrorClass) -> N
 async def test_sms_answers_map_onto_our_classes(
     status: int, body: object, outcome: OutcomeClass, code: str
 ) -> None:
-    result = await SmsGatewayAdapter("http://gw", {}, answer(status, body, retry_after="2")).send(request())
+    result = await SmsGatewayAdapter(
+        "http://gw", {"account_sid": "AC1"}, answer(status, body, retry_after="2")
+    ).send(request())
     assert (result.outcome, result.error_code, result.retry_after_s) == (outcome, code, 2.0)
 
 
 @pytest.mark.parametrize("code", ["TIMEOUT", "CONNECTION_ERROR"])
 async def test_no_answer_at_all_is_transient(code: str) -> None:
     for adapter in (
-        SmsGatewayAdapter("http://gw", {}, raising(code)),
-        WhatsAppCloudAdapter("http://wa", {}, raising(code)),
+        SmsGatewayAdapter("http://gw", {"account_sid": "AC1"}, raising(code)),
+        WhatsAppCloudAdapter("http://wa", {"phone_number_id": "1"}, raising(code)),
         WebhookAdapter({}, raising(code)),
     ):
         result = await adapter.send(request(recipient="https://hooks.example/x"))
@@ -123,8 +125,8 @@ async def test_an_address_the_outbound_policy_refuses_at_connect_time_is_permane
         raise DestinationRefused("ADDRESS_NOT_ALLOWED", "the URL points at a loopback address")
 
     for adapter in (
-        SmsGatewayAdapter("http://gw", {}, MockTransport(refuse)),
-        WhatsAppCloudAdapter("http://wa", {}, MockTransport(refuse)),
+        SmsGatewayAdapter("http://gw", {"account_sid": "AC1"}, MockTransport(refuse)),
+        WhatsAppCloudAdapter("http://wa", {"phone_number_id": "1"}, MockTransport(refuse)),
         WebhookAdapter({}, MockTransport(refuse)),
         MockJsonAdapter("http://mock", MockTransport(refuse)),
     ):
@@ -162,7 +164,9 @@ async def test_whatsapp_template_message() -> None:
         "language": "en_GB",
         "components": [{"type": "body", "parameters": []}],
     }
-    await WhatsAppCloudAdapter("http://wa", {}, transport).send(request("whatsapp", template=template))
+    await WhatsAppCloudAdapter("http://wa", {"phone_number_id": "1"}, transport).send(
+        request("whatsapp", template=template)
+    )
     body = orjson.loads(transport.requests[0].content)
     assert body["type"] == "template"
     assert body["template"] == {
@@ -175,7 +179,9 @@ async def test_whatsapp_template_message() -> None:
 @pytest.mark.parametrize(("code", "row"), sorted(WHATSAPP_ERRORS.items()))
 async def test_whatsapp_error_codes_follow_the_table(code: int, row: ErrorClass) -> None:
     body = {"error": {"message": "x", "type": "OAuthException", "code": code, "fbtrace_id": "f"}}
-    result = await WhatsAppCloudAdapter("http://wa", {}, answer(400, body)).send(request("whatsapp"))
+    result = await WhatsAppCloudAdapter("http://wa", {"phone_number_id": "1"}, answer(400, body)).send(
+        request("whatsapp")
+    )
     assert (result.outcome, result.error_code, result.bounced) == (
         row.outcome,
         row.code,

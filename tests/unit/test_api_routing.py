@@ -8,16 +8,15 @@ import pytest
 from pydantic import ValidationError
 
 from services.api.schemas.routing import (
-    KIND_CHANNELS,
     SETTINGS,
     ChannelRouteIn,
     OverrideIn,
     PolicyIn,
     ProviderIn,
-    ProviderKind,
     shown_settings,
 )
 from shared.models import Channel
+from shared.providers import KIND_CHANNELS, ProviderKind
 from shared.retry import RetryMode
 from shared.routing import Strategy
 

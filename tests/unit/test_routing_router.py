@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from services.sender.adapters import SendRequest, SendResult
+from services.sender.adapters import AdapterPool, SendRequest, SendResult
+from services.sender.adapters.transport import HttpResponse, MockTransport
 from services.sender.bucket import Grant, Limit
 from services.sender.circuits import CircuitBoard
 from services.sender.ratelimit import RateLimiter
@@ -16,6 +17,7 @@ from services.sender.router import Router
 from shared.circuit import CircuitPolicy, CircuitState
 from shared.models import DispatchMessage, FallbackReason, OutcomeClass
 from shared.routing import ChannelPolicy, ProviderSpec, Route, RoutingConfig, Strategy
+from shared.settings import Settings
 
 NOW = datetime(2024, 1, 1, tzinfo=UTC)
 
@@ -190,3 +192,32 @@ async def test_refusals_before_any_call_keep_the_contract() -> None:
     outcome = await router(empty)[0].attempt(message())
     assert (outcome.outcome, outcome.error_code) == (OutcomeClass.RECOVERABLE, "NO_PROVIDER")
     assert adapters.requests == []
+
+
+async def test_a_provider_the_sender_cannot_build_is_a_recoverable_refusal_and_nothing_is_sent() -> None:
+    # Given the real adapter pool and a first provider of a kind no adapter exists for
+    config = routing()
+    config.providers["a"] = ProviderSpec("a", "carrier_pigeon")
+    pool = AdapterPool(Settings(provider_batch_max=1), MockTransport(lambda _: HttpResponse(201, b"{}", {})))
+    r = Router(
+        lambda: config,
+        dict,
+        CircuitBoard(CircuitPolicy(window=4, min_calls=4, open_s=60), "me"),
+        RateLimiter(DryStore(), 0.02),
+        NoPacing(),
+        pool,
+        max_payload_bytes=10_000,
+        max_wait_s=0.05,
+    )
+    try:
+        # When a message is attempted
+        outcome = await r.attempt(message(1))
+    finally:
+        await pool.close()
+    # Then the attempt is answered RECOVERABLE (the next provider of the chain is tried on retry)
+    assert (outcome.provider, outcome.outcome, outcome.error_code) == (
+        "a",
+        OutcomeClass.RECOVERABLE,
+        "PROVIDER_MISCONFIGURED",
+    )
+    assert "unknown provider kind 'carrier_pigeon'" in (outcome.error_message or "")

@@ -20,7 +20,6 @@ from services.api.context import Principal
 from services.api.deps import Caller, Context, Operator
 from services.api.errors import FORBIDDEN_RESPONSES, Conflict, NotFound, Unprocessable
 from services.api.schemas.routing import (
-    KIND_CHANNELS,
     PROVIDER_NAME_PATTERN,
     ChannelList,
     ChannelOut,
@@ -32,7 +31,6 @@ from services.api.schemas.routing import (
     PolicyIn,
     PolicyOut,
     ProviderIn,
-    ProviderKind,
     ProviderList,
     ProviderOut,
     shown_settings,
@@ -40,6 +38,7 @@ from services.api.schemas.routing import (
 from services.api.store import routing as store
 from shared.logs import get_logger
 from shared.models import Channel
+from shared.providers import KIND_CHANNELS, ProviderKind
 from shared.routing import ChannelPolicy, ProviderSpec, Route, RoutingConfig, Strategy, TenantRoute
 
 log = get_logger("api.routing")

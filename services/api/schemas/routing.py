@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, model_validator
 
 from services.api.schemas.common import Text
 from shared.models import Channel
+from shared.providers import KIND_SETTINGS, SECRET, URL, ProviderKind
 from shared.retry import RetryMode
 from shared.routing import Pacing, Strategy
 
@@ -26,59 +26,8 @@ MAX_DELAY_S = 7 * 24 * 3600.0
 MASK = "********"
 
 
-class ProviderKind(StrEnum):
-    """The adapter, i.e. the provider API spoken."""
-
-    SMS_GATEWAY = "sms_gateway"
-    WHATSAPP_CLOUD = "whatsapp_cloud"
-    SMTP = "smtp"
-    WEBHOOK = "webhook"
-    MOCK_JSON = "mock_json"
-
-
-# Which channels each kind of provider can carry (mock_json, the mock's generic API, carries all).
-KIND_CHANNELS: dict[ProviderKind, frozenset[Channel]] = {
-    ProviderKind.SMS_GATEWAY: frozenset({Channel.SMS, Channel.MMS}),
-    ProviderKind.WHATSAPP_CLOUD: frozenset({Channel.WHATSAPP}),
-    ProviderKind.SMTP: frozenset({Channel.EMAIL}),
-    ProviderKind.WEBHOOK: frozenset({Channel.WEBHOOK}),
-    ProviderKind.MOCK_JSON: frozenset(Channel),
-}
-
-# The settings each adapter reads (services/sender/adapters), with their types. Credentials are
-# SECRET: through the API they must be references to the sender's environment ("env:NAME").
-SECRET = "secret"
-URL = "url"
-SETTINGS: dict[ProviderKind, dict[str, str]] = {
-    ProviderKind.SMS_GATEWAY: {
-        "base_url": URL,
-        "account_sid": "str",
-        "auth_token": SECRET,
-        "from": "str",
-        "status_callback": URL,
-    },
-    ProviderKind.WHATSAPP_CLOUD: {
-        "base_url": URL,
-        "api_version": "str",
-        "phone_number_id": "str",
-        "access_token": SECRET,
-    },
-    ProviderKind.SMTP: {
-        "host": "str",
-        "port": "port",
-        "username": "str",
-        "password": SECRET,
-        "starttls": "bool",
-        "use_tls": "bool",
-        "validate_certs": "bool",
-        "ca_file": "str",
-        "from": "str",
-        "timeout_s": "seconds",
-        "pool_size": "pool",
-    },
-    ProviderKind.WEBHOOK: {"secret": SECRET, "https_only": "bool"},
-    ProviderKind.MOCK_JSON: {"base_url": URL},
-}
+# The kinds, the channels each carries and the settings each adapter reads: shared/providers.py.
+SETTINGS = KIND_SETTINGS
 _ENV_REF = re.compile(r"env:[A-Za-z_][A-Za-z0-9_]{0,127}")
 _URL = re.compile(r"https?://[^\s/?#]+[^\s]*")
 _SECRET_NAME = re.compile(r"token|password|secret|key", re.IGNORECASE)

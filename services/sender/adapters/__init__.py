@@ -4,9 +4,12 @@ the edge (services/sender/adapters/transport.py), error classification by table 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import orjson
 
+from services.mock_provider.clients import mock_client_settings
 from services.sender.adapters.base import ProviderAdapter, SendRequest, SendResult
 from services.sender.adapters.batching import BatchingAdapter
 from services.sender.adapters.guard import GuardedAdapter
@@ -17,40 +20,105 @@ from services.sender.adapters.smtp import SmtpAdapter
 from services.sender.adapters.transport import AiohttpTransport, HttpTransport
 from services.sender.adapters.webhook import WebhookAdapter
 from services.sender.adapters.whatsapp import WhatsAppCloudAdapter
+from shared.errors import ConfigurationError
+from shared.providers import PROVIDER_KINDS, ProviderKind, provider_kind
 from shared.routing import ProviderSpec
 from shared.settings import Settings
 
-__all__ = ["AdapterPool", "ProviderAdapter", "SendRequest", "SendResult", "build_adapter", "result_from_http"]
+__all__ = [
+    "ADAPTERS",
+    "AdapterPool",
+    "ProviderAdapter",
+    "SendRequest",
+    "SendResult",
+    "build_adapter",
+    "result_from_http",
+]
 
 RETIRE_AFTER_S = 30.0  # a replaced adapter keeps serving calls in flight this long before it closes
+
+
+AdapterFactory = Callable[
+    [ProviderSpec, Mapping[str, Any], Settings, HttpTransport, HttpTransport], ProviderAdapter
+]
+
+
+def _endpoint(spec: ProviderSpec, settings: Settings) -> str:
+    return str(spec.settings.get("base_url") or f"{settings.provider_url.rstrip('/')}/{spec.name}")
+
+
+def _sms(
+    spec: ProviderSpec, options: Mapping[str, Any], settings: Settings, http: HttpTransport, _: HttpTransport
+) -> ProviderAdapter:
+    return SmsGatewayAdapter(_endpoint(spec, settings), options, http)
+
+
+def _whatsapp(
+    spec: ProviderSpec, options: Mapping[str, Any], settings: Settings, http: HttpTransport, _: HttpTransport
+) -> ProviderAdapter:
+    return WhatsAppCloudAdapter(_endpoint(spec, settings), options, http)
+
+
+def _smtp(
+    spec: ProviderSpec, options: Mapping[str, Any], settings: Settings, _: HttpTransport, __: HttpTransport
+) -> ProviderAdapter:
+    return SmtpAdapter(options, "", 25, settings.provider_timeout_s)
+
+
+def _webhook(
+    spec: ProviderSpec,
+    options: Mapping[str, Any],
+    settings: Settings,
+    _: HttpTransport,
+    webhooks: HttpTransport,
+) -> ProviderAdapter:
+    return WebhookAdapter(
+        options,
+        webhooks,
+        default_secret=settings.webhook_signing_secret.get_secret_value(),
+        allowlist=settings.outbound_networks(),
+    )
+
+
+def _mock_json(
+    spec: ProviderSpec, options: Mapping[str, Any], settings: Settings, http: HttpTransport, _: HttpTransport
+) -> ProviderAdapter:
+    adapter = MockJsonAdapter(str(options.get("base_url") or settings.provider_url), http)
+    if settings.provider_batch_max > 1:
+        return BatchingAdapter(adapter, settings.provider_batch_max, batch_linger_s(spec, settings))
+    return adapter
+
+
+# One adapter per registered kind (shared/providers.py); tests/unit/test_provider_kinds.py holds them equal.
+ADAPTERS: Mapping[ProviderKind, AdapterFactory] = {
+    ProviderKind.SMS_GATEWAY: _sms,
+    ProviderKind.WHATSAPP_CLOUD: _whatsapp,
+    ProviderKind.SMTP: _smtp,
+    ProviderKind.WEBHOOK: _webhook,
+    ProviderKind.MOCK_JSON: _mock_json,
+}
+
+
+def adapter_options(kind: ProviderKind, spec: ProviderSpec, settings: Settings) -> Mapping[str, Any]:
+    """The provider's settings; one without an endpoint of its own is the local mock provider, and gets
+    the mock's credentials for what it leaves out (services/mock_provider/clients.py)."""
+    endpoint = PROVIDER_KINDS[kind].endpoint
+    if endpoint is None or spec.settings.get(endpoint):
+        return spec.settings
+    return {**mock_client_settings(kind, settings), **spec.settings}
 
 
 def build_adapter(
     spec: ProviderSpec, settings: Settings, transport: HttpTransport, webhooks: HttpTransport | None = None
 ) -> ProviderAdapter:
     """``transport`` reaches the providers the operator configured; ``webhooks`` (guarded by the outbound
-    policy) reaches the URLs tenants give."""
-    base_url = str(spec.settings.get("base_url") or f"{settings.provider_url.rstrip('/')}/{spec.name}")
-    token = settings.mock_auth_token.get_secret_value()
-    if spec.kind == "sms_gateway":
-        return SmsGatewayAdapter(base_url, spec.settings, transport, default_token=token)
-    if spec.kind == "whatsapp_cloud":
-        return WhatsAppCloudAdapter(base_url, spec.settings, transport, default_token=token)
-    if spec.kind == "smtp":
-        return SmtpAdapter(
-            spec.settings, "127.0.0.1", settings.mock_smtp_port or 25, settings.provider_timeout_s
-        )
-    if spec.kind == "webhook":
-        return WebhookAdapter(
-            spec.settings,
-            webhooks or transport,
-            default_secret=settings.webhook_signing_secret.get_secret_value(),
-            allowlist=settings.outbound_networks(),
-        )
-    adapter = MockJsonAdapter(str(spec.settings.get("base_url") or settings.provider_url), transport)
-    if settings.provider_batch_max > 1:
-        return BatchingAdapter(adapter, settings.provider_batch_max, batch_linger_s(spec, settings))
-    return adapter
+    policy) reaches the URLs tenants give. An unknown kind, or settings its adapter cannot work with,
+    raise :class:`ConfigurationError`."""
+    kind = provider_kind(spec.kind)
+    factory = ADAPTERS.get(kind)
+    if factory is None:
+        raise ConfigurationError(f"provider {spec.name!r}: this sender has no adapter for kind {kind.value}")
+    return factory(spec, adapter_options(kind, spec, settings), settings, transport, webhooks or transport)
 
 
 def batch_linger_s(spec: ProviderSpec, settings: Settings) -> float:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from shared.classification import classify_http, default_code
-from shared.errors import PermanentProviderError, ProviderError
+from shared.errors import ConfigurationError, PermanentProviderError, ProviderError
 from shared.models import OutcomeClass
 
 
@@ -92,6 +92,14 @@ def failure(
         retry_after_s=retry_after_s,
         bounced=row.bounced,
     )
+
+
+def required_setting(settings: Any, key: str, kind: str) -> Any:
+    """A setting the adapter cannot work without; missing, it is a :class:`ConfigurationError`."""
+    value = setting(settings, key)
+    if value is None:
+        raise ConfigurationError(f"a {kind} provider needs settings.{key}")
+    return value
 
 
 def setting(settings: Any, key: str, default: Any = None) -> Any:

@@ -19,6 +19,7 @@ from services.sender.adapters.base import (
     error_row,
     failure,
     outcome_of,
+    required_setting,
     setting,
 )
 from services.sender.adapters.transport import (
@@ -100,7 +101,7 @@ class SmsGatewayAdapter:
     def __init__(
         self, base_url: str, settings: Any, transport: HttpTransport, default_token: str = ""
     ) -> None:
-        self.account = str(setting(settings, "account_sid", "ACmock"))
+        self.account = str(required_setting(settings, "account_sid", "sms_gateway"))
         self.token = str(setting(settings, "auth_token", default_token))
         self.sender = str(setting(settings, "from", "Switchboard"))
         self.status_callback = setting(settings, "status_callback")

@@ -14,7 +14,15 @@ from typing import Any
 
 import aiosmtplib
 
-from services.sender.adapters.base import ErrorClass, SendRequest, SendResult, Stopwatch, failure, setting
+from services.sender.adapters.base import (
+    ErrorClass,
+    SendRequest,
+    SendResult,
+    Stopwatch,
+    failure,
+    required_setting,
+    setting,
+)
 from shared.errors import InvalidPayload
 from shared.models import OutcomeClass
 
@@ -99,7 +107,7 @@ def _compose(request: SendRequest, sender: str) -> EmailMessage:
 
 class SmtpAdapter:
     def __init__(self, settings: Any, default_host: str, default_port: int, timeout_s: float) -> None:
-        self.host = str(setting(settings, "host", default_host))
+        self.host = str(setting(settings, "host", default_host) or required_setting(settings, "host", "smtp"))
         self.port = int(setting(settings, "port", default_port))
         self.username = setting(settings, "username")
         self.password = setting(settings, "password")

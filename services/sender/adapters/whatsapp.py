@@ -20,6 +20,7 @@ from services.sender.adapters.base import (
     error_row,
     failure,
     outcome_of,
+    required_setting,
     setting,
 )
 from services.sender.adapters.transport import HttpRequest, HttpResponse, HttpTransport
@@ -117,7 +118,7 @@ class WhatsAppCloudAdapter:
         self, base_url: str, settings: Any, transport: HttpTransport, default_token: str = ""
     ) -> None:
         version = str(setting(settings, "api_version", "v19.0"))
-        self.phone_number_id = str(setting(settings, "phone_number_id", "1000000001"))
+        self.phone_number_id = str(required_setting(settings, "phone_number_id", "whatsapp_cloud"))
         self.token = str(setting(settings, "access_token", default_token))
         self.url = f"{base_url.rstrip('/')}/{version}/{self.phone_number_id}/messages"
         self.transport = transport
