@@ -134,6 +134,9 @@ class OutcomeMessage(Message):
     replay: bool = False
     finished_at: datetime = Field(default_factory=utcnow)
     fallback_reason: FallbackReason | None = None
+    # The provider's own details of this attempt (status text, segments, codes; seed 000's
+    # AdditionalMetadata), kept with the attempt row: a small flat object.
+    details: dict[str, str | int | float | bool] | None = Field(default=None, max_length=16)
     kind: Literal["outcome"] = "outcome"
 
 
@@ -174,6 +177,8 @@ class DeadLetter(Message):
     error_message: str | None
     created_at: datetime
     dead_lettered_at: datetime
+    # What was to be sent (the log's payload), so that an operator sees the message itself.
+    payload: dict[str, Any] | None = None
 
 
 def idempotency_key(log_id: int, attempt: int) -> str:

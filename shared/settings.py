@@ -108,6 +108,8 @@ class Settings(BaseSettings):
     # Provider name -> the secret its reports are signed with. A provider without one gets 404, except
     # in development mode, where the development default serves every provider.
     receipt_secrets: dict[str, SecretStr] = Field(default_factory=dict)
+    # How often the responder counts SENT logs whose delivery report is overdue (shared/overdue.py).
+    receipts_overdue_every_s: float = Field(15.0, gt=0)
     default_receipt_secret: SecretStr = SecretStr(DEV_RECEIPT_SECRET)
     # Provider name -> the WhatsApp subscription handshake's verify token (not the signing secret).
     receipt_verify_tokens: dict[str, SecretStr] = Field(default_factory=dict)

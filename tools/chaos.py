@@ -4,7 +4,12 @@ Loopback only and bounded in time. Starts two replicas of each process type and 
 (failure mix plus an outage window of one provider), inserts logs across channels, priorities and
 recipients, SIGKILLs random processes at random instants and restarts them, restarts RabbitMQ and
 PostgreSQL, waits for quiescence and checks: nothing lost, nothing sent twice, strict order kept,
-every FAILED/BOUNCED log with exactly one dead letter, nothing stuck in PROCESSING.
+every FAILED/BOUNCED/IN_DOUBT log with exactly one dead letter, nothing stuck in PROCESSING.
+
+The provider mix (:func:`chaos_routing`) has a WhatsApp provider that ignores idempotency keys (the
+mock sends a repeated key again, as the real WhatsApp Cloud API would) and says so, so a sender killed
+mid-call leaves attempts in doubt, which must be held (IN_DOUBT, one dead letter ``in_doubt``) and
+never sent twice; and a rate-limited (paced) MMS provider.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from rich.console import Console
 from rich.table import Table
 
 from shared.db import create_pool
+from shared.routing_store import write_config
 from shared.topology import DEAD_LETTER_QUEUE, DISPATCH_EXCHANGE, RESPONSES_EXCHANGE, shard_queue
 from tools.invariants import InvariantReport, check
 from tools.signals import run_harness
@@ -115,6 +121,41 @@ async def insert(pool: asyncpg.Pool, rows: list[dict[str, Any]], chunk: int = 5_
         )
 
 
+NON_IDEMPOTENT_PROVIDER = "mockwa"
+PACED_PROVIDER = "mockmms"
+
+
+def chaos_routing() -> dict[str, Any]:
+    """The providers of a run: the default chains, with WhatsApp on a provider without idempotency
+    keys (held when in doubt) and MMS first on a rate-limited provider (falling back to mocksms2)."""
+
+    def mock(name: str, **fields: Any) -> dict[str, Any]:
+        return {"name": name, "kind": "mock_json", **fields}
+
+    def route(channel: str, provider: str, priority: int = 0) -> dict[str, Any]:
+        return {"channel": channel, "provider": provider, "priority": priority}
+
+    return {
+        "providers": [
+            mock("mocksms"),
+            mock("mocksms2"),
+            mock("mockmail"),
+            mock("mockmail2"),
+            mock(NON_IDEMPOTENT_PROVIDER, idempotency_keys=False, in_doubt="hold"),
+            mock(PACED_PROVIDER, rate_per_s=150.0, burst=30),
+        ],
+        "routes": [
+            route("sms", "mocksms"),
+            route("sms", "mocksms2", 1),
+            route("email", "mockmail"),
+            route("email", "mockmail2", 1),
+            route("whatsapp", NON_IDEMPOTENT_PROVIDER),
+            route("mms", PACED_PROVIDER),
+            route("mms", "mocksms2", 1),
+        ],
+    }
+
+
 def process_settings(config: ChaosConfig) -> dict[str, str]:
     return {
         "shards": str(config.shards),
@@ -129,6 +170,7 @@ def process_settings(config: ChaosConfig) -> dict[str, str]:
         "mock_retry_after_s": "0.5",
         "standby_delay_s": "1",
         "log_level": "INFO",
+        "mock_ignore_idempotency_keys": json.dumps([NON_IDEMPOTENT_PROVIDER]),
     }
 
 
@@ -281,6 +323,8 @@ async def run_chaos(config: ChaosConfig) -> tuple[InvariantReport, dict[str, Any
     pool = await create_pool(environment.database_url, max_size=2)
     stop_progress = asyncio.Event()
     try:
+        async with pool.acquire() as conn:
+            await write_config(conn, chaos_routing())
         await stack.start(timeout=60)
         log.add("started", "stack", processes=len(stack.processes))
         rows = make_logs(config, rng)
@@ -344,6 +388,8 @@ def render(report: InvariantReport, summary: dict[str, Any]) -> Table:
         table.add_row(
             name.replace("_", " "), str(count), "[green]ok[/]" if count == 0 else "[red]VIOLATION[/]"
         )
+    table.add_row("held in doubt (IN_DOUBT)", str(report.in_doubt), "")
+    table.add_row("  of which the provider had accepted", str(report.in_doubt_accepted), "")
     table.add_row("dead letters", str(report.dead_letters), "")
     table.add_row("poison dead letters", str(report.poison_dead_letters), "")
     table.add_row("provider sends / replays", f"{report.ledger_sends} / {report.ledger_replays}", "")

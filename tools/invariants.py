@@ -21,12 +21,15 @@ class InvariantReport:
         default_factory=list
     )  # log ids accepted more than once (not as replays)
     sent_without_ledger: list[int] = field(default_factory=list)
-    ledger_without_sent: list[int] = field(default_factory=list)  # provider accepted, log not SENT/DELIVERED
+    # provider accepted, log not SENT/DELIVERED (nor IN_DOUBT, where an acceptance is the doubt)
+    ledger_without_sent: list[int] = field(default_factory=list)
     order_violations: list[dict[str, Any]] = field(default_factory=list)
     failed_without_dead_letter: list[int] = field(default_factory=list)
     duplicate_dead_letters: list[int] = field(default_factory=list)
     dead_letters_for_healthy_logs: list[int] = field(default_factory=list)
     dead_letters: int = 0
+    in_doubt: int = 0  # logs held for an operator (IN_DOUBT)
+    in_doubt_accepted: int = 0  # ... which the provider had accepted once (the doubt was real)
     poison_dead_letters: int = 0
     ledger_sends: int = 0
     ledger_replays: int = 0
@@ -103,7 +106,10 @@ async def check(
     report.duplicate_sends = sorted(i for i, n in per_log.items() if n > 1)
     delivered_like = {i for i, s in status.items() if s in ("SENT", "DELIVERED")}
     report.sent_without_ledger = sorted(delivered_like - set(per_log))
-    report.ledger_without_sent = sorted(set(per_log) - delivered_like)
+    held = {i for i, s in status.items() if s == "IN_DOUBT"}
+    report.in_doubt = len(held)
+    report.in_doubt_accepted = len(held & set(per_log))
+    report.ledger_without_sent = sorted(set(per_log) - delivered_like - held)
     if strict:
         report.order_violations = order_violations(ledger)
 
@@ -119,7 +125,7 @@ async def check(
         else:
             report.poison_dead_letters += 1
     report.dead_letters = sum(letters.values())
-    failed = {i for i, s in status.items() if s in ("FAILED", "BOUNCED")}
+    failed = {i for i, s in status.items() if s in ("FAILED", "BOUNCED", "IN_DOUBT")}
     report.failed_without_dead_letter = sorted(failed - set(letters))
     report.duplicate_dead_letters = sorted(i for i, n in letters.items() if n > 1)
     report.dead_letters_for_healthy_logs = sorted(set(letters) - failed)

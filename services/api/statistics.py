@@ -36,6 +36,7 @@ def merge(outcomes: Sequence[Mapping[str, Any]], attempts: Sequence[Mapping[str,
         data = by_key[key]
         total_attempts = int(data.get("attempts") or 0)
         retries = int(data.get("retries") or 0)
+        succeeded = int(data.get("attempts_succeeded") or 0)
         rows.append(
             StatsRow(
                 key=key,
@@ -46,7 +47,13 @@ def merge(outcomes: Sequence[Mapping[str, Any]], attempts: Sequence[Mapping[str,
                 failed=int(data.get("failed") or 0),
                 bounced=int(data.get("bounced") or 0),
                 cancelled=int(data.get("cancelled") or 0),
+                in_doubt=int(data.get("in_doubt") or 0),
+                receipts_overdue=int(data.get("receipts_overdue") or 0),
                 attempts=total_attempts,
+                attempts_succeeded=succeeded,
+                attempts_failed=total_attempts - succeeded,
+                success_rate=round(succeeded / total_attempts, 4) if total_attempts else 0.0,
+                fallbacks=int(data.get("fallbacks") or 0),
                 retry_rate=round(retries / total_attempts, 4) if total_attempts else 0.0,
                 latency_avg_ms=_float(data.get("latency_avg_ms")),
                 latency_p95_ms=_float(data.get("latency_p95_ms")),

@@ -6,6 +6,8 @@ from typing import Any
 
 import asyncpg
 
+from shared.overdue import OVERDUE_SQL, OVERDUE_WINDOW_S
+
 COUNTS = "SELECT channel, status, count(*) AS n FROM communication_logs GROUP BY channel, status"
 
 # Finished logs per bucket of the window; bucket 0 is the newest. Served by (status, updated_at).
@@ -61,10 +63,13 @@ async def latency(conn: asyncpg.Connection, window_s: int) -> dict[str, float | 
 async def retries(conn: asyncpg.Connection, window_s: int) -> dict[str, Any]:
     waiting = await conn.fetchval(AWAITING_RETRY)
     outcomes = {r["outcome"]: int(r["n"]) for r in await conn.fetch(ATTEMPTS, float(window_s))}
+    overdue = {r["provider"]: int(r["n"]) for r in await conn.fetch(OVERDUE_SQL, OVERDUE_WINDOW_S)}
     return {
         "awaiting_retry": int(waiting or 0),
         "attempts_by_outcome": outcomes,
         "retryable_errors": outcomes.get("transient", 0) + outcomes.get("recoverable", 0),
+        "receipts_overdue": sum(overdue.values()),
+        "receipts_overdue_by_provider": overdue,
     }
 
 

@@ -274,7 +274,13 @@ def show_command(
     report, story, attempts = _run(work)
     if as_json:
         document = {
-            "letters": [{**e.public(reveal), **(body_fields(b) if reveal else {})} for e, b in found],
+            "letters": [
+                {
+                    **e.public(reveal),
+                    **({"payload": render.letter_payload(b), **body_fields(b)} if reveal else {}),
+                }
+                for e, b in found
+            ],
             "log": story,
             "attempts": attempts,
         }

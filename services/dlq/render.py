@@ -6,6 +6,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
+import orjson
 from rich.console import Console, Group
 from rich.panel import Panel
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -89,9 +90,30 @@ def _fields_table(fields: Mapping[str, Any], title: str) -> Table:
     return table
 
 
+def letter_payload(body: bytes) -> dict[str, Any] | None:
+    """The message the letter's log was to send (dead letters carry the log's payload)."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    payload = data.get("payload") if isinstance(data, dict) else None
+    return payload if isinstance(payload, dict) else None
+
+
 def show_letter(entry: DlqEntry, body: bytes, reveal: bool) -> Panel:
     fields = entry.public(reveal)
     parts: list[Any] = [_fields_table(fields, "dead letter")]
+    payload = letter_payload(body)
+    if payload is not None:
+        if reveal:
+            shown = {
+                k: orjson.dumps(v).decode() if isinstance(v, dict | list) else v for k, v in payload.items()
+            }
+            parts.append(_fields_table(shown, "payload (the message)"))
+        else:
+            parts.append(
+                f"payload: {len(payload)} field(s): {', '.join(sorted(payload))} (--reveal shows them)"
+            )
     if reveal:
         parts.append(_fields_table(body_fields(body), "body"))
     title = f"{entry.kind.value} {entry.key}"
@@ -113,6 +135,8 @@ def show_log(log: Mapping[str, Any] | None, attempts: list[dict[str, Any]], reve
         "outcome",
         "error",
         "fallback",
+        "vendor ref",
+        "details",
         "latency ms",
         "cost",
         "replay",
@@ -127,6 +151,8 @@ def show_log(log: Mapping[str, Any] | None, attempts: list[dict[str, Any]], reve
             a["outcome"],
             error or "-",
             a.get("fallback_reason") or "-",
+            a.get("vendor_ref") or "-",
+            orjson.dumps(a["details"]).decode() if a.get("details") else "-",
             f"{a['latency_ms']:.1f}",
             str(a["cost"]),
             "yes" if a["replay"] else "",

@@ -81,7 +81,7 @@ FROM communication_logs WHERE id = $1
 """
 ATTEMPTS_SQL = """
 SELECT attempt, provider, outcome, error_code, error_message, fallback_reason, latency_ms, cost, vendor_ref,
-       replay, finished_at
+       replay, details, finished_at
 FROM delivery_attempts WHERE log_id = $1 ORDER BY attempt
 """
 

@@ -48,6 +48,14 @@ WHATSAPP_CODES = {
 }
 
 
+def segments(body: str) -> int:
+    """SMS segments of a body, as gateways count them: 160 characters alone, 153 per part when split
+    (GSM-7; 70 and 67 for a body outside it)."""
+    gsm = all(ord(c) < 128 for c in body)
+    single, part = (160, 153) if gsm else (70, 67)
+    return 1 if len(body) <= single else -(-len(body) // part)
+
+
 def _retry_after(answer: Answer) -> dict[str, str] | None:
     return {"Retry-After": f"{answer.retry_after_s:g}"} if answer.retry_after_s is not None else None
 
@@ -115,6 +123,7 @@ class Apis:
                 "from": sender,
                 "body": body,
                 "num_media": str(len(media)),
+                "num_segments": str(segments(body)),
                 "price": f"-{response['cost']:.5f}",
                 "price_unit": "USD",
                 "reference": key,

@@ -22,6 +22,7 @@ from shared.bus.transport import Broker, Channel
 from shared.errors import BatchRefused, MessageRefused
 from shared.logs import get_logger
 from shared.models import OutcomeMessage, ReceiptMessage
+from shared.overdue import watch_overdue
 from shared.recipients import recipient_hash
 from shared.resilience import Backoff, retry_until_stopped, sleep_or_stop
 from shared.routing import RoutingConfig
@@ -208,11 +209,15 @@ class Responder:
         """Apply batches until ``stop``: unacked messages go back to the queue when the channel closes."""
         self.stopping = stop
         relay_task = asyncio.create_task(self.relay_loop(stop))
+        overdue_task = asyncio.create_task(
+            watch_overdue(self.pool, stop, self.settings.receipts_overdue_every_s)
+        )
         try:
             await self.consumer.run(self, stop)
         finally:
             relay_task.cancel()
-            await asyncio.gather(relay_task, return_exceptions=True)
+            overdue_task.cancel()
+            await asyncio.gather(relay_task, overdue_task, return_exceptions=True)
 
 
 async def main(settings: Settings, health: Health, stop: asyncio.Event) -> None:

@@ -57,9 +57,9 @@ WHERE l.id = u.id
 
 INSERT_ATTEMPTS_SQL = """
 INSERT INTO delivery_attempts (log_id, attempt, provider, outcome, error_code, error_message, fallback_reason,
-                               latency_ms, cost, vendor_ref, replay, finished_at)
+                               latency_ms, cost, vendor_ref, replay, finished_at, details)
 SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-                     $8::float8[], $9::numeric[], $10::text[], $11::bool[], $12::timestamptz[])
+                     $8::float8[], $9::numeric[], $10::text[], $11::bool[], $12::timestamptz[], $13::jsonb[])
 ON CONFLICT (log_id, attempt) DO NOTHING
 """
 
@@ -92,9 +92,13 @@ FROM unnest($1::bigint[], $2::int[], $3::int[], $4::int[], $5::int[]) AS d(id, s
 WHERE c.id = d.id
 """
 
+# The letter carries the log's payload (what was to be sent), joined here rather than read with every
+# outcome's lock: only dead-lettered logs pay for it.
 INSERT_OUTBOX_SQL = """
 INSERT INTO dead_letter_outbox (log_id, attempt, body)
-SELECT * FROM unnest($1::bigint[], $2::int[], $3::jsonb[])
+SELECT d.log_id, d.attempt, d.body || jsonb_build_object('payload', l.payload)
+FROM unnest($1::bigint[], $2::int[], $3::jsonb[]) AS d(log_id, attempt, body)
+JOIN communication_logs l ON l.id = d.log_id
 ON CONFLICT (log_id, attempt) DO NOTHING
 """
 
@@ -174,6 +178,7 @@ async def write_plan(conn: asyncpg.Connection, plan: WritePlan) -> None:
             [x.vendor_ref for x in o],
             [x.replay for x in o],
             [x.finished_at for x in o],
+            [x.details for x in o],
         )
     if plan.receipts:
         r = plan.receipts

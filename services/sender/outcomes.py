@@ -94,6 +94,7 @@ def to_outcome(
         cost=result.cost or default_cost,
         replay=result.replay,
         fallback_reason=fallback_reason,
+        details=result.details,
     )
 
 

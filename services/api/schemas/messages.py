@@ -120,9 +120,17 @@ class BatchAccepted(BaseModel):
 class Attempt(BaseModel):
     attempt: int
     provider: str | None
-    outcome: str
+    outcome: str = Field(description="success, transient, recoverable, permanent or in_doubt.")
     error_code: str | None
     error_message: str | None
+    fallback_reason: str | None = Field(
+        description="Why this attempt went to another provider than the first in line (null: it did not)."
+    )
+    vendor_ref: str | None = Field(description="The provider's reference of this attempt's send.")
+    replay: bool = Field(description="The provider answered from its first send of this attempt's key.")
+    details: dict[str, Any] | None = Field(
+        description="The provider's own details: status text, segments, error codes (null: none given)."
+    )
     latency_ms: float
     cost: float
     finished_at: datetime

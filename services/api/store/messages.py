@@ -38,7 +38,8 @@ WHERE l.tenant = $1 AND l.id = $2
 """
 
 ATTEMPTS_SQL = """
-SELECT attempt, provider, outcome, error_code, error_message, latency_ms, cost::float8 AS cost, finished_at
+SELECT attempt, provider, outcome, error_code, error_message, fallback_reason, vendor_ref, replay, details,
+       latency_ms, cost::float8 AS cost, finished_at
 FROM delivery_attempts WHERE log_id = $1 ORDER BY attempt
 """
 

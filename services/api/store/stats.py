@@ -25,8 +25,14 @@ SELECT {_LOG_KEYS[group_by]} AS key, count(*) AS total,
        count(*) FILTER (WHERE l.status = 'DELIVERED') AS delivered,
        count(*) FILTER (WHERE l.status = 'FAILED') AS failed,
        count(*) FILTER (WHERE l.status = 'BOUNCED') AS bounced,
-       count(*) FILTER (WHERE l.status = 'CANCELLED') AS cancelled
+       count(*) FILTER (WHERE l.status = 'CANCELLED') AS cancelled,
+       count(*) FILTER (WHERE l.status = 'IN_DOUBT') AS in_doubt,
+       count(*) FILTER (
+           WHERE l.status = 'SENT' AND p.receipt_timeout_s IS NOT NULL
+             AND l.sent_at < now() - make_interval(secs => p.receipt_timeout_s)
+       ) AS receipts_overdue
 FROM communication_logs l
+LEFT JOIN providers p ON p.name = l.provider
 WHERE l.tenant = $1 AND l.created_at >= $2 AND l.created_at < $3
 GROUP BY 1
 """
@@ -35,6 +41,8 @@ GROUP BY 1
 def attempts_sql(group_by: GroupBy) -> str:
     return f"""
 SELECT {_ATTEMPT_KEYS[group_by]} AS key, count(*) AS attempts,
+       count(*) FILTER (WHERE a.outcome = 'success') AS attempts_succeeded,
+       count(*) FILTER (WHERE a.fallback_reason IS NOT NULL) AS fallbacks,
        count(*) FILTER (WHERE a.attempt > 1) AS retries,
        avg(a.latency_ms) AS latency_avg_ms,
        percentile_cont(0.95) WITHIN GROUP (ORDER BY a.latency_ms) AS latency_p95_ms,

@@ -1,7 +1,7 @@
 // The operator page: polls /api/snapshot and renders it. Data goes in through textContent only.
 "use strict";
 
-const STATUSES = ["PENDING", "PROCESSING", "SENT", "DELIVERED", "FAILED", "BOUNCED", "CANCELLED"];
+const STATUSES = ["PENDING", "PROCESSING", "SENT", "DELIVERED", "FAILED", "BOUNCED", "IN_DOUBT", "CANCELLED"];
 const number = new Intl.NumberFormat("en-US");
 let refreshMs = 2000;
 let lastOk = null;
@@ -49,6 +49,7 @@ function renderThroughput(rate, latency, retries) {
   setText("latency", latency ? `${seconds(latency.p50_s)} / ${seconds(latency.p95_s)}` : "n/a");
   setText("awaiting-retry", fmt(retries && retries.awaiting_retry));
   setText("retryable", fmt(retries && retries.retryable_errors));
+  setText("receipts-overdue", fmt(retries && retries.receipts_overdue));
   const svg = $("spark");
   svg.replaceChildren();
   if (!rate || !rate.series.length) return;

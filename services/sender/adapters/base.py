@@ -34,6 +34,27 @@ class SendResult:
     error_message: str | None = None
     retry_after_s: float | None = None
     bounced: bool = False
+    # The provider's own words (status text, segments, codes): informational, so not part of equality
+    # or hashing (results are compared and grouped by what they decide).
+    details: dict[str, Any] | None = field(default=None, compare=False, hash=False)
+
+
+MAX_DETAIL_KEYS = 12
+MAX_DETAIL_TEXT = 200
+
+
+def details(**fields: Any) -> dict[str, Any] | None:
+    """A small JSON object of provider details for the attempt row: empty values dropped, text cut
+    short, at most a dozen keys (a provider's answer must not grow the attempts table)."""
+    kept: dict[str, Any] = {}
+    for key, value in fields.items():
+        if value is None or value == "" or len(kept) >= MAX_DETAIL_KEYS:
+            continue
+        if isinstance(value, bool | int | float):
+            kept[key] = value
+        else:
+            kept[key] = str(value)[:MAX_DETAIL_TEXT]
+    return kept or None
 
 
 class ProviderAdapter(Protocol):
@@ -82,7 +103,11 @@ class Stopwatch:
 
 
 def failure(
-    row: ErrorClass, latency_ms: float, message: str, retry_after_s: float | None = None
+    row: ErrorClass,
+    latency_ms: float,
+    message: str,
+    retry_after_s: float | None = None,
+    detail: dict[str, Any] | None = None,
 ) -> SendResult:
     return SendResult(
         outcome=row.outcome,
@@ -91,6 +116,7 @@ def failure(
         error_message=message[:500],
         retry_after_s=retry_after_s,
         bounced=row.bounced,
+        details=detail,
     )
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from services.sender.adapters.base import SendRequest, SendResult, Stopwatch, outcome_of
+from services.sender.adapters.base import SendRequest, SendResult, Stopwatch, details, outcome_of
 from services.sender.adapters.transport import HttpRequest, HttpResponse, HttpTransport
 from shared.classification import BOUNCE_CODES, classify_http, default_code, parse_retry_after
 from shared.errors import ProviderError
@@ -83,6 +83,7 @@ def result_from_answer(
             vendor_ref=str(data.get("id")) if data.get("id") is not None else None,
             cost=_number(data.get("cost")),
             replay=bool(data.get("replay", False)),
+            details=details(provider_status=data.get("status")),
         )
     code = code or default_code(status)
     text = error.get("message")
@@ -94,6 +95,7 @@ def result_from_answer(
         error_message=message[:500],
         retry_after_s=parse_retry_after(retry_after),
         bounced=code in BOUNCE_CODES,
+        details=details(http_status=status),
     )
 
 

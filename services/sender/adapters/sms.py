@@ -16,6 +16,7 @@ from services.sender.adapters.base import (
     SendRequest,
     SendResult,
     Stopwatch,
+    details,
     error_row,
     failure,
     outcome_of,
@@ -90,11 +91,30 @@ def result_from_gateway(response: HttpResponse, latency_ms: float) -> SendResult
             vendor_ref=str(sid) if sid else None,
             cost=_cost(body.get("price")),
             replay=bool(body.get("replay", False)),
+            details=details(
+                provider_status=body.get("status"),
+                segments=_count(body.get("num_segments")),
+                media=_count(body.get("num_media")),
+                price_unit=body.get("price_unit"),
+            ),
         )
     code = body.get("code")
     row = error_row(SMS_ERRORS, code, response.status)
     message = body.get("message") if isinstance(body.get("message"), str) else f"HTTP {response.status}"
-    return failure(row, latency_ms, str(message), parse_retry_after(response.headers.get("retry-after")))
+    return failure(
+        row,
+        latency_ms,
+        str(message),
+        parse_retry_after(response.headers.get("retry-after")),
+        details(http_status=response.status, provider_code=code if isinstance(code, int) else None),
+    )
+
+
+def _count(value: Any) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
 
 
 class SmsGatewayAdapter:

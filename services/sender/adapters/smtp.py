@@ -19,6 +19,7 @@ from services.sender.adapters.base import (
     SendRequest,
     SendResult,
     Stopwatch,
+    details,
     failure,
     required_setting,
     setting,
@@ -159,9 +160,17 @@ class SmtpAdapter:
         except aiosmtplib.SMTPRecipientsRefused as exc:
             refused = exc.recipients[0] if exc.recipients else None
             code, text = (refused.code, refused.message) if refused else (550, str(exc))
-            return failure(classify_smtp(code, text), watch.ms(), f"{code} {text}")
+            return failure(
+                classify_smtp(code, text), watch.ms(), f"{code} {text}", None, details(smtp_code=code)
+            )
         except aiosmtplib.SMTPResponseException as exc:
-            return failure(classify_smtp(exc.code, exc.message), watch.ms(), f"{exc.code} {exc.message}")
+            return failure(
+                classify_smtp(exc.code, exc.message),
+                watch.ms(),
+                f"{exc.code} {exc.message}",
+                None,
+                details(smtp_code=exc.code),
+            )
         except (aiosmtplib.SMTPException, OSError) as exc:  # TimeoutError is an OSError
             timed_out = isinstance(exc, aiosmtplib.SMTPTimeoutError | TimeoutError)
             kind = ("TIMEOUT" if timed_out else "CONNECTION_LOST") if connected else "CONNECTION_ERROR"
@@ -173,6 +182,7 @@ class SmtpAdapter:
             watch.ms(),
             vendor_ref=queued.group(1) if queued else message["Message-ID"],
             replay=replay,
+            details=details(reply=reply),
         )
 
     async def close(self) -> None:

@@ -24,6 +24,7 @@ from services.sender.adapters.base import (
     SendRequest,
     SendResult,
     Stopwatch,
+    details,
     failure,
     http_status_row,
     outcome_of,
@@ -49,6 +50,7 @@ def result_from_webhook(response: HttpResponse, latency_ms: float) -> SendResult
             latency_ms,
             vendor_ref=response.headers.get("x-request-id"),
             replay=response.headers.get("x-replay") == "true",
+            details=details(http_status=response.status),
         )
     if response.status == 410:
         row = ErrorClass(OutcomeClass.PERMANENT, "ENDPOINT_GONE")

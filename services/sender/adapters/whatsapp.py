@@ -17,6 +17,7 @@ from services.sender.adapters.base import (
     SendRequest,
     SendResult,
     Stopwatch,
+    details,
     error_row,
     failure,
     outcome_of,
@@ -94,23 +95,39 @@ def result_from_graph(response: HttpResponse, latency_ms: float) -> SendResult:
     body: dict[str, Any] = data if isinstance(data, dict) else {}
     if 200 <= response.status < 300:
         messages = body.get("messages")
-        ref = (
-            messages[0].get("id")
-            if isinstance(messages, list) and messages and isinstance(messages[0], dict)
-            else None
+        first = (
+            messages[0] if isinstance(messages, list) and messages and isinstance(messages[0], dict) else {}
         )
+        contacts = body.get("contacts")
+        contact = (
+            contacts[0] if isinstance(contacts, list) and contacts and isinstance(contacts[0], dict) else {}
+        )
+        ref = first.get("id")
         return SendResult(
             OutcomeClass.SUCCESS,
             latency_ms,
             vendor_ref=str(ref) if ref else None,
             replay=bool(body.get("replay", False)),
+            details=details(message_status=first.get("message_status"), wa_id=contact.get("wa_id")),
         )
     raw_error = body.get("error")
     error: dict[str, Any] = raw_error if isinstance(raw_error, dict) else {}
     code = error.get("code")
     row = error_row(WHATSAPP_ERRORS, code, response.status)
     message = error.get("message") if isinstance(error.get("message"), str) else f"HTTP {response.status}"
-    return failure(row, latency_ms, str(message), parse_retry_after(response.headers.get("retry-after")))
+    subcode = error.get("error_subcode")
+    return failure(
+        row,
+        latency_ms,
+        str(message),
+        parse_retry_after(response.headers.get("retry-after")),
+        details(
+            http_status=response.status,
+            provider_code=code if isinstance(code, int) else None,
+            error_subcode=subcode if isinstance(subcode, int) else None,
+            fbtrace_id=error.get("fbtrace_id"),
+        ),
+    )
 
 
 class WhatsAppCloudAdapter:
