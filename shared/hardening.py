@@ -37,6 +37,8 @@ def development_secrets(settings: Settings, service: str) -> list[str]:
     found: list[str] = []
     if _dev_password(settings.amqp_url()):
         found.append("SWITCHBOARD_RABBITMQ_URL (its password)")
+    if (urlsplit(settings.database_dsn()).password or "").startswith(DEV_PASSWORD_PREFIX):
+        found.append("SWITCHBOARD_DATABASE_URL (its password)")
     if service in ("admin", "dashboard") and settings.rabbitmq_management_password.get_secret_value() in (
         "guest",
         "",

@@ -20,6 +20,7 @@ import orjson
 
 from shared.bus.amqp import connect, declare
 from shared.db import ensure_database, migrate
+from shared.dbroles import ensure_database_roles
 from shared.errors import ConfigurationError
 from shared.management import Management
 from shared.settings import Settings
@@ -43,8 +44,11 @@ def topology_for(settings: Settings) -> Topology:
 
 
 async def prepare_database(settings: Settings) -> list[str]:
+    """Create the database, apply migrations, and grant each service's role its tables."""
     await ensure_database(settings.database_dsn())
-    return await migrate(settings.database_dsn())
+    applied = await migrate(settings.database_dsn())
+    await ensure_database_roles(settings.database_dsn())
+    return applied
 
 
 # --- queue arguments: what the code declares vs what the broker has -------------------------------

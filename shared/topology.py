@@ -173,18 +173,14 @@ class Topology:
     def permissions(self) -> dict[ServiceRole, Permission]:
         """Least privilege per service, as RabbitMQ regexes over exchange and queue names.
 
-        Every service re-declares the whole topology at start (``shared.bus.amqp.declare``), which needs
-        *configure* on each name, *write* on each bound queue and *read* on each bound exchange; the
-        names are anchored, so nothing new can be declared. Beyond that: *write* on an exchange is
-        publishing to it, *read* on a queue is consuming from it.
+        The admin's set-up declares the topology; services only check it (passive declares, which need
+        no permission), so no service may configure a shared exchange or queue: none can delete the
+        DLQ, re-bind a queue or declare one of its own (the sender's private circuit-event queues are
+        the one exception, and only under their own names). *write* on an exchange is publishing to it
+        (each role only where it publishes: receipts only to ``responses``, only the responder to
+        ``dlx``), *read* on a queue is consuming from it; binding a private queue needs *write* on
+        the queue and *read* on the exchange.
         """
-        declared = [
-            *(_literal(e.name) for e in self.exchanges()),
-            SHARD_QUEUE_NAME,
-            _literal(DEAD_LETTER_QUEUE),
-        ]
-        bound_queues = [SHARD_QUEUE_NAME, _literal(DEAD_LETTER_QUEUE)]
-        bound_exchanges = sorted({_literal(q.bound_to) for q in self.queues() if q.bound_to})
         circuit_queues = _literal(CIRCUIT_EVENTS_EXCHANGE) + r"\..+"
 
         def shards_of(exchange: str) -> str:
@@ -192,46 +188,30 @@ class Topology:
 
         return {
             ServiceRole.POLLER: Permission(
-                configure=_any_of(declared),
-                write=_any_of([_literal(DISPATCH_EXCHANGE), *bound_queues]),
-                read=_any_of(bound_exchanges),
+                configure="^$", write=_any_of([_literal(DISPATCH_EXCHANGE)]), read="^$"
             ),
+            # No dlx: a poison dispatch is rejected into the shard queue's dead-letter policy.
             ServiceRole.SENDER: Permission(
-                configure=_any_of([*declared, circuit_queues]),
-                # dlx: a sender copies a poison message there with its reason (shared/bus/consumer.py);
-                # without it the refused publish would close the sender's channel.
+                configure=_any_of([circuit_queues]),
                 write=_any_of(
-                    [
-                        _literal(RESPONSES_EXCHANGE),
-                        _literal(DEAD_LETTER_EXCHANGE),
-                        _literal(CIRCUIT_EVENTS_EXCHANGE),
-                        circuit_queues,
-                        *bound_queues,
-                    ]
+                    [_literal(RESPONSES_EXCHANGE), _literal(CIRCUIT_EVENTS_EXCHANGE), circuit_queues]
                 ),
                 read=_any_of(
-                    [
-                        *bound_exchanges,
-                        _literal(CIRCUIT_EVENTS_EXCHANGE),
-                        shards_of(DISPATCH_EXCHANGE),
-                        circuit_queues,
-                    ]
+                    [_literal(CIRCUIT_EVENTS_EXCHANGE), shards_of(DISPATCH_EXCHANGE), circuit_queues]
                 ),
             ),
             # dlq (read): after a crash mid-relay the responder looks there for the letters it may
             # have published already (services/responder/relay.py); it gives every message back.
             ServiceRole.RESPONDER: Permission(
-                configure=_any_of(declared),
-                write=_any_of([_literal(DEAD_LETTER_EXCHANGE), *bound_queues]),
-                read=_any_of([*bound_exchanges, shards_of(RESPONSES_EXCHANGE), _literal(DEAD_LETTER_QUEUE)]),
+                configure="^$",
+                write=_any_of([_literal(DEAD_LETTER_EXCHANGE)]),
+                read=_any_of([shards_of(RESPONSES_EXCHANGE), _literal(DEAD_LETTER_QUEUE)]),
             ),
             ServiceRole.RECEIPTS: Permission(
-                configure=_any_of(declared),
-                write=_any_of([_literal(RESPONSES_EXCHANGE), *bound_queues]),
-                read=_any_of(bound_exchanges),
+                configure="^$", write=_any_of([_literal(RESPONSES_EXCHANGE)]), read="^$"
             ),
-            # The dlq admin declares nothing (passive declares need no permission), publishes nothing
-            # (a requeue resets the log in PostgreSQL; the poller sends it), and consumes only the DLQ.
+            # The dlq admin publishes nothing (a requeue resets the log in PostgreSQL, checked there;
+            # the poller sends it) and consumes only the DLQ.
             ServiceRole.DLQ: Permission(
                 configure="^$", write="^$", read=_any_of([_literal(DEAD_LETTER_QUEUE)])
             ),

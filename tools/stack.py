@@ -22,6 +22,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import httpx
 
 from shared.db import drop_database
+from shared.dbroles import DatabaseRole, url_for
 from shared.management import Management
 from shared.settings import Settings
 from shared.setup import dev_password, ensure_service_users, prepare_broker, prepare_database
@@ -31,6 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 SERVICE_ROLES = frozenset(role.value for role in ServiceRole)
+DATABASE_ROLES = frozenset(role.value for role in DatabaseRole)
 
 
 def free_port() -> int:
@@ -54,6 +56,12 @@ class Environment:
     env: dict[str, str]
     # Run each process as its own least-privilege RabbitMQ user (dev passwords) instead of the admin's.
     service_users: bool = False
+
+    def database_url_for(self, service: str) -> str | None:
+        """The database URL of ``service``'s own role, when it has one and service users are on."""
+        if not self.service_users or service not in DATABASE_ROLES:
+            return None
+        return url_for(self.settings.database_dsn(), DatabaseRole(service))
 
     def amqp_url_for(self, service: str) -> str | None:
         """The AMQP URL of ``service``'s own user, when it has one and service users are on."""
@@ -210,6 +218,11 @@ class Stack:
             k.lower() in ("rabbitmq_url", "switchboard_rabbitmq_url") for k in overrides
         ):
             env["SWITCHBOARD_RABBITMQ_URL"] = own_url
+        own_database = self.environment.database_url_for(service)
+        if own_database is not None and not any(
+            k.lower() in ("database_url", "switchboard_database_url") for k in overrides
+        ):
+            env["SWITCHBOARD_DATABASE_URL"] = own_database
         if service == "mock_provider":
             env["SWITCHBOARD_MOCK_PORT"] = str(port)
         elif service == "api":

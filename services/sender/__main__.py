@@ -72,6 +72,9 @@ class Sender:
             stage="sender",
             prefetch=settings.prefetch,
             decode=lambda message: wire.decode_dispatch(message, max_bytes),
+            # The sender's user may not write to dlx (docs/security.md): a poison dispatch is rejected
+            # and the shard queue's dead-letter policy moves it to the DLQ.
+            dead_letter_poison=False,
         )
         # Outcomes and circuit events go out on a channel of their own.
         self.publisher: Channel | None = None
@@ -94,7 +97,7 @@ class Sender:
             stage="sender.circuits",
             prefetch=100,
             decode=wire.decode_circuit_event,
-            dead_letter_poison=False,  # nothing durable: an unusable event is logged and dropped
+            dead_letter_poison=False,  # no dead-letter policy there: an unusable event is logged and dropped
             metered=False,
         )
         await circuits.start()

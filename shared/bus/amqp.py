@@ -56,14 +56,22 @@ async def confirming_channel(connection: AbstractRobustConnection) -> AbstractCh
     return await connection.channel(publisher_confirms=True, on_return_raises=True)
 
 
-async def declare(channel: AbstractChannel, topology: Topology) -> None:
-    """Declare every exchange, queue and binding; safe to run any number of times."""
+async def declare(channel: AbstractChannel, topology: Topology, *, passive: bool = False) -> None:
+    """Declare every exchange, queue and binding; safe to run any number of times.
+
+    ``passive``: only check that each exchange and queue exists (what the services do: their users
+    have no configure rights on shared entities; the admin's set-up declares them). A missing one
+    closes the channel with NOT_FOUND, which the caller reports and retries."""
     exchanges: dict[str, AbstractExchange] = {}
     for spec in topology.exchanges():
-        exchanges[spec.name] = await channel.declare_exchange(spec.name, spec.type, durable=True)
+        exchanges[spec.name] = await channel.declare_exchange(
+            spec.name, spec.type, durable=True, passive=passive
+        )
     for queue_spec in topology.queues():
-        queue = await channel.declare_queue(queue_spec.name, durable=True, arguments=queue_spec.arguments)
-        if queue_spec.bound_to:
+        queue = await channel.declare_queue(
+            queue_spec.name, durable=True, arguments=queue_spec.arguments, passive=passive
+        )
+        if queue_spec.bound_to and not passive:
             await queue.bind(exchanges[queue_spec.bound_to], routing_key=queue_spec.binding_key)
 
 
@@ -204,7 +212,8 @@ class AmqpChannel:
         return self._channel.is_closed
 
     async def declare(self, topology: Topology) -> None:
-        await declare(self._channel, topology)
+        """A service's check that the topology exists (passive: it may not create shared entities)."""
+        await declare(self._channel, topology, passive=True)
 
     async def set_qos(self, prefetch: int) -> None:
         await self._channel.set_qos(prefetch_count=prefetch)

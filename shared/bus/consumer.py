@@ -11,7 +11,10 @@ Ack rules (each has a unit test against :mod:`shared.bus.memory`):
 - a batch the database refuses (:class:`BatchRefused`) is applied one message at a time, and only the
   messages refused on their own (:class:`MessageRefused`) are dead-lettered;
 - an unusable message (a :class:`MessageError`) is copied to the dead-letter exchange with its reason
-  and acked; if that copy is not confirmed it is rejected, and the queue's dead-letter policy moves it;
+  and acked; if that copy is not confirmed it is rejected, and the queue's dead-letter policy moves it.
+  A consumer whose user may not write to the dead-letter exchange (the sender: only the responder and
+  the dlq tool may) rejects it straight away (``dead_letter_poison=False``): the queue's dead-letter
+  policy moves it to the DLQ with RabbitMQ's ``x-death`` header, and the reason is in the log;
 - a handler that fails unexpectedly gets its messages requeued (the quorum queue's delivery limit
   dead-letters a message that keeps failing), never a stalled queue nor a crashed process;
 - a settle on a channel that has closed (a broker restart) is no error: the broker redelivers what
@@ -259,7 +262,9 @@ class Consumer(Generic[T]):
             queue=delivery.queue,
             message_id=delivery.message.message_id,
             error=reason,
-            action="dead-lettered" if self.dead_letter_poison else "dropped",
+            action="dead-lettered"
+            if self.dead_letter_poison
+            else "rejected to the queue's dead-letter policy",
         )
         if self.dead_letter_poison and self.channel is not None:
             copy = wire.poison_copy(delivery.message, reason, self.stage, delivery.queue)

@@ -156,7 +156,12 @@ def test_definitions_carry_one_user_and_permission_per_service() -> None:
     [
         (ServiceRole.POLLER, "write", ["dispatch"], ["responses", "dlx"]),
         (ServiceRole.SENDER, "read", ["dispatch.0", "dispatch.12"], ["responses.0", "dlq"]),
-        (ServiceRole.SENDER, "write", ["responses", "dlx"], ["dispatch"]),
+        (ServiceRole.SENDER, "write", ["responses", "circuit-events"], ["dispatch", "dlx", "dlq"]),
+        (ServiceRole.SENDER, "configure", ["circuit-events.r1"], ["dlq", "dispatch.0", "dispatch", "dlx"]),
+        (ServiceRole.RECEIPTS, "write", ["responses"], ["dispatch", "dlx", "responses.0", "dlq"]),
+        (ServiceRole.RECEIPTS, "configure", [], ["dlq", "responses", "responses.0"]),
+        (ServiceRole.POLLER, "configure", [], ["dlq", "dispatch", "dispatch.0"]),
+        (ServiceRole.RESPONDER, "configure", [], ["dlq", "dlx", "responses.0"]),
         # dlq: to look for letters a relay that died may have published (services/responder/relay.py)
         (ServiceRole.RESPONDER, "read", ["responses.3", "dlq"], ["dispatch.3", "dlq2"]),
         (ServiceRole.RESPONDER, "write", ["dlx"], ["dispatch", "responses"]),

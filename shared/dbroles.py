@@ -1,0 +1,162 @@
+"""A PostgreSQL role per service, with only the grants its SQL needs (created by ``admin setup``).
+
+The database owner (the migrating user) keeps DDL; services connect as their own role
+(``SWITCHBOARD_DATABASE_URL`` of each process, e.g. ``postgresql://switchboard_sender:...@db/switchboard``),
+so a compromised sender cannot read communication logs, the dashboard can only read, and no service can
+drop or alter a table. Roles are cluster-wide; grants are per database, so ``setup`` grants them in each
+database it prepares. Passwords come from ``SWITCHBOARD_POSTGRES_<ROLE>_PASSWORD``; without one an existing
+role keeps its password and a new role gets the documented development password.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import asyncpg
+
+ROLE_PREFIX = "switchboard_"
+ALL_TABLES = "*"
+READ = ("SELECT",)
+WRITE = ("SELECT", "INSERT", "UPDATE", "DELETE")
+ROUTING_TABLES = ("routing_version", "providers", "channel_routes", "channel_policies", "tenant_routes")
+# Never readable beyond the API: key hashes and stored answers.
+SECRET_TABLES = frozenset({"api_keys", "api_idempotency"})
+
+
+class DatabaseRole(StrEnum):
+    POLLER = "poller"
+    SENDER = "sender"
+    RESPONDER = "responder"
+    API = "api"
+    DLQ = "dlq"
+    DASHBOARD = "dashboard"
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    table: str  # or ALL_TABLES: every table of the schema but schema_migrations (and SECRET_TABLES)
+    privileges: tuple[str, ...]
+
+
+GRANTS: dict[DatabaseRole, tuple[Grant, ...]] = {
+    DatabaseRole.POLLER: (Grant("communication_logs", ("SELECT", "UPDATE")),),
+    # The sender never sees a log row: it gets everything it needs in the dispatch message.
+    DatabaseRole.SENDER: (
+        *(Grant(t, READ) for t in ROUTING_TABLES),
+        Grant("delivery_attempts", READ),  # success rates for reliability routing
+        Grant("provider_buckets", ("SELECT", "INSERT", "UPDATE")),
+        Grant("sender_pacing", ("SELECT", "INSERT", "UPDATE")),
+    ),
+    DatabaseRole.RESPONDER: (
+        *(Grant(t, READ) for t in ROUTING_TABLES),
+        Grant("communication_logs", ("SELECT", "UPDATE")),
+        Grant("delivery_attempts", ("SELECT", "INSERT")),
+        Grant("delivery_receipts", ("SELECT", "INSERT")),
+        Grant("campaigns", ("SELECT", "UPDATE")),
+        Grant("dead_letter_outbox", WRITE),
+    ),
+    DatabaseRole.DLQ: (
+        Grant("communication_logs", ("SELECT", "UPDATE")),
+        Grant("campaigns", ("SELECT", "UPDATE")),
+        Grant("delivery_attempts", READ),
+        Grant("delivery_receipts", READ),
+    ),
+    DatabaseRole.API: (Grant(ALL_TABLES, WRITE),),
+    DatabaseRole.DASHBOARD: (Grant(ALL_TABLES, READ),),
+}
+
+
+def role_name(role: DatabaseRole) -> str:
+    return f"{ROLE_PREFIX}{role.value}"
+
+
+def dev_password(role: DatabaseRole) -> str:
+    """The documented development password: refused in production (shared/hardening.py)."""
+    return f"switchboard-dev-{role.value}"
+
+
+def passwords_from_environment(environ: Mapping[str, str] | None = None) -> dict[DatabaseRole, str]:
+    environ = os.environ if environ is None else environ
+    found = {
+        role: environ.get(f"SWITCHBOARD_POSTGRES_{role.value.upper()}_PASSWORD", "") for role in DatabaseRole
+    }
+    return {role: password for role, password in found.items() if password}
+
+
+def url_for(dsn: str, role: DatabaseRole, password: str | None = None) -> str:
+    """``dsn`` (the owner's) with ``role``'s user and password instead."""
+    parts = urlsplit(dsn)
+    netloc = f"{quote(role_name(role), safe='')}:{quote(password or dev_password(role), safe='')}"
+    netloc += f"@{parts.hostname or 'localhost'}"
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
+
+
+def grant_statements(role: DatabaseRole, tables: list[str]) -> list[str]:
+    """What ``role`` is granted in a database with ``tables`` (pure: unit-tested)."""
+    name = role_name(role)
+    statements = [f"REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {name}"]
+    for grant in GRANTS[role]:
+        if grant.table == ALL_TABLES:
+            chosen = [t for t in tables if t != "schema_migrations" and t not in SECRET_TABLES]
+            if role == DatabaseRole.API:
+                chosen += [t for t in tables if t in SECRET_TABLES]
+        else:
+            chosen = [grant.table] if grant.table in tables else []
+        statements += [f"GRANT {', '.join(grant.privileges)} ON TABLE {t} TO {name}" for t in sorted(chosen)]
+    writes = any(p != "SELECT" for g in GRANTS[role] for p in g.privileges)
+    if writes:
+        statements.append(f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {name}")
+    return statements
+
+
+@dataclass(frozen=True, slots=True)
+class RoleOutcome:
+    role: str
+    password: str  # where it came from: "environment", "dev-only default" or "unchanged"
+
+
+async def ensure_database_roles(
+    dsn: str, passwords: Mapping[DatabaseRole, str] | None = None
+) -> list[RoleOutcome]:
+    """Create or update each service's role and grant it exactly its tables in ``dsn``'s database."""
+    passwords = passwords_from_environment() if passwords is None else passwords
+    outcomes: list[RoleOutcome] = []
+    conn = await asyncpg.connect(dsn)
+    try:
+        database = await conn.fetchval("SELECT current_database()")
+        tables = [
+            r["tablename"]
+            for r in await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        ]
+        for role in DatabaseRole:
+            name = role_name(role)
+            exists = await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", name)
+            password = passwords.get(role)
+            if not exists:
+                # CREATE ROLE takes no parameters: the name is ours, the password a quoted literal.
+                literal = await conn.fetchval("SELECT quote_literal($1)", password or dev_password(role))
+                with contextlib.suppress(asyncpg.DuplicateObjectError):  # a concurrent setup made it
+                    await conn.execute(f"CREATE ROLE {name} LOGIN PASSWORD {literal}")
+                source = "environment" if password else "dev-only default"
+            elif password:
+                literal = await conn.fetchval("SELECT quote_literal($1)", password)
+                await conn.execute(f"ALTER ROLE {name} LOGIN PASSWORD {literal}")
+                source = "environment"
+            else:
+                source = "unchanged"
+            await conn.execute(f'GRANT CONNECT ON DATABASE "{database}" TO {name}')
+            await conn.execute(f"GRANT USAGE ON SCHEMA public TO {name}")
+            async with conn.transaction():
+                for statement in grant_statements(role, tables):
+                    await conn.execute(statement)
+            outcomes.append(RoleOutcome(name, source))
+    finally:
+        await conn.close()
+    return outcomes

@@ -1,0 +1,69 @@
+"""Threat: a compromised service uses the database owner role to read or destroy what its job never
+touches. Each service has a role of its own (``admin setup`` creates it); the database refuses the rest."""
+
+from __future__ import annotations
+
+import asyncpg
+import pytest
+
+from shared.dbroles import DatabaseRole, grant_statements, url_for
+from tools.stack import Environment
+
+REFUSED: list[tuple[DatabaseRole, str]] = [
+    (DatabaseRole.SENDER, "SELECT recipient, payload FROM communication_logs"),
+    (DatabaseRole.SENDER, "UPDATE communication_logs SET status = 'SENT'"),
+    (DatabaseRole.POLLER, "DELETE FROM communication_logs"),
+    (DatabaseRole.POLLER, "SELECT key_hash FROM api_keys"),
+    (DatabaseRole.RESPONDER, "SELECT key_hash FROM api_keys"),
+    (DatabaseRole.RESPONDER, "DELETE FROM communication_logs"),
+    (DatabaseRole.DASHBOARD, "UPDATE communication_logs SET status = 'FAILED'"),
+    (DatabaseRole.DASHBOARD, "SELECT key_hash FROM api_keys"),
+    (DatabaseRole.DLQ, "INSERT INTO api_keys (tenant) VALUES ('x')"),
+    (DatabaseRole.API, "DROP TABLE communication_logs"),
+    (DatabaseRole.API, "TRUNCATE communication_logs"),
+    (DatabaseRole.API, "DELETE FROM schema_migrations"),
+]
+
+ALLOWED: list[tuple[DatabaseRole, str]] = [
+    (DatabaseRole.POLLER, "SELECT count(*) FROM communication_logs"),
+    (DatabaseRole.SENDER, "SELECT count(*) FROM providers"),
+    (DatabaseRole.RESPONDER, "SELECT count(*) FROM dead_letter_outbox"),
+    (DatabaseRole.DASHBOARD, "SELECT count(*) FROM communication_logs"),
+    (DatabaseRole.API, "SELECT count(*) FROM api_keys"),
+]
+
+
+async def run_as(environment: Environment, role: DatabaseRole, sql: str) -> str:
+    conn = await asyncpg.connect(url_for(environment.database_url, role))
+    try:
+        async with conn.transaction():
+            await conn.execute(sql)
+            raise RollbackOnly
+    except RollbackOnly:
+        return "ok"
+    except asyncpg.InsufficientPrivilegeError:
+        return "refused"
+    finally:
+        await conn.close()
+
+
+class RollbackOnly(Exception):
+    """Leave the database as it was, whatever the statement did."""
+
+
+async def test_each_service_role_is_refused_what_its_job_never_does(environment: Environment) -> None:
+    # Given the roles and grants admin setup made for this database
+    # When each role tries what its service needs, and what it must never do
+    allowed = {f"{role}: {sql}": await run_as(environment, role, sql) for role, sql in ALLOWED}
+    refused = {f"{role}: {sql}": await run_as(environment, role, sql) for role, sql in REFUSED}
+    # Then the first works and the database refuses every one of the rest
+    assert set(allowed.values()) == {"ok"}, allowed
+    assert set(refused.values()) == {"refused"}, refused
+
+
+@pytest.mark.parametrize("role", list(DatabaseRole))
+def test_no_role_but_the_api_is_granted_the_key_tables(role: DatabaseRole) -> None:
+    tables = ["api_keys", "api_idempotency", "communication_logs", "schema_migrations"]
+    granted = " ".join(s for s in grant_statements(role, tables) if s.startswith("GRANT"))
+    assert ("api_keys" in granted) == (role == DatabaseRole.API)
+    assert "schema_migrations" not in granted
