@@ -78,7 +78,9 @@ async def test_a_whatsapp_error_keeps_metas_codes_in_the_details() -> None:
         "error": {"code": 131026, "error_subcode": 2494010, "message": "undeliverable", "fbtrace_id": "Ab"}
     }
     adapter = WhatsAppCloudAdapter(
-        "http://wa", {}, MockTransport(lambda _: HttpResponse(400, orjson.dumps(body)))
+        "http://wa",
+        {"phone_number_id": "1000", "access_token": "t"},
+        MockTransport(lambda _: HttpResponse(400, orjson.dumps(body))),
     )
     result = await adapter.send(SendRequest("wa", "whatsapp", "+447911123456", {"body": "hi"}, "5-1", 5, 1))
     assert result.details == {
