@@ -41,16 +41,20 @@ class DatabaseRole(StrEnum):
 class Grant:
     table: str  # or ALL_TABLES: every table of the schema but schema_migrations (and SECRET_TABLES)
     privileges: tuple[str, ...]
+    columns: tuple[str, ...] = ()  # only these columns (a column privilege); empty: the whole table
 
 
 GRANTS: dict[DatabaseRole, tuple[Grant, ...]] = {
     DatabaseRole.POLLER: (Grant("communication_logs", ("SELECT", "UPDATE")),),
-    # The sender never sees a log row: it gets everything it needs in the dispatch message.
+    # The sender never sees a log's content: it gets everything it needs in the dispatch message. It
+    # reads only a log's state, to tell an in-doubt attempt from a stale copy (services/sender/starts.py).
     DatabaseRole.SENDER: (
         *(Grant(t, READ) for t in ROUTING_TABLES),
         Grant("delivery_attempts", READ),  # success rates for reliability routing
         Grant("provider_buckets", ("SELECT", "INSERT", "UPDATE")),
         Grant("sender_pacing", ("SELECT", "INSERT", "UPDATE")),
+        Grant("attempt_starts", ("SELECT", "INSERT", "DELETE")),
+        Grant("communication_logs", READ, columns=("id", "status", "attempts")),
     ),
     DatabaseRole.RESPONDER: (
         *(Grant(t, READ) for t in ROUTING_TABLES),
@@ -109,6 +113,13 @@ def grant_statements(role: DatabaseRole, tables: list[str]) -> list[str]:
                 chosen += [t for t in tables if t in SECRET_TABLES]
         else:
             chosen = [grant.table] if grant.table in tables else []
+        if grant.columns:
+            columns = ", ".join(grant.columns)
+            statements += [
+                f"GRANT {', '.join(grant.privileges)} ({columns}) ON TABLE {t} TO {name}"
+                for t in sorted(chosen)
+            ]
+            continue
         statements += [f"GRANT {', '.join(grant.privileges)} ON TABLE {t} TO {name}" for t in sorted(chosen)]
     writes = any(p != "SELECT" for g in GRANTS[role] for p in g.privileges)
     if writes:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
+from services.sender.starts import PostgresAttemptStarts, StartVerdict
+from shared.db import create_pool
 from shared.dbroles import DatabaseRole, grant_statements, url_for
 from tools.stack import Environment
 
@@ -27,6 +29,8 @@ REFUSED: list[tuple[DatabaseRole, str]] = [
 ALLOWED: list[tuple[DatabaseRole, str]] = [
     (DatabaseRole.POLLER, "SELECT count(*) FROM communication_logs"),
     (DatabaseRole.SENDER, "SELECT count(*) FROM providers"),
+    (DatabaseRole.SENDER, "SELECT id, status, attempts FROM communication_logs"),  # a log's state only
+    (DatabaseRole.SENDER, "DELETE FROM attempt_starts WHERE started_at < now() - interval '1 day'"),
     (DatabaseRole.RESPONDER, "SELECT count(*) FROM dead_letter_outbox"),
     (DatabaseRole.DASHBOARD, "SELECT count(*) FROM communication_logs"),
     (DatabaseRole.API, "SELECT count(*) FROM api_keys"),
@@ -67,3 +71,28 @@ def test_no_role_but_the_api_is_granted_the_key_tables(role: DatabaseRole) -> No
     granted = " ".join(s for s in grant_statements(role, tables) if s.startswith("GRANT"))
     assert ("api_keys" in granted) == (role == DatabaseRole.API)
     assert "schema_migrations" not in granted
+
+
+async def test_the_sender_role_records_attempt_starts_reading_only_a_logs_state(
+    environment: Environment,
+) -> None:
+    # Given a log PROCESSING at attempt 1, and the sender connected as its own role
+    owner = await asyncpg.connect(environment.database_url)
+    try:
+        log_id = await owner.fetchval(
+            "INSERT INTO communication_logs (channel, recipient, status, attempts)"
+            " VALUES ('whatsapp', '+447700900123', 'PROCESSING', 1) RETURNING id"
+        )
+    finally:
+        await owner.close()
+    pool = await create_pool(url_for(environment.database_url, DatabaseRole.SENDER), max_size=1)
+    try:
+        # When it records the attempt's start twice (a redelivery), and prunes
+        starts = PostgresAttemptStarts(pool)
+        first = await starts.begin(log_id, 1, "wa")
+        again = await starts.begin(log_id, 1, "wa")
+        await starts.prune(3600)
+    finally:
+        await pool.close()
+    # Then its grants were enough: the first start is recorded, the repeat is in doubt
+    assert (first.verdict, again.verdict) == (StartVerdict.FIRST, StartVerdict.IN_DOUBT)
