@@ -1,0 +1,112 @@
+"""services/sender over the in-memory broker: the real Sender wiring (consumer, outcome publisher,
+circuit-event broadcast) with a fake provider router, no RabbitMQ."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+from services.sender.__main__ import Sender
+from services.sender.circuits import CircuitBoard
+from shared.bus import wire
+from shared.bus.memory import Fault, MemoryBroker
+from shared.circuit import CircuitEvent, CircuitPolicy, CircuitState
+from shared.models import DispatchMessage, OutcomeClass, OutcomeMessage
+from shared.settings import Settings
+from shared.topology import DISPATCH_EXCHANGE, RESPONSES_EXCHANGE, Topology, shard_queue
+
+AT = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+SETTINGS = Settings(shards=1, standby_all=False, prefetch=10)
+DISPATCH_0 = shard_queue(DISPATCH_EXCHANGE, 0)
+RESPONSES_0 = shard_queue(RESPONSES_EXCHANGE, 0)
+
+
+def dispatch(log_id: int, recipient: str = "+14155550100") -> DispatchMessage:
+    return DispatchMessage(
+        log_id=log_id,
+        attempt=1,
+        tenant="acme",
+        channel="sms",
+        recipient=recipient,
+        payload={"body": "hi"},
+        priority=1,
+        created_at=AT,
+        claimed_at=AT,
+    )
+
+
+class FakeRouter:
+    """Answers every attempt with a success, remembering the order of the calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+
+    async def attempt(self, message: DispatchMessage) -> OutcomeMessage:
+        self.calls.append(message.log_id)
+        await asyncio.sleep(0)
+        return OutcomeMessage(
+            log_id=message.log_id,
+            attempt=message.attempt,
+            recipient=message.recipient,
+            channel=message.channel,
+            provider="mocksms",
+            outcome=OutcomeClass.SUCCESS,
+        )
+
+
+async def running_sender(broker: MemoryBroker) -> tuple[Sender, FakeRouter]:
+    router = FakeRouter()
+    sender = Sender(SETTINGS, broker, router)  # type: ignore[arg-type]
+    await sender.start()
+    await sender.dispatches.subscribe_shards(DISPATCH_EXCHANGE, SETTINGS, asyncio.Event())
+    return sender, router
+
+
+async def publish(broker: MemoryBroker, messages: list[DispatchMessage]) -> None:
+    channel = await broker.channel()
+    await channel.declare(Topology(shards=1))
+    assert all(
+        e is None for e in await channel.publish(DISPATCH_EXCHANGE, [wire.dispatch(m) for m in messages])
+    )
+
+
+async def test_one_recipients_dispatches_are_attempted_in_order_and_each_acked_after_its_outcome() -> None:
+    broker = MemoryBroker()
+    _, router = await running_sender(broker)
+    await publish(broker, [dispatch(n) for n in range(1, 6)])
+    await broker.settle_down()
+    assert router.calls == [1, 2, 3, 4, 5]
+    assert [e.message_id for e in broker.ready(RESPONSES_0)] == ["1-1", "2-1", "3-1", "4-1", "5-1"]
+    assert broker.unacked(DISPATCH_0) == 0 and broker.ready(DISPATCH_0) == []
+
+
+async def test_an_outcome_refused_once_is_published_again_before_the_ack() -> None:
+    broker = MemoryBroker()
+    _, router = await running_sender(broker)
+    broker.fail_next(RESPONSES_EXCHANGE, Fault.REFUSE)
+    await publish(broker, [dispatch(1)])
+    await broker.settle_down()
+    assert router.calls == [1]  # one provider call: the retry is of the publish, not of the send
+    assert [e.message_id for e in broker.ready(RESPONSES_0)] == ["1-1"]
+    assert broker.unacked(DISPATCH_0) == 0
+
+
+async def test_a_stopping_sender_leaves_what_it_has_not_started_unacked() -> None:
+    broker = MemoryBroker()
+    sender, router = await running_sender(broker)
+    await sender.stop(grace_s=1)
+    await publish(broker, [dispatch(1)])
+    await broker.settle_down()
+    assert router.calls == []
+    assert [e.message_id for e in broker.ready(DISPATCH_0)] == ["1-1"]
+
+
+async def test_circuit_events_go_out_on_the_fanout_and_come_back_to_every_replica() -> None:
+    broker = MemoryBroker()
+    sender, _ = await running_sender(broker)
+    board = CircuitBoard(CircuitPolicy(window=4, min_calls=4, open_s=60), "me")
+    await sender.listen_circuits("me", board)
+    event = CircuitEvent("mocksms", CircuitState.OPEN, origin="peer", owner="peer", open_until=9e9, at=1.0)
+    await sender.broadcast(event)
+    await broker.settle_down()
+    assert board.state("mocksms") == CircuitState.OPEN
