@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
+from shared.destinations import specificity
 from shared.models import FallbackReason
 from shared.providers import PROVIDER_KINDS
 from shared.retry import RetryPolicy
@@ -97,6 +98,7 @@ class Route:
     weight: int = 100
     cost: float = 0.0
     active: bool = True
+    destinations: tuple[str, ...] = ()  # countries (GB) and E.164 prefixes (+4477); empty: every one
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,12 +146,26 @@ class RoutingConfig:
                 usable.append(route)
         return sorted(usable, key=lambda r: (r.priority, r.provider))
 
-    def chain(self, tenant: str, channel: str) -> list[str]:
-        return [r.provider for r in self.ordered(tenant, channel)]
+    def tiers(self, tenant: str, channel: str, recipient: str | None = None) -> list[list[Route]]:
+        """The usable routes for ``recipient``, grouped by how specifically their destinations match
+        it, most specific first (longest prefix wins); catch-all routes last; routes for other
+        destinations left out. Without a recipient, every usable route in one tier."""
+        routes = self.ordered(tenant, channel)
+        if recipient is None or not any(r.destinations for r in routes):
+            return [routes] if routes else []
+        grouped: dict[float, list[Route]] = {}
+        for route in routes:
+            score = specificity(route.destinations, recipient)
+            if score is not None:
+                grouped.setdefault(score, []).append(route)
+        return [grouped[score] for score in sorted(grouped, reverse=True)]
 
-    def fallback_chain(self, tenant: str, channel: str) -> list[str]:
+    def chain(self, tenant: str, channel: str, recipient: str | None = None) -> list[str]:
+        return [r.provider for tier in self.tiers(tenant, channel, recipient) for r in tier]
+
+    def fallback_chain(self, tenant: str, channel: str, recipient: str | None = None) -> list[str]:
         """Where a failed attempt may move next: the chain, or only its head for ``primary``."""
-        chain = self.chain(tenant, channel)
+        chain = self.chain(tenant, channel, recipient)
         return chain[:1] if self.policy(channel).strategy == Strategy.PRIMARY else chain
 
 

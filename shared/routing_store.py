@@ -29,7 +29,7 @@ SELECT name, kind, active, rate_per_s, burst, reserved_share, pacing, pacing_gap
        idempotency_keys, in_doubt, receipt_timeout_s
 FROM providers
 """
-ROUTES_SQL = "SELECT channel, provider, priority, weight, cost, active FROM channel_routes"
+ROUTES_SQL = "SELECT channel, provider, priority, weight, cost, active, destinations FROM channel_routes"
 POLICIES_SQL = """
 SELECT channel, strategy, retry_mode, retry_initial_s, retry_max_s, retry_max_attempts, retry_delays_s,
        max_cost, min_success_rate FROM channel_policies
@@ -107,7 +107,14 @@ async def load_config(conn: asyncpg.Connection) -> RoutingConfig:
         routes: dict[str, list[Route]] = {}
         for r in await conn.fetch(ROUTES_SQL):
             routes.setdefault(r["channel"], []).append(
-                Route(r["provider"], r["priority"], r["weight"], float(r["cost"]), r["active"])
+                Route(
+                    r["provider"],
+                    r["priority"],
+                    r["weight"],
+                    float(r["cost"]),
+                    r["active"],
+                    tuple(r["destinations"] or ()),
+                )
             )
         policies = {r["channel"]: _policy(r) for r in await conn.fetch(POLICIES_SQL)}
         tenants: dict[tuple[str, str], dict[str, TenantRoute]] = {}
@@ -188,14 +195,15 @@ async def write_config(conn: asyncpg.Connection, document: Mapping[str, Any]) ->
             )
         for r in document.get("routes", []):
             await conn.execute(
-                "INSERT INTO channel_routes (channel, provider, priority, weight, cost, active)"
-                " VALUES ($1, $2, $3, $4, $5, $6)",
+                "INSERT INTO channel_routes (channel, provider, priority, weight, cost, active, destinations)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7)",
                 r["channel"],
                 r["provider"],
                 r.get("priority", 0),
                 r.get("weight", 100),
                 r.get("cost", 0),
                 r.get("active", True),
+                list(r.get("destinations", [])),
             )
         for c in document.get("policies", []):
             await conn.execute(

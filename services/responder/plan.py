@@ -190,7 +190,7 @@ class Planner:
 
     def chain(self, row: LogRow) -> list[str]:
         if self.routing is not None and self.routing.providers:
-            return self.routing.fallback_chain(row.tenant, row.channel)
+            return self.routing.fallback_chain(row.tenant, row.channel, row.recipient)
         return self.chains.get(row.channel, [])
 
     def dead_letter(

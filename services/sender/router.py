@@ -36,6 +36,7 @@ from shared.routing import (
     ProviderSpec,
     Route,
     RoutingConfig,
+    Strategy,
     candidates,
     pacing_gap,
     rank,
@@ -100,24 +101,29 @@ class Router:
         if isinstance(checked, OutcomeMessage):
             return checked
         config = self.config()
-        routes = config.ordered(message.tenant, message.channel)
-        if not routes:
+        tiers = config.tiers(message.tenant, message.channel, checked)
+        if not tiers:
             LOCAL_REFUSALS.labels(code="NO_PROVIDER").inc()
+            routed = bool(config.ordered(message.tenant, message.channel))
             return refuse(
                 message,
                 "NO_PROVIDER",
-                f"no provider configured for {message.channel}",
+                f"no provider of {message.channel} serves this destination"
+                if routed
+                else f"no provider configured for {message.channel}",
                 OutcomeClass.RECOVERABLE,
             )
         policy = config.policy(message.channel)
         rates = self.success_rates()
-        ranked = rank(
-            policy.strategy,
-            routes,
-            turn=next(self._turns[(message.tenant, message.channel)]),
-            rng=self.rng,
-            success_rates=rates,
-        )
+        turn = next(self._turns[(message.tenant, message.channel)])
+        # The strategy orders each tier (most specific destinations first) on its own.
+        ranked = [
+            route
+            for tier in tiers
+            for route in rank(policy.strategy, tier, turn=turn, rng=self.rng, success_rates=rates)
+        ]
+        if policy.strategy == Strategy.PRIMARY:
+            ranked = ranked[:1]
         preferred = message.provider if any(r.provider == message.provider for r in ranked) else None
         order = candidates(ranked, policy, preferred=preferred, success_rates=rates)
         head = preferred or ranked[0].provider

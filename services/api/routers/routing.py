@@ -13,12 +13,13 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import asyncpg
-from fastapi import APIRouter, Path, Response
+from fastapi import APIRouter, Path, Query, Response
 from pydantic import BaseModel
 
 from services.api.context import Principal
 from services.api.deps import Caller, Context, Operator
 from services.api.errors import FORBIDDEN_RESPONSES, Conflict, NotFound, Unprocessable
+from services.api.schemas.common import Text
 from services.api.schemas.routing import (
     PROVIDER_NAME_PATTERN,
     ChannelList,
@@ -36,9 +37,11 @@ from services.api.schemas.routing import (
     shown_settings,
 )
 from services.api.store import routing as store
+from shared.errors import InvalidRecipient
 from shared.logs import get_logger
 from shared.models import Channel
 from shared.providers import KIND_CHANNELS, ProviderKind
+from shared.recipients import PHONE_CHANNELS, normalise
 from shared.routing import ChannelPolicy, ProviderSpec, Route, RoutingConfig, Strategy, TenantRoute
 
 log = get_logger("api.routing")
@@ -154,7 +157,7 @@ def _config(snapshot: store.Snapshot, tenant: str) -> RoutingConfig:
     routes: dict[str, list[Route]] = {}
     for r in snapshot.routes:
         routes.setdefault(r["channel"], []).append(
-            Route(r["provider"], r["priority"], r["weight"], r["cost"], r["active"])
+            Route(r["provider"], r["priority"], r["weight"], r["cost"], r["active"], tuple(r["destinations"]))
         )
     overrides: dict[tuple[str, str], dict[str, TenantRoute]] = {}
     for r in snapshot.overrides:
@@ -187,7 +190,9 @@ def _policy_out(row: Any) -> PolicyOut:
     return PolicyOut(**fields, configured=True)
 
 
-async def _channels(context: Context, principal: Principal, channel: Channel | None) -> list[ChannelOut]:
+async def _channels(
+    context: Context, principal: Principal, channel: Channel | None, to: str | None = None
+) -> list[ChannelOut]:
     async with context.db.connection() as conn:
         snapshot = await store.snapshot(conn, principal.tenant, channel.value if channel else None)
     if snapshot.providers:
@@ -202,7 +207,7 @@ async def _channels(context: Context, principal: Principal, channel: Channel | N
                 channel=ch,
                 policy=_policy_out(policies.get(ch.value)),
                 routes=[ChannelRouteOut(**dict(r)) for r in snapshot.routes if r["channel"] == ch.value],
-                chain=config.fallback_chain(principal.tenant, ch.value),
+                chain=config.fallback_chain(principal.tenant, ch.value, to),
                 source=source,
             )
         )
@@ -217,8 +222,24 @@ async def list_channels(context: Context, principal: Caller) -> ChannelList:
 @router.get(
     "/channels/{channel}", response_model=ChannelOut, summary="A channel's policy, routes and your chain"
 )
-async def get_channel(channel: Channel, context: Context, principal: Caller) -> ChannelOut:
-    [view] = await _channels(context, principal, channel)
+async def get_channel(
+    channel: Channel,
+    context: Context,
+    principal: Caller,
+    to: Annotated[
+        Text | None,
+        Query(max_length=64, description="A phone number: the chain its messages get (destination routing)."),
+    ] = None,
+) -> ChannelOut:
+    recipient = None
+    if to is not None:
+        if channel.value not in PHONE_CHANNELS:
+            raise Unprocessable(f"to= is a phone number; {channel.value} has no destination routing")
+        try:
+            recipient = normalise(channel.value, to)
+        except InvalidRecipient as exc:
+            raise Unprocessable(f"to: {exc.message}") from exc
+    [view] = await _channels(context, principal, channel, recipient)
     return view
 
 
@@ -271,6 +292,11 @@ async def put_route(
             raise _unknown_provider(provider)
         if channel not in KIND_CHANNELS[ProviderKind(kind)]:
             raise _cannot_carry(provider, kind, channel.value)
+        if body.destinations and channel.value not in PHONE_CHANNELS:
+            raise Unprocessable(
+                f"destinations route phone numbers; {channel.value} recipients are not numbers",
+                code="invalid_destinations",
+            )
         created = await store.upsert_route(conn, channel.value, provider, body)
         row = await store.get_route(conn, channel.value, provider)
     assert row is not None

@@ -10,9 +10,19 @@ import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    field_validator,
+    model_validator,
+)
 
 from services.api.schemas.common import Text
+from shared.destinations import DestinationError, normalise_destination
 from shared.models import Channel
 from shared.providers import KIND_SETTINGS, SECRET, URL, ProviderKind
 from shared.retry import RetryMode
@@ -188,6 +198,21 @@ class ChannelRouteIn(BaseModel):
         0.0, ge=0, le=MAX_COST, strict=True, description="Per message; kept to 6 decimal places."
     )
     active: bool = Field(True, strict=True)
+    destinations: list[Annotated[Text, Field(min_length=1, max_length=32)]] = Field(
+        default_factory=list,
+        max_length=100,
+        description="Countries (ISO 3166 alpha-2, e.g. GB) and E.164 prefixes (e.g. +4477) this route"
+        " serves; empty: every destination. The most specific match wins (phone channels only).",
+    )
+
+    @field_validator("destinations")
+    @classmethod
+    def _destinations(cls, values: list[str]) -> list[str]:
+        try:
+            normalised = [normalise_destination(v) for v in values]
+        except DestinationError as exc:
+            raise ValueError(str(exc)) from exc
+        return sorted(set(normalised), key=normalised.index)
 
 
 class ChannelRouteOut(BaseModel):
@@ -197,6 +222,7 @@ class ChannelRouteOut(BaseModel):
     weight: int
     cost: float
     active: bool
+    destinations: list[str]
     provider_active: bool
     updated_at: datetime
 

@@ -19,7 +19,7 @@ p.pacing_gap_ms, p.settings, p.idempotency_keys, p.in_doubt, p.receipt_timeout_s
 coalesce(array(SELECT cr.channel FROM channel_routes cr WHERE cr.provider = p.name ORDER BY cr.channel),
          '{}') AS channels"""
 _ROUTE_COLUMNS = """r.channel, r.provider, p.kind, r.priority, r.weight, r.cost::float8 AS cost, r.active,
-p.active AS provider_active, r.updated_at"""
+r.destinations, p.active AS provider_active, r.updated_at"""
 _POLICY_COLUMNS = """channel, strategy, retry_mode, retry_initial_s, retry_max_s, retry_max_attempts,
 retry_delays_s, max_cost::float8 AS max_cost, min_success_rate, updated_at"""
 _OVERRIDE_COLUMNS = """t.channel, t.provider, t.priority, t.active,
@@ -155,10 +155,11 @@ async def provider_kind(conn: asyncpg.Connection, name: str) -> str | None:
 async def upsert_route(conn: asyncpg.Connection, channel: str, provider: str, body: ChannelRouteIn) -> bool:
     """Create or replace the route of ``channel`` to ``provider``; True when it was created."""
     created: bool = await conn.fetchval(
-        "INSERT INTO channel_routes (channel, provider, priority, weight, cost, active)"
-        " VALUES ($1, $2, $3, $4, $5, $6)"
+        "INSERT INTO channel_routes (channel, provider, priority, weight, cost, active, destinations)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7)"
         " ON CONFLICT (channel, provider) DO UPDATE SET priority = EXCLUDED.priority,"
-        " weight = EXCLUDED.weight, cost = EXCLUDED.cost, active = EXCLUDED.active, updated_at = now()"
+        " weight = EXCLUDED.weight, cost = EXCLUDED.cost, active = EXCLUDED.active,"
+        " destinations = EXCLUDED.destinations, updated_at = now()"
         " RETURNING xmax = 0",
         channel,
         provider,
@@ -166,6 +167,7 @@ async def upsert_route(conn: asyncpg.Connection, channel: str, provider: str, bo
         body.weight,
         _money(body.cost),
         body.active,
+        body.destinations,
     )
     return created
 
