@@ -20,6 +20,7 @@ class Channel(StrEnum):
     EMAIL = "email"
     WHATSAPP = "whatsapp"
     WEBHOOK = "webhook"
+    SIGNAL = "signal"
 
 
 class Status(StrEnum):

@@ -31,6 +31,7 @@ class ProviderKind(StrEnum):
     SMTP = "smtp"
     WEBHOOK = "webhook"
     MOCK_JSON = "mock_json"
+    SIGNAL_CLI = "signal_cli"
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +80,13 @@ PROVIDER_KINDS: Mapping[ProviderKind, KindSpec] = {
         {"secret": SECRET, "https_only": "bool"},
         honours_idempotency_keys=False,
         endpoint=None,
+    ),
+    # A self-hosted signal-cli REST API (services/sender/adapters/signal.py): no idempotency keys.
+    ProviderKind.SIGNAL_CLI: KindSpec(
+        frozenset({Channel.SIGNAL}),
+        {"base_url": URL, "number": "str", "username": "str", "password": SECRET},
+        honours_idempotency_keys=False,
+        endpoint="base_url",
     ),
     # The mock provider's generic API: every channel.
     ProviderKind.MOCK_JSON: KindSpec(

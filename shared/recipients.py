@@ -14,7 +14,7 @@ _EMAIL = re.compile(
     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+"
 )
 _URL = re.compile(r"https?://[^\s/$.?#][^\s]{1,2000}")
-PHONE_CHANNELS = frozenset({"sms", "mms", "whatsapp"})
+PHONE_CHANNELS = frozenset({"sms", "mms", "whatsapp", "signal"})
 MAX_ROUTING_KEY = 255
 
 

@@ -4,6 +4,8 @@
   basic auth, numeric error codes, ``StatusCallback``);
 - ``POST /{provider}/{version}/{phone_number_id}/messages``: the WhatsApp Business Cloud API (JSON,
   bearer token, Graph API errors);
+- ``POST /{provider}/v2/send``: a self-hosted signal-cli REST API (JSON, ``{"error": "<text>"}``,
+  optional basic auth in front);
 - ``POST /hooks/{provider}/{anything}``: a webhook receiver that checks the HMAC-SHA256 signature.
 """
 
@@ -45,6 +47,17 @@ WHATSAPP_CODES = {
     "RATE_LIMITED": 130429,
     "SERVER_ERROR": 131000,
     "PROVIDER_UNAVAILABLE": 131016,
+}
+
+# Our words -> the texts signal-cli's REST API answers with (its exceptions, as it reports them).
+SIGNAL_TEXTS = {
+    "INVALID_NUMBER": (400, "Invalid phone number: {to}"),
+    "BLOCKED": (400, 'Failed to send message: Unregistered user "{to}"'),
+    "SPAM_REJECTED": (400, "Failed to send message: ProofRequiredException: captcha required"),
+    "HARD_BOUNCE": (400, 'Failed to send message: Unregistered user "{to}"'),
+    "RATE_LIMITED": (429, "Failed to send message: RateLimitException: Rate limit exceeded"),
+    "SERVER_ERROR": (500, "Failed to send message: IOException: Connection reset"),
+    "PROVIDER_UNAVAILABLE": (503, "Failed to send message: Signal service unavailable"),
 }
 
 
@@ -207,6 +220,38 @@ class Apis:
             headers,
         )
 
+    # ---- Signal (signal-cli REST API) ---------------------------------------------------------------
+
+    async def signal(self, request: web.Request) -> web.Response:
+        provider = request.match_info["provider"]
+        credentials = _basic_auth(request.headers.get("Authorization", ""))
+        if credentials is not None and not self._token_ok(credentials[1]):
+            return json_response({"error": "Unauthorized"}, 401)
+        try:
+            body: Any = orjson.loads(await request.read())
+            number = str(body["number"])
+            recipients = [str(r) for r in body["recipients"]]
+            message = str(body.get("message") or "")
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            return json_response({"error": f"Couldn't process request - invalid request: {exc!r}"}, 400)
+        if len(recipients) != 1:
+            return json_response({"error": "exactly one recipient per message in this mock"}, 400)
+        if not message and not body.get("base64_attachments"):
+            return json_response({"error": "Couldn't process request - message is empty"}, 400)
+        if not number.startswith("+"):
+            return json_response({"error": f"User {number} is not registered."}, 400)
+        key = request.headers.get("Idempotency-Key", "")
+        if not key:
+            return json_response({"error": "an Idempotency-Key header is required by the mock's ledger"}, 400)
+        to = recipients[0]
+        # signal-cli sends no delivery reports (they are read by polling its receive endpoint): none here.
+        result = await self.mock.submit(provider, "signal", to, key)
+        if isinstance(result, Refused):
+            status, text = SIGNAL_TEXTS.get(result.answer.code or "", SIGNAL_TEXTS["SERVER_ERROR"])
+            return json_response({"error": text.format(to=to)}, status, _retry_after(result.answer))
+        timestamp = str(int(time.time() * 1000))
+        return json_response({"timestamp": timestamp, "replay": result.response["replay"]}, 201)
+
     # ---- webhooks ----------------------------------------------------------------------------------------
 
     async def webhook(self, request: web.Request) -> web.Response:
@@ -235,4 +280,5 @@ def add_api_routes(app: web.Application, provider: MockProvider) -> None:
     apis = Apis(provider)
     app.router.add_post("/{provider}/2010-04-01/Accounts/{account}/Messages.json", apis.sms)
     app.router.add_post("/{provider}/{version:v[0-9.]+}/{phone_number_id}/messages", apis.whatsapp)
+    app.router.add_post("/{provider}/v2/send", apis.signal)
     app.router.add_post("/hooks/{provider}/{tail:.+}", apis.webhook)

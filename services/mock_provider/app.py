@@ -36,8 +36,8 @@ from shared.settings import DEV_WEBHOOK_SECRET
 MAX_BODY = 256 * 1024
 MAX_BATCH_BODY = 16 * 1024 * 1024
 MAX_BATCH_ITEMS = 1000
-CHANNELS = frozenset({"sms", "mms", "email", "whatsapp", "webhook"})
-COST = {"sms": 0.0075, "mms": 0.02, "email": 0.0004, "whatsapp": 0.005, "webhook": 0.0}
+CHANNELS = frozenset({"sms", "mms", "email", "whatsapp", "webhook", "signal"})
+COST = {"sms": 0.0075, "mms": 0.02, "email": 0.0004, "whatsapp": 0.005, "webhook": 0.0, "signal": 0.0}
 MAX_CALLS = 200_000
 
 

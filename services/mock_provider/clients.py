@@ -14,6 +14,7 @@ from shared.settings import Settings
 
 MOCK_ACCOUNT_SID = "ACmock"
 MOCK_PHONE_NUMBER_ID = "1000000001"
+MOCK_SIGNAL_NUMBER = "+15550000001"
 
 
 def mock_client_settings(kind: ProviderKind, settings: Settings) -> dict[str, Any]:
@@ -22,6 +23,8 @@ def mock_client_settings(kind: ProviderKind, settings: Settings) -> dict[str, An
         return {"account_sid": MOCK_ACCOUNT_SID, "auth_token": token}
     if kind == ProviderKind.WHATSAPP_CLOUD:
         return {"phone_number_id": MOCK_PHONE_NUMBER_ID, "access_token": token}
+    if kind == ProviderKind.SIGNAL_CLI:
+        return {"number": MOCK_SIGNAL_NUMBER}
     if kind == ProviderKind.SMTP:
         return {"host": "127.0.0.1", "port": settings.mock_smtp_port or 25}
     return {}

@@ -10,8 +10,8 @@ import asyncpg
 
 from shared.providers import ProviderKind
 
-# Kinds a migration already allows whose adapter is not on main yet (the Signal work, migration 0010).
-AWAITING_AN_ADAPTER = {"signal_cli"}
+# Kinds a migration already allows whose adapter is not on main yet.
+AWAITING_AN_ADAPTER: set[str] = set()
 
 
 async def test_the_kind_check_constraint_lists_the_registered_kinds(pool: asyncpg.Pool) -> None:

@@ -15,6 +15,7 @@ from services.sender.adapters.batching import BatchingAdapter
 from services.sender.adapters.guard import GuardedAdapter
 from services.sender.adapters.guarded import GuardedTransport
 from services.sender.adapters.mockjson import MockJsonAdapter, result_from_http
+from services.sender.adapters.signal import SignalCliAdapter
 from services.sender.adapters.sms import SmsGatewayAdapter
 from services.sender.adapters.smtp import SmtpAdapter
 from services.sender.adapters.transport import AiohttpTransport, HttpTransport
@@ -65,6 +66,12 @@ def _smtp(
     return SmtpAdapter(options, "", 25, settings.provider_timeout_s)
 
 
+def _signal(
+    spec: ProviderSpec, options: Mapping[str, Any], settings: Settings, http: HttpTransport, _: HttpTransport
+) -> ProviderAdapter:
+    return SignalCliAdapter(_endpoint(spec, settings), options, http)
+
+
 def _webhook(
     spec: ProviderSpec,
     options: Mapping[str, Any],
@@ -96,6 +103,7 @@ ADAPTERS: Mapping[ProviderKind, AdapterFactory] = {
     ProviderKind.SMTP: _smtp,
     ProviderKind.WEBHOOK: _webhook,
     ProviderKind.MOCK_JSON: _mock_json,
+    ProviderKind.SIGNAL_CLI: _signal,
 }
 
 
