@@ -23,24 +23,41 @@ from shared.errors import ConfigurationError
 from shared.hardening import InsecureConfiguration, check_secrets
 from shared.logs import configure_logging, get_logger
 from shared.metrics import READY
+from shared.probes import DatabaseProbe
 from shared.resilience import retry_until_stopped
 from shared.settings import Settings, get_settings
 from shared.startup import EXIT_CONFIGURATION, Endpoint
 
-ReadinessCheck = Callable[[], bool]
+ReadinessCheck = Callable[[], bool | Awaitable[bool]]
+DEFAULT_CHECK_TIMEOUT_S = 1.0
 
 
 class Health:
-    """What ``/readyz`` reports: every registered check must pass."""
+    """What ``/readyz`` reports: every registered check must pass. A check is a plain predicate or a
+    coroutine (a probe of the dependency itself); each gets ``timeout_s``, and a check that raises
+    or does not answer in time counts as failing."""
 
-    def __init__(self) -> None:
+    def __init__(self, timeout_s: float = DEFAULT_CHECK_TIMEOUT_S) -> None:
+        self.timeout_s = timeout_s
         self._checks: dict[str, ReadinessCheck] = {}
 
     def add(self, name: str, check: ReadinessCheck) -> None:
         self._checks[name] = check
 
-    def failing(self) -> list[str]:
-        return [name for name, check in self._checks.items() if not check()]
+    async def _passes(self, check: ReadinessCheck) -> bool:
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                result = check()
+                if inspect.isawaitable(result):
+                    result = await result
+                return bool(result)
+        except Exception:  # a probe that cannot answer is a failing probe
+            return False
+
+    async def failing(self) -> list[str]:
+        names = list(self._checks)
+        results = await asyncio.gather(*(self._passes(self._checks[n]) for n in names))
+        return [name for name, ok in zip(names, results, strict=True) if not ok]
 
 
 async def start_health_server(settings: Settings, health: Health) -> web.AppRunner | None:
@@ -49,7 +66,7 @@ async def start_health_server(settings: Settings, health: Health) -> web.AppRunn
         return None
 
     async def metrics(_: web.Request) -> web.Response:
-        failing = health.failing()
+        failing = await health.failing()
         READY.set(0 if failing else 1)
         return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -57,7 +74,7 @@ async def start_health_server(settings: Settings, health: Health) -> web.AppRunn
         return web.json_response({"status": "ok"})
 
     async def readyz(_: web.Request) -> web.Response:
-        failing = health.failing()
+        failing = await health.failing()
         READY.set(0 if failing else 1)
         if failing:
             return web.json_response({"status": "not ready", "failing": failing}, status=503)
@@ -110,7 +127,7 @@ def serve(name: str, main: ServiceMain) -> None:
             loop.add_signal_handler(sig, stop.set)
         if early_stop_requested():
             stop.set()
-        health = Health()
+        health = Health(settings.readiness_timeout_s)
         http = await start_health_server(settings, health)
         log.info("service_starting", metrics_port=settings.metrics_port, vhost=settings.vhost())
         try:
@@ -181,7 +198,8 @@ async def backends(
     settings: Settings, name: str, stop: asyncio.Event, health: Health, pool_size: int
 ) -> AsyncIterator[tuple[asyncpg.Pool, AbstractRobustConnection] | None]:
     """A database pool and a broker connection, each retried until it works or ``stop`` is set
-    (then ``None``), registered as readiness checks and closed on the way out."""
+    (then ``None``), registered as readiness checks (PostgreSQL answering ``SELECT 1``, the broker
+    connection open) and closed on the way out."""
     pool = await retry_until_stopped(
         "postgres",
         lambda: create_pool(settings.database_dsn(), max_size=pool_size),
@@ -196,10 +214,19 @@ async def backends(
         if connection is None:
             yield None
             return
-        health.add("rabbitmq", lambda: not connection.is_closed)
+        probe = DatabaseProbe(settings.database_dsn(), health.timeout_s)
+        health.add("postgres", probe)
+        health.add("rabbitmq", lambda: broker_connected(connection))
         try:
             yield pool, connection
         finally:
             await connection.close()
+            await probe.close()
     finally:
         await pool.close()
+
+
+def broker_connected(connection: AbstractRobustConnection) -> bool:
+    """Open and not in the middle of a reconnect (a robust connection is "not closed" meanwhile)."""
+    connected = getattr(connection, "connected", None)
+    return not connection.is_closed and (connected is None or connected.is_set())

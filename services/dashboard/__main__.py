@@ -10,6 +10,7 @@ from services.dashboard.app import build_app
 from services.dashboard.collect import Collector
 from services.dashboard.settings import DashboardSettings
 from shared.logs import get_logger
+from shared.probes import DatabaseProbe
 from shared.runtime import Health, run_service
 from shared.settings import Settings
 
@@ -23,7 +24,8 @@ async def main(_: Settings, health: Health, stop: asyncio.Event) -> None:
     await runner.setup()
     site = web.TCPSite(runner, settings.dashboard_host, settings.dashboard_port)
     await site.start()
-    health.add("http", lambda: True)
+    probe = DatabaseProbe(settings.database_dsn(), health.timeout_s)
+    health.add("postgres", probe)
     log.info(
         "dashboard_ready",
         port=settings.dashboard_port,
@@ -35,6 +37,7 @@ async def main(_: Settings, health: Health, stop: asyncio.Event) -> None:
     finally:
         await runner.cleanup()
         await collector.close()
+        await probe.close()
 
 
 if __name__ == "__main__":

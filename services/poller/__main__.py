@@ -138,7 +138,6 @@ async def main(settings: Settings, health: Health, stop: asyncio.Event) -> None:
         if opened is None:
             return
         pool, connection = opened
-        health.add("postgres", lambda: not pool.is_closing())
         poller = Poller(settings, pool, connection)
         await retry_until_stopped("topology", poller.open_channels, stop)
         log.info("poller_ready", ordering=settings.ordering.value, batch_size=settings.batch_size)

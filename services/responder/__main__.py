@@ -226,7 +226,7 @@ async def main(settings: Settings, health: Health, stop: asyncio.Event) -> None:
             return
         pool, connection = opened
         responder = Responder(settings, pool, AmqpBroker(connection), connection)
-        health.add("postgres", lambda: responder.db_ok)
+        health.add("applying", lambda: responder.db_ok)  # its last batch of outcomes was written
         await retry_until_stopped("topology", responder.start, stop)
         if stop.is_set():
             return

@@ -111,7 +111,7 @@ async def test_operators_configure_providers_routes_and_policies_in_the_tables_s
     email = (await api.client.get("/v1/routing/channels/email", headers=ops)).json()
     assert email["routes"] == [] and email["chain"] == []
     listed = (await api.client.get("/v1/routing/channels", headers=ops)).json()["items"]
-    assert [c["channel"] for c in listed] == ["sms", "mms", "email", "whatsapp", "webhook"]
+    assert [c["channel"] for c in listed] == ["sms", "mms", "email", "whatsapp", "webhook", "signal"]
     # When a route is replaced: the same key answers 200
     replaced = await api.client.put(
         "/v1/routing/channels/sms/routes/smsB", json={"priority": -1, "active": False}, headers=ops
