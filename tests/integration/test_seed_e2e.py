@@ -3,6 +3,9 @@ retrying its failed messages while the DLQ is settled to agree with the database
 
 from __future__ import annotations
 
+from datetime import datetime
+from itertools import pairwise
+
 import asyncpg
 import httpx
 import pytest
@@ -135,3 +138,49 @@ async def test_a_tenant_retries_its_failed_messages_and_the_dlq_is_settled(
 
 async def _depth_is(stack: Stack, expected: int) -> bool:
     return await dlq_depth(stack.environment.amqp_url) == expected
+
+
+@pytest.mark.e2e
+async def test_a_paced_campaign_is_due_one_gap_apart_and_no_message_leaves_before_its_time(
+    stack: Stack, pool: asyncpg.Pool
+) -> None:
+    # Given the pipeline and the API running as processes
+    base = start_pipeline_and_api(stack)
+    await stack.start()
+    headers = await api_key(pool, "acme")
+    async with httpx.AsyncClient(base_url=base, headers=headers, timeout=10) as client:
+        template = await client.post(
+            "/v1/templates",
+            json={"name": "p", "channel": "sms", "content": {"body": "Hi {{name}}", "from": "+15550001"}},
+        )
+        # When a draft paced "fast" (2 to 5 s between two messages of its sender) gets 3 contacts, is sent
+        draft = await client.post(
+            "/v1/campaigns",
+            json={"name": "p", "template_id": template.json()["id"], "draft": True, "pacing": "fast"},
+        )
+        campaign_id = draft.json()["id"]
+        rows = [{"phone": f"+4479110000{i:02d}", "name": f"n{i}"} for i in range(3)]
+        await client.post(f"/v1/campaigns/{campaign_id}/contacts", json=rows)
+        sent = (await client.post(f"/v1/campaigns/{campaign_id}/send")).json()
+        # Then its messages are due 2 to 5 s apart and its ETA is the last one's due time
+        items = (await client.get("/v1/messages", params={"campaign_id": campaign_id})).json()["items"]
+        due = {m["recipient"]: datetime.fromisoformat(m["next_attempt_at"]) for m in items}
+        times = sorted(due.values())
+        assert all(2.0 <= (b - a).total_seconds() <= 5.0 for a, b in pairwise(times))
+        assert datetime.fromisoformat(sent["eta"]) == times[-1]
+
+        async def completed() -> bool:
+            status: str = (await client.get(f"/v1/campaigns/{campaign_id}")).json()["status"]
+            return status == "COMPLETED"
+
+        await wait_until(completed, timeout=60, what="campaign COMPLETED")
+        assert (await client.get(f"/v1/campaigns/{campaign_id}")).json()["eta"] is None
+    # ... and the provider received none of them before its due time
+    arrived = {
+        r["recipient"]: datetime.fromisoformat(r["received_at"])
+        for r in await ledger(stack.url("mock_provider"))
+        if not r["replay"]
+    }
+    assert set(arrived) == set(due)
+    for recipient, at in due.items():
+        assert arrived[recipient] >= at, recipient

@@ -7,7 +7,7 @@ import base64
 import orjson
 import pytest
 
-from services.sender.adapters import AdapterPool, SendRequest
+from services.sender.adapters import SendRequest, build_adapter
 from services.sender.adapters.signal import SIGNAL_ERRORS, SignalCliAdapter, error_class
 from services.sender.adapters.transport import HttpRequest, HttpResponse, MockTransport, TransportError
 from shared.models import OutcomeClass
@@ -111,8 +111,7 @@ async def test_refused_before_any_call_without_a_number_or_a_body() -> None:
     assert transport.requests == []
 
 
-async def test_the_pool_builds_a_signal_adapter_for_the_signal_cli_kind() -> None:
-    pool = AdapterPool(Settings(), answer(201, {"timestamp": 1}))
-    adapter = pool.get(ProviderSpec("sig", "signal_cli", settings={"number": "+1555"}))
+async def test_a_signal_adapter_is_built_for_the_signal_cli_kind() -> None:
+    spec = ProviderSpec("sig", "signal_cli", settings={"number": "+1555"})
+    adapter = build_adapter(spec, Settings(), answer(201, {"timestamp": 1}))
     assert isinstance(adapter, SignalCliAdapter) and adapter.url == "http://127.0.0.1:8081/sig/v2/send"
-    await pool.close()
