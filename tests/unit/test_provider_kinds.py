@@ -9,6 +9,7 @@ from services.api.schemas.routing import SETTINGS
 from services.mock_provider.clients import MOCK_ACCOUNT_SID
 from services.sender.adapters import ADAPTERS, AdapterPool, build_adapter
 from services.sender.adapters.mockjson import MockJsonAdapter
+from services.sender.adapters.signal import SignalCliAdapter
 from services.sender.adapters.sms import SmsGatewayAdapter
 from services.sender.adapters.smtp import SmtpAdapter
 from services.sender.adapters.transport import HttpResponse, MockTransport
@@ -31,7 +32,7 @@ def test_the_sender_has_an_adapter_for_every_kind_and_the_api_knows_the_same_kin
     assert {"sms_gateway", "mock_json"} == KINDS_HONOURING_IDEMPOTENCY_KEYS
 
 
-@pytest.mark.parametrize("kind", ["signal_cli", "MOCK_JSON", "", "sms"])
+@pytest.mark.parametrize("kind", ["signal", "MOCK_JSON", "", "sms"])
 def test_an_unknown_kind_is_a_configuration_error_never_the_mock_adapter(kind: str) -> None:
     with pytest.raises(ConfigurationError, match="unknown provider kind"):
         provider_kind(kind)
@@ -48,6 +49,7 @@ def test_each_kind_builds_its_own_adapter() -> None:
     assert built[ProviderKind.WHATSAPP_CLOUD] is WhatsAppCloudAdapter
     assert built[ProviderKind.SMTP] is SmtpAdapter
     assert built[ProviderKind.MOCK_JSON] is MockJsonAdapter
+    assert built[ProviderKind.SIGNAL_CLI] is SignalCliAdapter
     assert len(set(built.values())) == len(ProviderKind)
 
 
