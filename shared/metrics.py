@@ -15,6 +15,16 @@ RECLAIMED = Counter(
     "switchboard_leases_reclaimed_total", "PROCESSING rows re-published after their lease ran out"
 )
 BACKPRESSURE = Gauge("switchboard_backpressure", "1 while the poller pauses because dispatch queues are deep")
+LANE_DRAIN_RATE = Gauge(
+    "switchboard_lane_drain_rate",
+    "Dispatch messages consumed per second in a lane, as the poller measures it",
+    ["lane"],
+)
+LANE_BACKLOG_ALLOWED = Gauge(
+    "switchboard_lane_backlog_allowed",
+    "Messages the poller lets wait in a lane's queues (its time budget)",
+    ["lane"],
+)
 QUEUE_DEPTH = Gauge("switchboard_queue_depth", "Messages ready in a queue", ["queue"])
 PROVIDER_LATENCY = Histogram(
     "switchboard_provider_latency_seconds",

@@ -101,6 +101,8 @@ class DispatchMessage(Message):
     recipient: str = Field(min_length=1, max_length=320)
     # The recipient spelled one way (communication_logs.recipient_key): routing and ordering use it.
     recipient_key: str | None = Field(default=None, max_length=320)
+    # communication_logs.ordering_group (services/poller/gate.py): strict order holds within it.
+    ordering_group: str | None = Field(default=None, max_length=600)
     payload: dict[str, Any]
     priority: int = Field(ge=0, le=2)
     provider: str | None = None
@@ -113,7 +115,7 @@ class DispatchMessage(Message):
 
     @property
     def ordering_key(self) -> str:
-        return self.recipient_key or self.recipient
+        return self.ordering_group or self.recipient_key or self.recipient
 
 
 class OutcomeMessage(Message):

@@ -54,8 +54,17 @@ class Settings(BaseSettings):
     delivery_limit: int = Field(10, ge=1)
     batch_size: int = Field(500, ge=1, le=10_000)
     prefetch: int = Field(200, ge=1, le=5_000)
+    # The urgent lane's prefetch (senders and responders consume that lane on a channel of its own).
+    urgent_prefetch: int = Field(50, ge=1, le=5_000)
+    # The poller is woken by LISTEN/NOTIFY when logs due now are inserted; it polls every poll_interval_s
+    # anyway (retries, resumed campaigns), and cycles at most once per poll_min_interval_s (batching).
     poll_interval_s: float = Field(0.2, gt=0)
+    poll_min_interval_s: float = Field(0.01, ge=0)
     lease_s: float = Field(120.0, gt=0)
+    # Per lane, the poller keeps at most dispatch_budget_s of the measured drain rate waiting in the
+    # broker, never fewer than dispatch_min_backlog nor more than max_dispatch_depth messages.
+    dispatch_budget_s: float = Field(2.0, gt=0, le=600)
+    dispatch_min_backlog: int = Field(200, ge=1)
     max_dispatch_depth: int = Field(20_000, ge=1)
     starvation_after_s: float = Field(30.0, ge=0)
     starvation_share: float = Field(0.1, ge=0, le=1)
@@ -125,7 +134,8 @@ class Settings(BaseSettings):
     outbound_allowlist: dict[str, list[str]] = Field(default_factory=dict)
 
     responder_batch_size: int = Field(500, ge=1, le=10_000)
-    responder_batch_wait_s: float = Field(0.02, ge=0)
+    # 0: a batch is what has arrived while the previous one was written (no waiting under light load).
+    responder_batch_wait_s: float = Field(0.0, ge=0)
 
     metrics_port: int = Field(0, ge=0, le=65535)
     metrics_host: str = "127.0.0.1"

@@ -12,8 +12,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-DISPATCH_EXCHANGE = "dispatch"
-RESPONSES_EXCHANGE = "responses"
+# Two stages, each split into priority lanes: ``dispatch.urgent``, ``dispatch.bulk``, ``responses.urgent``,
+# ``responses.bulk`` are x-consistent-hash exchanges, each with its own shard queues (``dispatch.urgent.0``).
+DISPATCH = "dispatch"
+RESPONSES = "responses"
+STAGES = (DISPATCH, RESPONSES)
 DEAD_LETTER_EXCHANGE = "dlx"
 DEAD_LETTER_QUEUE = "dlq"
 # Circuit-breaker state changes, fanned out to every sender replica (each binds its own
@@ -36,8 +39,42 @@ HEADER_ERROR = "x-switchboard-error"
 HEADER_SOURCE_QUEUE = "x-switchboard-source-queue"
 
 
+class Lane(StrEnum):
+    """A priority class with queues of its own, so that urgent work never waits behind bulk work.
+
+    Quorum queues have no priorities in RabbitMQ 3.10; separate queues per class, consumed urgent
+    first with their own prefetch, are how the broker keeps an OTP out of a campaign's backlog.
+    """
+
+    URGENT = "urgent"  # priority 0
+    BULK = "bulk"  # priorities 1 and 2 (the poller's claim order and starvation guard rank them)
+
+
+LANES = (Lane.URGENT, Lane.BULK)  # in the order a consumer serves them
+
+
+def lane_of(priority: int) -> Lane:
+    return Lane.URGENT if priority == 0 else Lane.BULK
+
+
+def lane_exchange(stage: str, lane: Lane) -> str:
+    return f"{stage}.{lane.value}"
+
+
 def shard_queue(exchange: str, shard: int) -> str:
     return f"{exchange}.{shard}"
+
+
+def lane_queue(stage: str, lane: Lane, shard: int) -> str:
+    return shard_queue(lane_exchange(stage, lane), shard)
+
+
+LANE_EXCHANGES = [lane_exchange(stage, lane) for stage in STAGES for lane in LANES]
+
+
+def shard_queues(shards: int, stages: tuple[str, ...] = STAGES) -> list[str]:
+    """Every lane's shard queues of ``stages`` (``dispatch.urgent.0`` ... ``responses.bulk.<shards-1>``)."""
+    return [lane_queue(stage, lane, n) for stage in stages for lane in LANES for n in range(shards)]
 
 
 def circuit_queue(replica: str) -> str:
@@ -61,7 +98,8 @@ ROLE_TAGS: dict[ServiceRole, list[str]] = {ServiceRole.MONITOR: ["monitoring"]}
 
 
 USER_PREFIX = "switchboard"
-SHARD_QUEUE_NAME = rf"({DISPATCH_EXCHANGE}|{RESPONSES_EXCHANGE})\.\d+"
+_LANE_NAMES = "|".join(lane.value for lane in LANES)
+SHARD_QUEUE_NAME = rf"({DISPATCH}|{RESPONSES})\.({_LANE_NAMES})\.\d+"
 
 
 def service_user(role: ServiceRole, prefix: str = USER_PREFIX) -> str:
@@ -109,8 +147,7 @@ class Topology:
 
     def exchanges(self) -> list[ExchangeSpec]:
         return [
-            ExchangeSpec(DISPATCH_EXCHANGE, CONSISTENT_HASH),
-            ExchangeSpec(RESPONSES_EXCHANGE, CONSISTENT_HASH),
+            *(ExchangeSpec(name, CONSISTENT_HASH) for name in LANE_EXCHANGES),
             ExchangeSpec(DEAD_LETTER_EXCHANGE, "fanout"),
             ExchangeSpec(CIRCUIT_EVENTS_EXCHANGE, "fanout"),
         ]
@@ -128,7 +165,7 @@ class Topology:
     def queues(self) -> list[QueueSpec]:
         specs = [
             QueueSpec(shard_queue(exchange, n), self.shard_arguments(), exchange, "1")
-            for exchange in (DISPATCH_EXCHANGE, RESPONSES_EXCHANGE)
+            for exchange in LANE_EXCHANGES
             for n in range(self.shards)
         ]
         specs.append(QueueSpec(DEAD_LETTER_QUEUE, self.dlq_arguments(), DEAD_LETTER_EXCHANGE, ""))
@@ -183,32 +220,32 @@ class Topology:
         """
         circuit_queues = _literal(CIRCUIT_EVENTS_EXCHANGE) + r"\..+"
 
-        def shards_of(exchange: str) -> str:
-            return _literal(exchange) + r"\.\d+"
+        def exchanges_of(stage: str) -> str:
+            return _literal(stage) + rf"\.({_LANE_NAMES})"
+
+        def shards_of(stage: str) -> str:
+            return exchanges_of(stage) + r"\.\d+"
 
         return {
             ServiceRole.POLLER: Permission(
-                configure="^$", write=_any_of([_literal(DISPATCH_EXCHANGE)]), read="^$"
+                configure="^$", write=_any_of([exchanges_of(DISPATCH)]), read="^$"
             ),
             # No dlx: a poison dispatch is rejected into the shard queue's dead-letter policy.
             ServiceRole.SENDER: Permission(
                 configure=_any_of([circuit_queues]),
-                write=_any_of(
-                    [_literal(RESPONSES_EXCHANGE), _literal(CIRCUIT_EVENTS_EXCHANGE), circuit_queues]
-                ),
-                read=_any_of(
-                    [_literal(CIRCUIT_EVENTS_EXCHANGE), shards_of(DISPATCH_EXCHANGE), circuit_queues]
-                ),
+                write=_any_of([exchanges_of(RESPONSES), _literal(CIRCUIT_EVENTS_EXCHANGE), circuit_queues]),
+                read=_any_of([_literal(CIRCUIT_EVENTS_EXCHANGE), shards_of(DISPATCH), circuit_queues]),
             ),
             # dlq (read): after a crash mid-relay the responder looks there for the letters it may
             # have published already (services/responder/relay.py); it gives every message back.
             ServiceRole.RESPONDER: Permission(
                 configure="^$",
                 write=_any_of([_literal(DEAD_LETTER_EXCHANGE)]),
-                read=_any_of([shards_of(RESPONSES_EXCHANGE), _literal(DEAD_LETTER_QUEUE)]),
+                read=_any_of([shards_of(RESPONSES), _literal(DEAD_LETTER_QUEUE)]),
             ),
+            # Delivery reports go to the bulk lane only (services/receipts).
             ServiceRole.RECEIPTS: Permission(
-                configure="^$", write=_any_of([_literal(RESPONSES_EXCHANGE)]), read="^$"
+                configure="^$", write=_any_of([_literal(lane_exchange(RESPONSES, Lane.BULK))]), read="^$"
             ),
             # The dlq admin publishes nothing (a requeue resets the log in PostgreSQL, checked there;
             # the poller sends it) and consumes only the DLQ.

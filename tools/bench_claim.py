@@ -19,6 +19,7 @@ import asyncpg
 
 from services.poller.claims import claim, claim_sql
 from shared.settings import Ordering
+from shared.topology import lane_of
 from tools.bench_common import ProgressFn, bounded, no_progress, truncate
 from tools.stack import Environment
 
@@ -114,6 +115,7 @@ async def timed(conn: asyncpg.Connection, batch: int, ordering: Ordering) -> tup
         started = time.perf_counter()
         await claim(
             conn,
+            lane=lane_of(PRIORITY),
             batch_size=batch,
             lease_s=LEASE_S,
             ordering=ordering,

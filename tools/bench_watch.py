@@ -12,7 +12,7 @@ import aio_pika
 import asyncpg
 import httpx
 
-from shared.topology import DISPATCH_EXCHANGE, RESPONSES_EXCHANGE, shard_queue
+from shared.topology import shard_queues
 from tools.bench_common import BenchError, ProgressFn, rounded, sustained_rate
 from tools.stack import Environment, Stack
 
@@ -73,15 +73,14 @@ async def wait_consumers(environment: Environment, shards: int, timeout_s: float
     deadline = time.monotonic() + timeout_s
     try:
         channel = await connection.channel()
-        for exchange in (DISPATCH_EXCHANGE, RESPONSES_EXCHANGE):
-            for n in range(shards):
-                while True:
-                    queue = await channel.declare_queue(shard_queue(exchange, n), passive=True)
-                    if queue.declaration_result.consumer_count:
-                        break
-                    if time.monotonic() > deadline:
-                        raise BenchError(f"no consumer on {shard_queue(exchange, n)} after {timeout_s:g}s")
-                    await asyncio.sleep(0.1)
+        for name in shard_queues(shards):
+            while True:
+                queue = await channel.declare_queue(name, passive=True)
+                if queue.declaration_result.consumer_count:
+                    break
+                if time.monotonic() > deadline:
+                    raise BenchError(f"no consumer on {name} after {timeout_s:g}s")
+                await asyncio.sleep(0.1)
     finally:
         await connection.close()
 

@@ -35,7 +35,7 @@ from rich.table import Table
 
 from shared.db import create_pool
 from shared.routing_store import write_config
-from shared.topology import DEAD_LETTER_QUEUE, DISPATCH_EXCHANGE, RESPONSES_EXCHANGE, shard_queue
+from shared.topology import DEAD_LETTER_QUEUE, shard_queues
 from tools.invariants import InvariantReport, check
 from tools.signals import run_harness
 from tools.stack import Environment, Stack, create_environment, destroy_environment
@@ -258,10 +258,9 @@ async def queue_depths(environment: Environment, shards: int) -> int:
     try:
         channel = await connection.channel()
         total = 0
-        for exchange in (DISPATCH_EXCHANGE, RESPONSES_EXCHANGE):
-            for n in range(shards):
-                queue = await channel.declare_queue(shard_queue(exchange, n), passive=True)
-                total += queue.declaration_result.message_count or 0
+        for name in shard_queues(shards):
+            queue = await channel.declare_queue(name, passive=True)
+            total += queue.declaration_result.message_count or 0
         return total
     finally:
         await connection.close()

@@ -20,7 +20,7 @@ from aio_pika.abc import AbstractConnection
 
 from shared.db import database_name
 from shared.management import Management
-from shared.topology import DEAD_LETTER_QUEUE, DISPATCH_EXCHANGE, RESPONSES_EXCHANGE, shard_queue
+from shared.topology import DEAD_LETTER_QUEUE, shard_queues
 from tools.demo_outage import OutagePlan, plan_outage, provider_order, routing_config
 from tools.stack import Environment
 
@@ -75,7 +75,7 @@ async def preflight(environment: Environment, shards: int) -> int:
             f"cannot reach RabbitMQ vhost {environment.vhost!r} ({exc!r}); run `make setup`"
         ) from None
     try:
-        names = [shard_queue(e, n) for e in (DISPATCH_EXCHANGE, RESPONSES_EXCHANGE) for n in range(shards)]
+        names = shard_queues(shards)
         counts = await queue_counts(connection, [*names, DEAD_LETTER_QUEUE])
     finally:
         await connection.close()

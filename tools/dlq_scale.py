@@ -77,7 +77,7 @@ def poison_message(i: int) -> wire.Envelope:
     arrived = wire.Received(
         body, message_id=f"poison-{i}", type=wire.MESSAGE_TYPE_DISPATCH, content_type=wire.CONTENT_TYPE
     )
-    return wire.poison_copy(arrived, "MalformedMessage: not JSON", "sender", "dispatch.0")
+    return wire.poison_copy(arrived, "MalformedMessage: not JSON", "sender", "dispatch.bulk.0")
 
 
 async def publish_to_dlx(

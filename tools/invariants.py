@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from itertools import pairwise
 from typing import Any
 
@@ -62,25 +64,46 @@ class InvariantReport:
         return data
 
 
+# Where strict order holds (migration 0011, services/poller/gate.py): per ordering group, by due time then id.
+GroupPlaces = Mapping[int, tuple[str, datetime, int]]
+
+
+async def ordering_places(pool: asyncpg.Pool) -> dict[int, tuple[str, datetime, int]]:
+    """log id -> (ordering group, due time, id): the order the strict gate keeps."""
+    rows = await pool.fetch("SELECT id, ordering_group, due_at FROM communication_logs")
+    return {r["id"]: (r["ordering_group"], r["due_at"], r["id"]) for r in rows}
+
+
 def order_violations(
-    ledger: list[dict[str, Any]], strict_recipients: set[str] | None = None
+    ledger: list[dict[str, Any]], strict_recipients: set[str] | None = None, places: GroupPlaces | None = None
 ) -> list[dict[str, Any]]:
-    """Per recipient, accepted sends must reach the provider in creation (log id) order."""
-    by_recipient: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    """Accepted sends must reach the provider in order: per ordering group by due time then id when
+    ``places`` is given (see :func:`ordering_places`), else per recipient by log id."""
+    by_group: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in ledger:
         if not row["replay"] and row["log_id"] is not None:
-            by_recipient[row["recipient"]].append(row)
+            group = places[row["log_id"]][0] if places is not None else row["recipient"]
+            by_group[group].append(row)
     found = []
-    for recipient, rows in by_recipient.items():
-        if strict_recipients is not None and recipient not in strict_recipients:
+    for group, rows in by_group.items():
+        if strict_recipients is not None and rows[0]["recipient"] not in strict_recipients:
             continue
         rows.sort(key=lambda r: r["received_at"])
         for earlier, later in pairwise(rows):
-            if later["log_id"] < earlier["log_id"]:
+            if place(later, places) < place(earlier, places):
                 found.append(
-                    {"recipient": recipient, "sent_first": earlier["log_id"], "sent_after": later["log_id"]}
+                    {
+                        "recipient": rows[0]["recipient"],
+                        "sent_first": earlier["log_id"],
+                        "sent_after": later["log_id"],
+                    }
+                    | ({"group": group} if places is not None else {})
                 )
     return found
+
+
+def place(row: dict[str, Any], places: GroupPlaces | None) -> tuple[Any, ...]:
+    return places[row["log_id"]][1:] if places is not None else (row["log_id"],)
 
 
 async def check(
@@ -111,7 +134,7 @@ async def check(
     report.in_doubt_accepted = len(held & set(per_log))
     report.ledger_without_sent = sorted(set(per_log) - delivered_like - held)
     if strict:
-        report.order_violations = order_violations(ledger)
+        report.order_violations = order_violations(ledger, places=await ordering_places(pool))
 
     letters: Counter[int] = Counter()
     for body in dead_letter_bodies:

@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from shared.circuit import CircuitState
 from shared.models import Status
 from shared.recipients import recipient_hash
-from shared.topology import DEAD_LETTER_QUEUE, DISPATCH_EXCHANGE, RESPONSES_EXCHANGE
+from shared.topology import DEAD_LETTER_QUEUE, DISPATCH, RESPONSES
 
 STATUSES = [s.value for s in Status]
 SUCCEEDED = (Status.SENT.value, Status.DELIVERED.value)
@@ -85,7 +85,7 @@ def throughput(rows: Iterable[Mapping[str, Any]], window_s: int, bucket_s: int) 
 def queue_group(name: str) -> str:
     if name == DEAD_LETTER_QUEUE:
         return "dlq"
-    for exchange in (DISPATCH_EXCHANGE, RESPONSES_EXCHANGE):
+    for exchange in (DISPATCH, RESPONSES):
         if name.startswith(exchange + "."):
             return exchange
     return "other"
@@ -103,17 +103,23 @@ def queue_depths(queues: Iterable[Mapping[str, Any]]) -> list[QueueDepth]:
         )
         for q in queues
     ]
-    order = {DISPATCH_EXCHANGE: 0, RESPONSES_EXCHANGE: 1, "other": 2, "dlq": 3}
+    order = {DISPATCH: 0, RESPONSES: 1, "other": 2, "dlq": 3}
 
-    def key(d: QueueDepth) -> tuple[int, int, str]:
-        suffix = d.name.rpartition(".")[2]
-        return order[d.group], int(suffix) if suffix.isdigit() else 0, d.name
+    def key(d: QueueDepth) -> tuple[int, str, int, str]:
+        lane, _, suffix = d.name.removeprefix(d.group + ".").rpartition(".")
+        # urgent before bulk, then the shards in numeric order
+        return (
+            order[d.group],
+            "" if lane == "urgent" else lane,
+            int(suffix) if suffix.isdigit() else 0,
+            d.name,
+        )
 
     return sorted(depths, key=key)
 
 
 def queue_totals(depths: Sequence[QueueDepth]) -> dict[str, int]:
-    totals = {DISPATCH_EXCHANGE: 0, RESPONSES_EXCHANGE: 0, "dlq": 0}
+    totals = {DISPATCH: 0, RESPONSES: 0, "dlq": 0}
     for d in depths:
         if d.group in totals:
             totals[d.group] += d.ready + d.unacked

@@ -1,4 +1,5 @@
-"""``python -m services.poller``: claim, publish with confirms, reclaim expired leases, apply backpressure."""
+"""``python -m services.poller``: claim per lane, publish with confirms, reclaim expired leases, keep each
+lane's broker backlog within its time budget, wake on LISTEN/NOTIFY."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import time
 import asyncpg
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 
+from services.poller.budget import LaneBudget
 from services.poller.claims import ClaimedLog, claim, expire_leases, reclaim_expired
 from services.poller.dispatch import publish_order, to_dispatch
+from services.poller.wakeup import DueSignal
 from shared import metrics
 from shared.bus import wire
 from shared.bus.amqp import AmqpBroker
@@ -19,96 +22,152 @@ from shared.models import utcnow
 from shared.resilience import Backoff, retry_until_stopped, sleep_or_stop
 from shared.runtime import Health, backends, run_service
 from shared.settings import Settings
-from shared.topology import DISPATCH_EXCHANGE, Topology, shard_queue
+from shared.topology import DISPATCH, LANES, Lane, Topology, lane_exchange, lane_of, lane_queue
 
 log = get_logger("poller")
 
+# Between two measurements of a lane's depth the poller counts what it published on top of the last
+# one (an upper bound: consumers only take messages away), so most cycles ask the broker nothing.
+DEPTH_REFRESH_S = 0.1
+
 
 class Poller:
-    def __init__(self, settings: Settings, pool: asyncpg.Pool, connection: AbstractRobustConnection) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        pool: asyncpg.Pool,
+        connection: AbstractRobustConnection,
+        signal: DueSignal | None = None,
+    ) -> None:
         self.settings = settings
         self.pool = pool
         self.connection = connection
+        self.signal = signal
         self.topology = Topology(shards=settings.shards, delivery_limit=settings.delivery_limit)
         self.broker = AmqpBroker(connection)
         self.publish_channel: Channel | None = None
         self.depth_channel: AbstractChannel | None = None
+        self.budgets = {
+            lane: LaneBudget(
+                settings.dispatch_budget_s, settings.dispatch_min_backlog, settings.max_dispatch_depth
+            )
+            for lane in LANES
+        }
+        self.depths: dict[Lane, int] = dict.fromkeys(LANES, 0)
+        self.depths_at = -DEPTH_REFRESH_S
 
     async def open_channels(self) -> None:
         self.publish_channel = await self.broker.channel()
         await self.publish_channel.declare(self.topology)
         self.depth_channel = await self.connection.channel()
 
-    async def dispatch_depth(self) -> int:
+    async def lane_depth(self, lane: Lane) -> int:
         assert self.depth_channel is not None
         total = 0
         for shard in range(self.settings.shards):
-            name = shard_queue(DISPATCH_EXCHANGE, shard)
+            name = lane_queue(DISPATCH, lane, shard)
             queue = await self.depth_channel.declare_queue(name, passive=True)
             count = queue.declaration_result.message_count or 0
             metrics.QUEUE_DEPTH.labels(queue=name).set(count)
             total += count
         return total
 
+    async def measure(self) -> None:
+        now = time.monotonic()
+        if now - self.depths_at < DEPTH_REFRESH_S:
+            return
+        for lane in LANES:
+            depth = await self.lane_depth(lane)
+            budget = self.budgets[lane]
+            budget.observe(depth, now)
+            self.depths[lane] = depth
+            metrics.LANE_DRAIN_RATE.labels(lane=lane.value).set(round(budget.rate, 1))
+            metrics.LANE_BACKLOG_ALLOWED.labels(lane=lane.value).set(budget.allowed())
+        self.depths_at = now
+
     async def publish(self, rows: list[ClaimedLog]) -> int:
-        """Publish ``rows``; those the broker does not confirm get their lease expired for a retry."""
-        assert self.publish_channel is not None
+        """Publish ``rows`` into their lanes; those the broker does not confirm get their lease expired."""
+        channel = self.publish_channel
+        assert channel is not None
         claimed_at = utcnow()
-        ordered = publish_order(rows)
-        envelopes = [wire.dispatch(to_dispatch(row, claimed_at)) for row in ordered]
-        results = await self.publish_channel.publish(DISPATCH_EXCHANGE, envelopes)
-        failed = [row.id for row, error in zip(ordered, results, strict=True) if error is not None]
-        published_ids = [row.id for row, error in zip(ordered, results, strict=True) if error is None]
-        if published_ids:
-            log.info("published", count=len(published_ids), log_ids=published_ids)
+        by_lane: dict[Lane, list[ClaimedLog]] = {}
+        for row in publish_order(rows):
+            by_lane.setdefault(lane_of(row.priority), []).append(row)
+        lanes = list(by_lane)
+        outcomes = await asyncio.gather(
+            *(
+                channel.publish(
+                    lane_exchange(DISPATCH, lane),
+                    [wire.dispatch(to_dispatch(r, claimed_at)) for r in by_lane[lane]],
+                )
+                for lane in lanes
+            )
+        )
+        failed: list[int] = []
+        for lane, results in zip(lanes, outcomes, strict=True):
+            lane_rows = by_lane[lane]
+            published_ids = [row.id for row, error in zip(lane_rows, results, strict=True) if error is None]
+            lane_failed = [row.id for row, error in zip(lane_rows, results, strict=True) if error is not None]
+            self.budgets[lane].published(len(published_ids))
+            self.depths[lane] += len(published_ids)
+            if published_ids:
+                log.info("published", lane=lane.value, count=len(published_ids), log_ids=published_ids)
+            if lane_failed:
+                first = next(e for e in results if e is not None)
+                log.warning("publish_failed", lane=lane.value, count=len(lane_failed), error=repr(first))
+                failed.extend(lane_failed)
         if failed:
-            first = next(e for e in results if e is not None)
-            log.warning("publish_failed", count=len(failed), error=repr(first))
             async with self.pool.acquire() as conn:
                 await expire_leases(conn, failed)
         published = len(rows) - len(failed)
         metrics.MESSAGES_OUT.labels(stage="poller").inc(published)
         return published
 
-    async def poll_once(self) -> int:
-        """One cycle; returns how many rows it handled (0 means: nothing due, sleep)."""
+    async def poll_once(self) -> bool:
+        """One cycle; True when a lane had more due work than it took (poll again at once)."""
         s = self.settings
-        depth = await self.dispatch_depth()
-        if depth >= s.max_dispatch_depth:
-            metrics.BACKPRESSURE.set(1)
-            return 0
-        metrics.BACKPRESSURE.set(0)
-        room = min(s.batch_size, s.max_dispatch_depth - depth)
+        await self.measure()
+        rooms = {lane: min(self.budgets[lane].room(self.depths[lane]), s.batch_size) for lane in LANES}
+        metrics.BACKPRESSURE.set(1 if not any(rooms.values()) else 0)
+        claimed: list[ClaimedLog] = []
+        more = False
         async with self.pool.acquire() as conn:
-            reclaimed = await reclaim_expired(conn, batch_size=room, lease_s=s.lease_s)
-            rows = (
-                await claim(
+            reclaimed = await reclaim_expired(conn, batch_size=s.batch_size, lease_s=s.lease_s)
+            for row in reclaimed:
+                rooms[lane_of(row.priority)] -= 1
+            for lane in LANES:
+                if rooms[lane] <= 0:
+                    continue
+                rows = await claim(
                     conn,
-                    batch_size=max(room - len(reclaimed), 0),
+                    lane=lane,
+                    batch_size=rooms[lane],
                     lease_s=s.lease_s,
                     ordering=s.ordering,
                     starvation_after_s=s.starvation_after_s,
                     starvation_share=s.starvation_share,
                 )
-                if room > len(reclaimed)
-                else []
-            )
+                more = more or len(rows) >= rooms[lane]
+                claimed.extend(rows)
         if reclaimed:
             metrics.RECLAIMED.inc(len(reclaimed))
             log.info("leases_reclaimed", count=len(reclaimed), log_ids=[r.id for r in reclaimed[:20]])
-        metrics.CLAIM_BATCH.observe(len(rows))
-        metrics.MESSAGES_IN.labels(stage="poller").inc(len(rows))
-        batch = reclaimed + rows
+            more = more or len(reclaimed) >= s.batch_size
+        metrics.CLAIM_BATCH.observe(len(claimed))
+        metrics.MESSAGES_IN.labels(stage="poller").inc(len(claimed))
+        batch = reclaimed + claimed
         if batch:
             await self.publish(batch)
-        return len(batch)
+        return more
 
     async def run(self, stop: asyncio.Event) -> None:
         backoff = Backoff()
         while not stop.is_set():
             started = time.monotonic()
+            if self.signal is not None:
+                await self.signal.ensure_listening()
             try:
-                handled = await self.poll_once()
+                more = await self.poll_once()
                 backoff.reset()
             except asyncio.CancelledError:
                 raise
@@ -119,9 +178,21 @@ class Poller:
                     break
                 await self._reopen_if_needed()
                 continue
-            if handled < self.settings.batch_size:
-                elapsed = time.monotonic() - started
-                await sleep_or_stop(stop, max(self.settings.poll_interval_s - elapsed, 0.0))
+            if more:
+                continue
+            # Batching under load: at most one cycle per poll_min_interval_s however often logs arrive.
+            elapsed = time.monotonic() - started
+            if elapsed < self.settings.poll_min_interval_s and await sleep_or_stop(
+                stop, self.settings.poll_min_interval_s - elapsed
+            ):
+                break
+            if self.signal is not None:
+                remaining = self.settings.poll_interval_s - (time.monotonic() - started)
+                await self.signal.wait(remaining, stop)
+            else:
+                await sleep_or_stop(
+                    stop, max(self.settings.poll_interval_s - (time.monotonic() - started), 0.0)
+                )
 
     async def _reopen_if_needed(self) -> None:
         for channel in (self.publish_channel, self.depth_channel):
@@ -138,10 +209,20 @@ async def main(settings: Settings, health: Health, stop: asyncio.Event) -> None:
         if opened is None:
             return
         pool, connection = opened
-        poller = Poller(settings, pool, connection)
+        signal = DueSignal(settings.database_dsn())
+        poller = Poller(settings, pool, connection, signal)
         await retry_until_stopped("topology", poller.open_channels, stop)
-        log.info("poller_ready", ordering=settings.ordering.value, batch_size=settings.batch_size)
-        await poller.run(stop)
+        log.info(
+            "poller_ready",
+            ordering=settings.ordering.value,
+            batch_size=settings.batch_size,
+            lanes=[lane.value for lane in LANES],
+            budget_s=settings.dispatch_budget_s,
+        )
+        try:
+            await poller.run(stop)
+        finally:
+            await signal.close()
 
 
 if __name__ == "__main__":

@@ -9,19 +9,27 @@ from typing import Any
 import asyncpg
 
 from shared.settings import Ordering
+from shared.topology import Lane, lane_of
 
 _RETURNING = """
-RETURNING l.id, l.attempts, l.tenant, l.campaign_id, l.channel, l.recipient, l.recipient_key, l.payload,
-          l.priority, l.provider, l.created_at
+RETURNING l.id, l.attempts, l.tenant, l.campaign_id, l.channel, l.recipient, l.recipient_key,
+          l.ordering_group, l.payload, l.priority, l.provider, l.created_at
 """
 
-# Strict ordering: a log is claimable only when no earlier log of its recipient is still open.
+# Strict ordering (services/poller/gate.py is the same rule in Python): a due log is claimable when no
+# log of its group is in flight and no open log comes before it (due time, then id), a paused one aside.
+# Two probes so that each is one short index range: logs_open_group_idx and logs_processing_group_idx.
 STRICT_GATE = """
   AND NOT EXISTS (
       SELECT 1 FROM communication_logs e
-      WHERE e.recipient_key = c.recipient_key
+      WHERE e.ordering_group = c.ordering_group
         AND e.status IN ('PENDING', 'PROCESSING')
-        AND e.id < c.id)
+        AND (e.due_at, e.id) < (c.due_at, c.id)
+        AND e.next_attempt_at < 'infinity')
+  AND NOT EXISTS (
+      SELECT 1 FROM communication_logs e
+      WHERE e.ordering_group = c.ordering_group
+        AND e.status = 'PROCESSING')
 """
 
 
@@ -77,6 +85,7 @@ class ClaimedLog:
     channel: str
     recipient: str
     recipient_key: str
+    ordering_group: str
     payload: dict[str, Any]
     priority: int
     provider: str | None
@@ -92,6 +101,7 @@ class ClaimedLog:
             channel=r["channel"],
             recipient=r["recipient"],
             recipient_key=r["recipient_key"],
+            ordering_group=r["ordering_group"],
             payload=r["payload"] if isinstance(r["payload"], dict) else {"value": r["payload"]},
             priority=r["priority"],
             provider=r["provider"],
@@ -112,23 +122,34 @@ def plan_claim(batch_size: int, starvation_share: float, starvation_enabled: boo
     return ClaimPlan(aged=min(aged, batch_size), per_priority=batch_size)
 
 
+def lane_priorities(lane: Lane) -> tuple[int, ...]:
+    return tuple(p for p in (0, 1, 2) if lane_of(p) is lane)
+
+
 async def claim(
     conn: asyncpg.Connection,
     *,
+    lane: Lane,
     batch_size: int,
     lease_s: float,
     ordering: Ordering,
     starvation_after_s: float,
     starvation_share: float,
 ) -> list[ClaimedLog]:
-    """Claim up to ``batch_size`` due rows in one transaction: aged rows first, then by priority."""
-    plan = plan_claim(batch_size, starvation_share, starvation_after_s > 0)
+    """Claim up to ``batch_size`` due rows of ``lane`` in one transaction: aged rows first, then by priority.
+
+    The starvation guard belongs to the bulk lane: a low-priority row due for ``starvation_after_s``
+    gets a share of each bulk batch however much normal-priority work is waiting.
+    """
+    if batch_size <= 0:
+        return []
+    plan = plan_claim(batch_size, starvation_share, starvation_after_s > 0 and lane is Lane.BULK)
     claimed: list[ClaimedLog] = []
     async with conn.transaction():
         if plan.aged:
             rows = await conn.fetch(claim_sql(ordering, aged=True), plan.aged, lease_s, starvation_after_s)
             claimed.extend(ClaimedLog.from_record(r) for r in rows)
-        for priority in (0, 1, 2):
+        for priority in lane_priorities(lane):
             room = batch_size - len(claimed)
             if room <= 0:
                 break

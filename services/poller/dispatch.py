@@ -17,6 +17,7 @@ def to_dispatch(row: ClaimedLog, claimed_at: datetime) -> DispatchMessage:
         channel=row.channel,
         recipient=row.recipient,
         recipient_key=row.recipient_key,
+        ordering_group=row.ordering_group,
         payload=row.payload,
         priority=row.priority,
         provider=row.provider,

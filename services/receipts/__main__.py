@@ -29,7 +29,7 @@ from shared.resilience import retry_until_stopped
 from shared.runtime import Health, open_broker, run_service
 from shared.settings import Settings
 from shared.signatures import GATEWAY_HEADER, HUB_HEADER, SWITCHBOARD_HEADER
-from shared.topology import RESPONSES_EXCHANGE, Topology
+from shared.topology import RESPONSES, Lane, Topology, lane_exchange
 
 log = get_logger("receipts")
 MAX_BODY = 1024 * 1024
@@ -52,7 +52,10 @@ class Receiver:
         if self.channel is None:
             return False
         errors = await self.channel.publish(
-            RESPONSES_EXCHANGE, [wire.receipt(r) for r in receipts], timeout=10
+            # delivery reports are not urgent: they follow their outcome, or come later anyway
+            lane_exchange(RESPONSES, Lane.BULK),
+            [wire.receipt(r) for r in receipts],
+            timeout=10,
         )
         return all(e is None for e in errors)
 

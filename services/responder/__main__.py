@@ -29,7 +29,7 @@ from shared.routing import RoutingConfig
 from shared.routing_store import RoutingCache
 from shared.runtime import Health, backends, run_service
 from shared.settings import Settings
-from shared.topology import RESPONSES_EXCHANGE, Topology
+from shared.topology import LANES, RESPONSES, Lane, Topology, lane_exchange
 
 log = get_logger("responder")
 # What arrives on ``responses``: a sender's outcome, or a provider's delivery report (receipts).
@@ -66,20 +66,27 @@ class Responder:
             RoutingConfig.from_chains(settings.provider_chains), settings.routing_refresh_s
         )
         max_bytes = settings.max_payload_bytes
-        self.consumer = BatchConsumer(
-            broker,
-            stage="responder",
-            prefetch=settings.prefetch,
-            decode=lambda message: wire.decode_response(message, max_bytes),
-            batch_size=settings.responder_batch_size,
-            batch_wait_s=settings.responder_batch_wait_s,
-        )
+        prefetch = {Lane.URGENT: settings.urgent_prefetch, Lane.BULK: settings.prefetch}
+        # One consumer per lane, each applying its own batches: an urgent outcome never waits for a
+        # bulk batch to be gathered or written.
+        self.consumers = {
+            lane: BatchConsumer(
+                broker,
+                stage="responder",
+                prefetch=prefetch[lane],
+                decode=lambda message: wire.decode_response(message, max_bytes),
+                batch_size=settings.responder_batch_size,
+                batch_wait_s=settings.responder_batch_wait_s,
+            )
+            for lane in LANES
+        }
         self.publisher: Channel | None = None  # dead letters
         self.stopping = asyncio.Event()
         self.db_ok = True
 
     async def start(self) -> None:
-        await self.consumer.start(self.topology)
+        for lane in LANES:
+            await self.consumers[lane].start(self.topology if lane is LANES[0] else None)
         self.publisher = await self.broker.channel()
 
     async def apply(self, items: list[Item]) -> WritePlan:
@@ -213,7 +220,7 @@ class Responder:
             watch_overdue(self.pool, stop, self.settings.receipts_overdue_every_s)
         )
         try:
-            await self.consumer.run(self, stop)
+            await asyncio.gather(*(consumer.run(self, stop) for consumer in self.consumers.values()))
         finally:
             relay_task.cancel()
             overdue_task.cancel()
@@ -231,10 +238,17 @@ async def main(settings: Settings, health: Health, stop: asyncio.Event) -> None:
         if stop.is_set():
             return
         run = asyncio.create_task(responder.run(stop))
-        active, standby = await responder.consumer.subscribe_shards(RESPONSES_EXCHANGE, settings, stop)
-        log.info("responder_ready", shards=active, standby=standby)
+        lanes = await asyncio.gather(
+            *(
+                responder.consumers[lane].subscribe_shards(lane_exchange(RESPONSES, lane), settings, stop)
+                for lane in LANES
+            )
+        )
+        active, standby = lanes[LANES.index(Lane.BULK)]
+        log.info("responder_ready", shards=active, standby=standby, lanes=[lane.value for lane in LANES])
         await run
-        await responder.consumer.cancel()
+        for consumer in responder.consumers.values():
+            await consumer.cancel()
 
 
 if __name__ == "__main__":

@@ -35,10 +35,14 @@ from shared.runtime import Health, backends, run_service
 from shared.settings import Settings
 from shared.topology import (
     CIRCUIT_EVENTS_EXCHANGE,
-    DISPATCH_EXCHANGE,
-    RESPONSES_EXCHANGE,
+    DISPATCH,
+    LANES,
+    RESPONSES,
+    Lane,
     Topology,
     circuit_queue,
+    lane_exchange,
+    lane_of,
 )
 
 log = get_logger("sender")
@@ -66,23 +70,30 @@ class Sender:
         self.topology = Topology(shards=settings.shards, delivery_limit=settings.delivery_limit)
         self.serializer = RecipientSerializer()
         max_bytes = settings.max_payload_bytes * 2
-        self.dispatches = MessageConsumer(
-            broker,
-            self.handle,
-            stage="sender",
-            prefetch=settings.prefetch,
-            decode=lambda message: wire.decode_dispatch(message, max_bytes),
-            # The sender's user may not write to dlx (docs/security.md): a poison dispatch is rejected
-            # and the shard queue's dead-letter policy moves it to the DLQ.
-            dead_letter_poison=False,
-        )
-        # Outcomes and circuit events go out on a channel of their own.
-        self.publisher: Channel | None = None
+        prefetch = {Lane.URGENT: settings.urgent_prefetch, Lane.BULK: settings.prefetch}
+        # One consumer per lane, each on a channel with its own prefetch, so bulk messages never fill
+        # the window urgent ones need; their outcomes go out on a channel per lane too.
+        self.dispatches = {
+            lane: MessageConsumer(
+                broker,
+                self.handle,
+                stage="sender",
+                prefetch=prefetch[lane],
+                decode=lambda message: wire.decode_dispatch(message, max_bytes),
+                # The sender's user may not write to dlx (docs/security.md): a poison dispatch is
+                # rejected and the shard queue's dead-letter policy moves it to the DLQ.
+                dead_letter_poison=False,
+            )
+            for lane in LANES
+        }
+        self.publishers: dict[Lane, Channel] = {}
         self.circuits: MessageConsumer[CircuitEvent] | None = None
+        self.stopping = False
 
     async def start(self) -> None:
-        await self.dispatches.start(self.topology)
-        self.publisher = await self.broker.channel()
+        for lane in LANES:
+            await self.dispatches[lane].start(self.topology if lane is LANES[0] else None)
+            self.publishers[lane] = await self.broker.channel()
 
     async def listen_circuits(self, replica: str, board: CircuitBoard) -> None:
         """This replica's own queue on the circuit-events fanout (exclusive: gone with the connection)."""
@@ -105,8 +116,7 @@ class Sender:
         await circuits.subscribe_private(circuit_queue(replica), CIRCUIT_EVENTS_EXCHANGE)
 
     async def broadcast(self, event: CircuitEvent) -> None:
-        assert self.publisher is not None
-        (error,) = await self.publisher.publish(
+        (error,) = await self.publishers[Lane.BULK].publish(
             CIRCUIT_EVENTS_EXCHANGE, [wire.circuit_event(event)], timeout=5
         )
         if error is not None:
@@ -116,7 +126,7 @@ class Sender:
         return await self.serializer.run(dispatch.ordering_key, lambda: self.process(dispatch))
 
     async def process(self, dispatch: DispatchMessage) -> Settle:
-        if self.dispatches.stopping:
+        if self.stopping:
             return Settle.LEAVE  # the broker gives it back when this channel closes
         outcome = await self.router.attempt(dispatch)
         counted, timed = outcome_metrics(outcome.provider or "none", outcome.outcome.value)
@@ -134,21 +144,21 @@ class Sender:
             fallback_reason=outcome.fallback_reason,
             latency_ms=round(outcome.latency_ms, 1),
         )
-        if not await self.publish_outcome(outcome):
+        if not await self.publish_outcome(outcome, lane_of(dispatch.priority)):
             # Not confirmed: give the dispatch back; its redelivery is answered as a provider replay.
             return Settle.REQUEUE
         SENDER_OUT.inc()
         return Settle.ACK
 
-    async def publish_outcome(self, outcome: OutcomeMessage) -> bool:
-        assert self.publisher is not None
+    async def publish_outcome(self, outcome: OutcomeMessage, lane: Lane) -> bool:
+        """Into the responses lane of its message, so an urgent outcome never waits behind bulk ones."""
         envelope = wire.outcome(outcome)
         for delay in (0.0, 0.5, 1.0, 2.0):
             if delay:
-                if self.dispatches.stopping:
+                if self.stopping:
                     break
                 await asyncio.sleep(delay)
-            (error,) = await self.publisher.publish(RESPONSES_EXCHANGE, [envelope])
+            (error,) = await self.publishers[lane].publish(lane_exchange(RESPONSES, lane), [envelope])
             if error is None:
                 return True
             log.warning("outcome_publish_failed", log_id=outcome.log_id, error=repr(error))
@@ -156,7 +166,21 @@ class Sender:
 
     async def stop(self, grace_s: float) -> None:
         """Stop taking messages, let in-flight ones finish (they ack), return the rest to the queue."""
-        await self.dispatches.stop(grace_s)
+        self.stopping = True
+        await asyncio.gather(*(consumer.stop(grace_s) for consumer in self.dispatches.values()))
+
+    async def subscribe(
+        self, settings: Settings, stop: asyncio.Event
+    ) -> dict[str, tuple[list[int], list[int]]]:
+        """Every lane's shards (and standbys), the lanes side by side: a standby wait in one lane
+        never delays the other."""
+        lanes = await asyncio.gather(
+            *(
+                self.dispatches[lane].subscribe_shards(lane_exchange(DISPATCH, lane), settings, stop)
+                for lane in LANES
+            )
+        )
+        return {lane.value: shards for lane, shards in zip(LANES, lanes, strict=True)}
 
 
 class Background:
@@ -268,9 +292,15 @@ async def serve(
             asyncio.create_task(t(stop))
             for t in (background.routing, background.reliability, background.gauges, background.prune_starts)
         ]
-        active, standby = await sender.dispatches.subscribe_shards(DISPATCH_EXCHANGE, settings, stop)
+        lanes = await sender.subscribe(settings, stop)
+        active, standby = lanes[Lane.BULK.value]
         log.info(
-            "sender_ready", replica=replica, shards=active, standby=standby, routing=cache.config.version
+            "sender_ready",
+            replica=replica,
+            shards=active,
+            standby=standby,
+            lanes=list(lanes),
+            routing=cache.config.version,
         )
         await stop.wait()
         await sender.stop(grace_s=8.0)

@@ -106,7 +106,7 @@ async def relay(pool: asyncpg.Pool, amqp_url: str) -> int:
     return relayed
 
 
-async def reject_into_dlq(amqp_url: str, body: bytes, queue: str = "dispatch.1") -> None:
+async def reject_into_dlq(amqp_url: str, body: bytes, queue: str = "dispatch.bulk.1") -> None:
     """A message that a service rejects: the broker dead-letters it with an ``x-death`` header."""
     connection = await aio_pika.connect(amqp_url)
     try:
@@ -130,7 +130,7 @@ async def reject_into_dlq(amqp_url: str, body: bytes, queue: str = "dispatch.1")
         await connection.close()
 
 
-async def publish_poison_copy(amqp_url: str, body: bytes, source_queue: str = "dispatch.0") -> None:
+async def publish_poison_copy(amqp_url: str, body: bytes, source_queue: str = "dispatch.bulk.0") -> None:
     """A poison message a service copied to ``dlx`` itself, with the reason in plain words."""
     arrived = wire.Received(body, message_id="poison-1", type=wire.MESSAGE_TYPE_DISPATCH)
     copy = wire.poison_copy(arrived, "MalformedMessage: not JSON", "sender", source_queue)

@@ -350,3 +350,42 @@ async def test_requests_without_a_valid_key_are_401(api: Api) -> None:
         assert response.status_code == 401
         assert response.json()["error"]["code"] == "unauthorized"
         assert "WWW-Authenticate" in response.headers
+
+
+async def test_an_ordering_key_is_stored_and_groups_the_messages_of_a_tenant(
+    api: Api, pool: asyncpg.Pool
+) -> None:
+    # Given two tenants' keys
+    acme, globex = await api.key("acme"), await api.key("globex")
+    # When each sends messages with the same ordering key, and acme an urgent one without a key
+    sent = [
+        await api.client.post(
+            "/v1/messages", json=sms("+447911123456", ordering_key="order-7"), headers=acme
+        ),
+        await api.client.post(
+            "/v1/messages", json=sms("+447911000000", ordering_key="order-7"), headers=acme
+        ),
+        await api.client.post(
+            "/v1/messages", json=sms("+447911123456", ordering_key="order-7"), headers=globex
+        ),
+        await api.client.post("/v1/messages", json=sms("+447911123456", priority=0), headers=acme),
+    ]
+    assert [r.status_code for r in sent] == [202] * 4, [r.text for r in sent]
+    ids = [r.json()["id"] for r in sent]
+    groups = {
+        r["id"]: r["ordering_group"]
+        for r in await pool.fetch("SELECT id, ordering_group FROM communication_logs WHERE id = ANY($1)", ids)
+    }
+    # Then one tenant's key is one group whatever the recipient, and not the other tenant's group
+    assert groups[ids[0]] == groups[ids[1]] == "key:acme:order-7"
+    assert groups[ids[2]] == "key:globex:order-7"
+    # ... an urgent message without a key is its recipient's urgent group, and the status shows the key
+    assert groups[ids[3]] == "urgent:+447911123456"
+    shown = await api.client.get(f"/v1/messages/{ids[0]}", headers=acme)
+    assert shown.json()["ordering_key"] == "order-7"
+    # ... and an empty or oversized key is refused
+    for key in ("", "k" * 201):
+        refused = await api.client.post(
+            "/v1/messages", json=sms("+447911123456", ordering_key=key), headers=acme
+        )
+        assert refused.status_code == 422, refused.text

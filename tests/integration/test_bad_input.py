@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.topology import DEAD_LETTER_QUEUE, DISPATCH_EXCHANGE, RESPONSES_EXCHANGE
+from shared.topology import DEAD_LETTER_QUEUE, DISPATCH, LANES, RESPONSES, lane_exchange
 from tests.helpers import all_terminal, drain_queue, insert_logs, wait_until
 from tests.integration.test_pipeline import start_pipeline
 from tools.stack import Stack
@@ -61,8 +61,10 @@ async def test_garbage_on_every_queue_is_dead_lettered_with_a_reason(stack: Stac
     garbage = sample_bad_bodies(40)
     oversized = orjson.dumps({"log_id": 1, "attempt": 1, "filler": "x" * 300_000})
     # When random bytes, wrong JSON and oversized messages arrive on the dispatch and the response shards
-    await publish_raw(stack.environment.amqp_url, DISPATCH_EXCHANGE, [*garbage, oversized])
-    await publish_raw(stack.environment.amqp_url, RESPONSES_EXCHANGE, [*garbage, oversized])
+    # of every lane
+    for lane in LANES:
+        await publish_raw(stack.environment.amqp_url, lane_exchange(DISPATCH, lane), [*garbage, oversized])
+        await publish_raw(stack.environment.amqp_url, lane_exchange(RESPONSES, lane), [*garbage, oversized])
     # ... and real logs with an unknown channel, invalid recipients and an oversized payload are inserted
     bad_logs = [
         {"channel": "pigeon", "recipient": "+14155550123"},
@@ -89,15 +91,16 @@ async def test_garbage_on_every_queue_is_dead_lettered_with_a_reason(stack: Stac
     # ... every garbage message is in the DLQ, next to the five dead letters: the responder's copies
     # with the reason in a header; the sender's (its user may not write to dlx) moved there by the
     # shard queue's dead-letter policy, with RabbitMQ's x-death (the reason is in the sender's log)
-    expected = 2 * (len(garbage) + 1) + 5
+    per_stage = len(LANES) * (len(garbage) + 1)
+    expected = 2 * per_stage + 5
     messages = []
     await wait_until(lambda: _collect(stack, messages, expected), timeout=30, what="dead letters")
     poison = [m for m in messages if m.headers.get("x-switchboard-reason") == "poison_message"]
-    assert len(poison) == len(garbage) + 1
+    assert len(poison) == per_stage
     assert all(m.headers.get("x-switchboard-error") for m in poison)
     assert {m.headers.get("x-switchboard-source") for m in poison} == {"responder"}
     rejected = [m for m in messages if m.headers.get("x-death")]
-    assert len(rejected) == len(garbage) + 1
+    assert len(rejected) == per_stage
     assert {d["reason"] for m in rejected for d in m.headers["x-death"]} == {"rejected"}
     assert all(str(m.headers["x-death"][0]["queue"]).startswith("dispatch.") for m in rejected)
     # ... and no process died

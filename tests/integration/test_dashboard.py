@@ -103,7 +103,7 @@ async def test_the_page_shows_live_numbers_from_a_running_pipeline(stack: Stack,
             queue_names = await page.eval_on_selector_all(
                 "#queues tbody tr", "rows => rows.map(r => r.dataset.queue)"
             )
-            assert {"dispatch.0", "responses.3", "dlq"} <= set(queue_names)
+            assert {"dispatch.bulk.0", "responses.bulk.3", "dlq"} <= set(queue_names)
             failures = await page.eval_on_selector_all(
                 "#failures tbody tr td:first-child", "cells => cells.map(c => Number(c.textContent))"
             )

@@ -38,7 +38,7 @@ async def test_list_shows_every_kind_of_dead_letter_and_leaves_the_dlq_intact(
     ids = await failed_logs(pool, 3)
     await dead_letter(pool, ids)
     assert await relay(pool, environment.amqp_url) == 3
-    await reject_into_dlq(environment.amqp_url, b"\xff\x00 not a dispatch", queue="dispatch.1")
+    await reject_into_dlq(environment.amqp_url, b"\xff\x00 not a dispatch", queue="dispatch.bulk.1")
     await publish_poison_copy(environment.amqp_url, b'{"log_id": 77, "attempt": 1, "channel": "sms"')
 
     # When an operator lists the DLQ as JSON, then as a table
@@ -54,12 +54,12 @@ async def test_list_shows_every_kind_of_dead_letter_and_leaves_the_dlq_intact(
     assert all(r["error_code"] == "INVALID_NUMBER" and r["provider"] == "mocksms" for r in rows[:3])
     assert (rows[3]["reason"], rows[3]["source_queue"], rows[3]["source"]) == (
         "rejected",
-        "dispatch.1",
+        "dispatch.bulk.1",
         "broker",
     )
     assert (rows[4]["reason"], rows[4]["source_queue"], rows[4]["log_id"]) == (
         "poison_message",
-        "dispatch.0",
+        "dispatch.bulk.0",
         77,
     )
     # ... with recipients masked

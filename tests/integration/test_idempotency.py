@@ -6,9 +6,11 @@ import pytest
 
 from shared.bus import wire
 from shared.models import OutcomeClass, OutcomeMessage
-from shared.topology import RESPONSES_EXCHANGE
+from shared.topology import RESPONSES, Lane, lane_exchange
 from tests.helpers import insert_logs, publish_envelopes, wait_until
 from tools.stack import Stack
+
+RESPONSES_EXCHANGE = lane_exchange(RESPONSES, Lane.BULK)
 
 SNAPSHOT_SQL = {
     "logs": "SELECT id, status, attempts, max_attempts, next_attempt_at, provider, vendor_ref,"

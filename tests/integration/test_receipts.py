@@ -16,10 +16,12 @@ from shared.models import OutcomeClass, OutcomeMessage
 from shared.recipients import normalise
 from shared.settings import DEV_VERIFY_TOKEN
 from shared.signatures import SWITCHBOARD_HEADER, sign_timestamped
-from shared.topology import DEAD_LETTER_QUEUE, RESPONSES_EXCHANGE
+from shared.topology import DEAD_LETTER_QUEUE, RESPONSES, Lane, lane_exchange
 from tests.helpers import all_terminal, drain_queue, insert_logs, publish_envelopes, wait_until
 from tests.integration.test_providers import QUIET, configure, route, sms, smtp, start_stack, whatsapp
 from tools.stack import Stack, free_port
+
+RESPONSES_EXCHANGE = lane_exchange(RESPONSES, Lane.BULK)
 
 SECRET = "switchboard-dev-receipts"  # Settings.default_receipt_secret
 MIX = ReceiptMix(delivered_rate=0.6, bounced_rate=0.15, failed_rate=0.1, delay_ms=100)

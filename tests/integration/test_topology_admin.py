@@ -76,29 +76,32 @@ async def test_conflicting_queues_are_explained_and_empty_ones_recreated(vhost: 
     env, settings = vhost
     # Given shard queues declared with the old arguments (delivery limit and dead-lettering baked in),
     # one of them holding a message
-    await declare_old_style(settings, "dispatch.0", "responses.1", message_in="responses.1")
+    await declare_old_style(settings, "dispatch.bulk.0", "responses.bulk.1", message_in="responses.bulk.1")
 
     # When the topology is applied
     refused = admin(env, "topology", "--no-users")
     # Then it stops and names each queue and argument, and the way out
     assert refused.returncode == 1
-    assert "queue 'dispatch.0': argument x-delivery-limit is 10 on the broker, the code declares absent" in (
-        " ".join(refused.stderr.split())
+    assert (
+        "queue 'dispatch.bulk.0': argument x-delivery-limit is 10 on the broker, the code declares absent"
+        in (" ".join(refused.stderr.split()))
     )
-    assert "responses.1" in refused.stderr and "--recreate-empty" in refused.stderr
+    assert "responses.bulk.1" in refused.stderr and "--recreate-empty" in refused.stderr
 
     # When it is asked to recreate the empty ones while one still holds a message
     in_use = admin(env, "topology", "--no-users", "--recreate-empty")
     # Then it refuses to delete anything
-    assert in_use.returncode == 1 and "responses.1 (1 messages" in " ".join(in_use.stderr.split())
+    assert in_use.returncode == 1 and "responses.bulk.1 (1 messages" in " ".join(in_use.stderr.split())
     async with Management(settings) as management:
-        assert (await management.queue(settings.vhost(), "dispatch.0"))["arguments"] == OLD_SHARD_ARGUMENTS
+        assert (await management.queue(settings.vhost(), "dispatch.bulk.0"))[
+            "arguments"
+        ] == OLD_SHARD_ARGUMENTS
 
     # When that queue has drained and it is asked again, then twice more
     connection = await aio_pika.connect(settings.amqp_url())
     try:
         channel = await connection.channel()
-        await (await channel.get_queue("responses.1", ensure=False)).purge()
+        await (await channel.get_queue("responses.bulk.1", ensure=False)).purge()
     finally:
         await connection.close()
     recreated = admin(env, "topology", "--no-users", "--recreate-empty")
@@ -108,8 +111,8 @@ async def test_conflicting_queues_are_explained_and_empty_ones_recreated(vhost: 
     # Then the queues carry the code's arguments, and the topology is idempotent and checks clean
     assert recreated.returncode == 0, recreated.stderr
     assert (
-        "recreated queue 'dispatch.0'" in recreated.stderr
-        and "recreated queue 'responses.1'" in recreated.stderr
+        "recreated queue 'dispatch.bulk.0'" in recreated.stderr
+        and "recreated queue 'responses.bulk.1'" in recreated.stderr
     )
     assert again.returncode == 0 and check.returncode == 0, check.stderr
     expected = {q.name: q.arguments for q in Topology(shards=2).queues()}
@@ -139,8 +142,10 @@ async def test_check_reports_a_policy_that_takes_dead_lettering_away(vhost: Admi
     # Then each shard queue is named as losing its dead-lettering and delivery limit
     assert check.returncode == 1
     text = " ".join(check.stderr.split())
-    assert "queue 'dispatch.0' gets dead-letter-exchange=None from policy 'ops-limits', needs 'dlx'" in text
-    assert "queue 'responses.1' gets no delivery-limit" in text
+    assert (
+        "queue 'dispatch.bulk.0' gets dead-letter-exchange=None from policy 'ops-limits', needs 'dlx'" in text
+    )
+    assert "queue 'responses.bulk.1' gets no delivery-limit" in text
 
 
 async def test_users_get_least_privilege_and_passwords_from_the_environment(vhost: AdminVhost) -> None:

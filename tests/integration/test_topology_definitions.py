@@ -22,13 +22,18 @@ from shared.setup import dev_password, dev_password_hashes, prepare_database, to
 from shared.topology import (
     DEAD_LETTER_EXCHANGE,
     DEAD_LETTER_QUEUE,
-    DISPATCH_EXCHANGE,
-    RESPONSES_EXCHANGE,
+    DISPATCH,
+    RESPONSES,
+    Lane,
     ServiceRole,
+    lane_exchange,
     service_user,
 )
 from tests.helpers import all_terminal, drain_queue, insert_logs, wait_until
 from tools.stack import Environment, Stack, environment_settings
+
+DISPATCH_URGENT, DISPATCH_BULK = lane_exchange(DISPATCH, Lane.URGENT), lane_exchange(DISPATCH, Lane.BULK)
+RESPONSES_URGENT, RESPONSES_BULK = lane_exchange(RESPONSES, Lane.URGENT), lane_exchange(RESPONSES, Lane.BULK)
 
 
 @dataclass
@@ -115,7 +120,7 @@ async def test_services_run_on_imported_definitions_with_their_own_users(
         connection = await aio_pika.connect(imported.environment.amqp_url)
         try:
             channel = await connection.channel()
-            dispatch = await channel.get_exchange(DISPATCH_EXCHANGE)
+            dispatch = await channel.get_exchange(DISPATCH_BULK)
             await dispatch.publish(aio_pika.Message(b"\x00 not a dispatch"), routing_key="+14155550000")
         finally:
             await connection.close()
@@ -175,24 +180,30 @@ async def attempt(url: str, action: str, target: str) -> bool:
 
 # (service, action, target, allowed): what each service needs, and a sample of what it must not do
 PERMISSION_CASES = [
-    (ServiceRole.SENDER, "publish", RESPONSES_EXCHANGE, True),
-    (ServiceRole.SENDER, "consume", "dispatch.0", True),
+    (ServiceRole.SENDER, "publish", RESPONSES_URGENT, True),
+    (ServiceRole.SENDER, "publish", RESPONSES_BULK, True),
+    (ServiceRole.SENDER, "consume", "dispatch.urgent.0", True),
+    (ServiceRole.SENDER, "consume", "dispatch.bulk.0", True),
     (ServiceRole.SENDER, "publish", DEAD_LETTER_EXCHANGE, False),  # only the responder (docs/security.md)
-    (ServiceRole.SENDER, "publish", DISPATCH_EXCHANGE, False),
-    (ServiceRole.SENDER, "consume", "responses.0", False),
+    (ServiceRole.SENDER, "publish", DISPATCH_BULK, False),
+    (ServiceRole.SENDER, "consume", "responses.bulk.0", False),
+    (ServiceRole.RECEIPTS, "publish", RESPONSES_BULK, True),
+    (ServiceRole.RECEIPTS, "publish", RESPONSES_URGENT, False),
     (ServiceRole.SENDER, "consume", DEAD_LETTER_QUEUE, False),
-    (ServiceRole.POLLER, "publish", DISPATCH_EXCHANGE, True),
-    (ServiceRole.POLLER, "consume", "dispatch.0", False),
+    (ServiceRole.POLLER, "publish", DISPATCH_URGENT, True),
+    (ServiceRole.POLLER, "publish", DISPATCH_BULK, True),
+    (ServiceRole.POLLER, "consume", "dispatch.bulk.0", False),
     (ServiceRole.POLLER, "publish", DEAD_LETTER_EXCHANGE, False),
-    (ServiceRole.RESPONDER, "consume", "responses.1", True),
+    (ServiceRole.RESPONDER, "consume", "responses.urgent.1", True),
+    (ServiceRole.RESPONDER, "consume", "responses.bulk.1", True),
     (ServiceRole.RESPONDER, "publish", DEAD_LETTER_EXCHANGE, True),
-    (ServiceRole.RESPONDER, "publish", RESPONSES_EXCHANGE, False),
-    (ServiceRole.RESPONDER, "consume", "dispatch.1", False),
+    (ServiceRole.RESPONDER, "publish", RESPONSES_BULK, False),
+    (ServiceRole.RESPONDER, "consume", "dispatch.bulk.1", False),
     (ServiceRole.DLQ, "consume", DEAD_LETTER_QUEUE, True),
     (ServiceRole.DLQ, "publish", DEAD_LETTER_EXCHANGE, False),
-    (ServiceRole.DLQ, "consume", "dispatch.0", False),
+    (ServiceRole.DLQ, "consume", "dispatch.urgent.0", False),
     (ServiceRole.DLQ, "declare", DEAD_LETTER_QUEUE, False),
-    (ServiceRole.POLLER, "declare", "dispatch.99-new", False),
+    (ServiceRole.POLLER, "declare", "dispatch.bulk.99-new", False),
     (ServiceRole.SENDER, "declare", "extra", False),
 ]
 

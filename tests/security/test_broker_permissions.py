@@ -17,13 +17,20 @@ from shared.topology import (
     CIRCUIT_EVENTS_EXCHANGE,
     DEAD_LETTER_EXCHANGE,
     DEAD_LETTER_QUEUE,
-    DISPATCH_EXCHANGE,
-    RESPONSES_EXCHANGE,
+    DISPATCH,
+    RESPONSES,
+    Lane,
     Topology,
+    lane_exchange,
 )
 from tests.helpers import all_terminal, drain_queue, insert_logs, status_counts, wait_until
 from tests.integration.test_providers import QUIET, start_stack
 from tools.stack import Environment, Stack, create_environment, destroy_environment
+
+DISPATCH_EXCHANGE = lane_exchange(DISPATCH, Lane.BULK)
+URGENT_DISPATCH_EXCHANGE = lane_exchange(DISPATCH, Lane.URGENT)
+RESPONSES_EXCHANGE = lane_exchange(RESPONSES, Lane.BULK)
+URGENT_RESPONSES_EXCHANGE = lane_exchange(RESPONSES, Lane.URGENT)
 
 Action = Callable[[AbstractChannel], Awaitable[object]]
 FORGED = b'{"forged": true}'
@@ -101,7 +108,7 @@ async def check_topology(channel: AbstractChannel) -> None:
 
 EVERYONE_REFUSED: list[tuple[str, Action]] = [
     ("delete the DLQ", delete_queue(DEAD_LETTER_QUEUE)),
-    ("delete a shard queue", delete_queue("dispatch.0")),
+    ("delete a shard queue", delete_queue("dispatch.urgent.0")),
     ("declare a queue of its own", declare_queue("stolen")),
     ("bind the DLQ elsewhere", bind(DEAD_LETTER_QUEUE, RESPONSES_EXCHANGE)),
     ("re-declare the topology", lambda channel: declare(channel, Topology())),
@@ -110,18 +117,23 @@ EVERYONE_REFUSED: list[tuple[str, Action]] = [
 ROLE_RULES: dict[str, tuple[list[tuple[str, Action]], list[tuple[str, Action]]]] = {
     # role: (what it needs, what it must not do beyond EVERYONE_REFUSED)
     "poller": (
-        [("publish dispatches", publish(DISPATCH_EXCHANGE))],
+        [
+            ("publish dispatches", publish(DISPATCH_EXCHANGE)),
+            ("publish urgent dispatches", publish(URGENT_DISPATCH_EXCHANGE)),
+        ],
         [
             ("publish outcomes", publish(RESPONSES_EXCHANGE)),
             ("publish to dlx", publish(DEAD_LETTER_EXCHANGE)),
-            ("read dispatches", consume("dispatch.0")),
+            ("read dispatches", consume("dispatch.bulk.0")),
         ],
     ),
     "sender": (
         [
             ("publish outcomes", publish(RESPONSES_EXCHANGE)),
+            ("publish urgent outcomes", publish(URGENT_RESPONSES_EXCHANGE)),
             ("publish circuit events", publish(CIRCUIT_EVENTS_EXCHANGE)),
-            ("consume dispatches", consume("dispatch.0")),
+            ("consume dispatches", consume("dispatch.bulk.0")),
+            ("consume urgent dispatches", consume("dispatch.urgent.0")),
             ("declare its own circuit queue", declare_queue("circuit-events.r1")),
             ("bind it to circuit events", bind("circuit-events.r1", CIRCUIT_EVENTS_EXCHANGE)),
         ],
@@ -135,7 +147,7 @@ ROLE_RULES: dict[str, tuple[list[tuple[str, Action]], list[tuple[str, Action]]]]
     "responder": (
         [
             ("publish dead letters", publish(DEAD_LETTER_EXCHANGE, b"{}")),
-            ("consume outcomes", consume("responses.0")),
+            ("consume outcomes", consume("responses.bulk.0")),
         ],
         [
             ("publish dispatches", publish(DISPATCH_EXCHANGE)),
@@ -147,7 +159,8 @@ ROLE_RULES: dict[str, tuple[list[tuple[str, Action]], list[tuple[str, Action]]]]
         [
             ("publish to dlx", publish(DEAD_LETTER_EXCHANGE)),
             ("publish dispatches", publish(DISPATCH_EXCHANGE)),
-            ("read outcomes", consume("responses.0")),
+            ("publish urgent outcomes", publish(URGENT_RESPONSES_EXCHANGE)),
+            ("read outcomes", consume("responses.bulk.0")),
             ("read the DLQ", consume(DEAD_LETTER_QUEUE)),
         ],
     ),

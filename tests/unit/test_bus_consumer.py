@@ -19,11 +19,17 @@ from shared.models import DispatchMessage, OutcomeClass, OutcomeMessage
 from shared.topology import (
     DEAD_LETTER_EXCHANGE,
     DEAD_LETTER_QUEUE,
-    DISPATCH_EXCHANGE,
-    RESPONSES_EXCHANGE,
+    DISPATCH,
+    RESPONSES,
+    Lane,
     Topology,
+    lane_exchange,
     shard_queue,
 )
+
+DISPATCH_EXCHANGE = lane_exchange(DISPATCH, Lane.BULK)
+RESPONSES_EXCHANGE = lane_exchange(RESPONSES, Lane.BULK)
+
 
 AT = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 TOPOLOGY = Topology(shards=1, delivery_limit=3)

@@ -55,11 +55,12 @@ def test_strict_gate_only_in_strict_mode(aged: bool) -> None:
     assert strict.replace(STRICT_GATE, "") == best_effort
 
 
-def test_strict_gate_waits_for_earlier_open_logs_of_the_recipient() -> None:
+def test_strict_gate_waits_for_earlier_open_logs_of_the_group_and_for_one_in_flight() -> None:
     gate = " ".join(STRICT_GATE.split())
-    assert "e.recipient_key = c.recipient_key" in gate  # one recipient however it was spelled
-    assert "e.status IN ('PENDING', 'PROCESSING')" in gate
-    assert "e.id < c.id" in gate
+    assert gate.count("e.ordering_group = c.ordering_group") == 2  # one recipient however it was spelled
+    assert "e.status IN ('PENDING', 'PROCESSING') AND (e.due_at, e.id) < (c.due_at, c.id)" in gate
+    assert "e.next_attempt_at < 'infinity'" in gate  # a paused log does not block
+    assert "e.status = 'PROCESSING'" in gate
 
 
 @pytest.mark.parametrize("ordering", list(Ordering))
@@ -99,6 +100,7 @@ def _record(payload: object) -> dict[str, object]:
         "channel": "sms",
         "recipient": "+44 7911 123456",
         "recipient_key": "+447911123456",
+        "ordering_group": "urgent:+447911123456",
         "payload": payload,
         "priority": 0,
         "provider": "p",

@@ -54,30 +54,32 @@ def test_throughput_fills_missing_buckets_and_rates_the_last_minute() -> None:
     assert rate.per_second == 0.6
 
 
-def test_queue_depths_group_and_order_shards_numerically_with_the_dlq_last() -> None:
+def test_queue_depths_group_and_order_lanes_urgent_first_shards_numerically_with_the_dlq_last() -> None:
     queues: list[dict[str, Any]] = [
         {"name": "dlq", "messages_ready": 4},
-        {"name": "responses.10", "messages_ready": 1, "messages_unacknowledged": 2, "consumers": 1},
-        {"name": "dispatch.2", "messages_ready": 7, "consumers": 2},
-        {"name": "responses.2"},
-        {"name": "dispatch.10", "messages_ready": None},
+        {"name": "responses.bulk.10", "messages_ready": 1, "messages_unacknowledged": 2, "consumers": 1},
+        {"name": "dispatch.bulk.2", "messages_ready": 7, "consumers": 2},
+        {"name": "responses.bulk.2"},
+        {"name": "dispatch.bulk.10", "messages_ready": None},
+        {"name": "dispatch.urgent.3", "messages_ready": 1},
         {"name": "something-else", "messages_ready": 3},
     ]
     depths = snapshot.queue_depths(queues)
     assert [d.name for d in depths] == [
-        "dispatch.2",
-        "dispatch.10",
-        "responses.2",
-        "responses.10",
+        "dispatch.urgent.3",
+        "dispatch.bulk.2",
+        "dispatch.bulk.10",
+        "responses.bulk.2",
+        "responses.bulk.10",
         "something-else",
         "dlq",
     ]
-    assert depths[0].ready == 7 and depths[0].consumers == 2 and depths[1].ready == 0
-    assert snapshot.queue_totals(depths) == {"dispatch": 7, "responses": 3, "dlq": 4}
+    assert depths[1].ready == 7 and depths[1].consumers == 2 and depths[2].ready == 0
+    assert snapshot.queue_totals(depths) == {"dispatch": 8, "responses": 3, "dlq": 4}
 
 
 def test_queue_group_needs_the_shard_separator() -> None:
-    assert snapshot.queue_group("dispatch.0") == "dispatch"
+    assert snapshot.queue_group("dispatch.bulk.0") == "dispatch"
     assert snapshot.queue_group("dispatcher") == "other"
     assert snapshot.queue_group("dlq") == "dlq"
 

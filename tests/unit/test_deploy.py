@@ -25,7 +25,7 @@ import yaml
 from pydantic_settings import BaseSettings
 
 from shared.settings import Settings
-from shared.topology import DISPATCH_EXCHANGE, RESPONSES_EXCHANGE, shard_queue
+from shared.topology import DISPATCH, RESPONSES, STAGES, shard_queues
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -626,10 +626,8 @@ def test_the_migration_job_runs_the_admin_migrate_command() -> None:
     assert "SWITCHBOARD_DATABASE_URL" in k8s_env(container)
 
 
-@pytest.mark.parametrize(
-    ("target", "exchange"), [("sender", DISPATCH_EXCHANGE), ("responder", RESPONSES_EXCHANGE)]
-)
-def test_keda_scales_on_the_depth_of_the_shards_a_service_consumes(target: str, exchange: str) -> None:
+@pytest.mark.parametrize(("target", "stage"), [("sender", DISPATCH), ("responder", RESPONSES)])
+def test_keda_scales_on_the_depth_of_the_shards_a_service_consumes(target: str, stage: str) -> None:
     # Given the ScaledObject for the service
     (scaled,) = [s for s in k8s_kind("ScaledObject") if s["spec"]["scaleTargetRef"]["name"] == target]
     assert k8s_deployments()[target]["metadata"]["name"] == target
@@ -637,12 +635,14 @@ def test_keda_scales_on_the_depth_of_the_shards_a_service_consumes(target: str, 
     meta = trigger["metadata"]
     assert trigger["type"] == "rabbitmq" and meta["mode"] == "QueueLength" and meta["protocol"] == "http"
     assert meta["useRegex"] == "true" and meta["operation"] == "sum"
-    # Then its queue pattern matches exactly that exchange's shard queues
+    # Then its queue pattern matches exactly that stage's shard queues, in every lane
     shards = int(configmap()["SWITCHBOARD_SHARDS"])
     pattern = re.compile(meta["queueName"])
-    assert all(pattern.search(shard_queue(exchange, n)) for n in range(shards))
-    others = [shard_queue(e, 0) for e in (DISPATCH_EXCHANGE, RESPONSES_EXCHANGE) if e != exchange]
-    assert not any(pattern.search(q) for q in [*others, "dlq", f"{exchange}.x", f"x{exchange}.0"])
+    assert all(pattern.search(q) for q in shard_queues(shards, (stage,)))
+    others = shard_queues(1, tuple(s for s in STAGES if s != stage))
+    assert not any(
+        pattern.search(q) for q in [*others, "dlq", f"{stage}.bulk.x", f"x{stage}.bulk.0", f"{stage}.0"]
+    )
     # ... on the vhost the processes use, and never beyond one active consumer per shard
     assert meta["vhostName"] == Settings().vhost()
     assert 1 <= scaled["spec"]["minReplicaCount"] <= scaled["spec"]["maxReplicaCount"] <= shards

@@ -29,6 +29,7 @@ def claimed(log_id: int = 41, attempt: int = 3, recipient: str = "+44 7911 12345
         channel="sms",
         recipient=recipient,
         recipient_key="+447911123456",
+        ordering_group="+447911123456",
         payload={"body": "hello"},
         priority=1,
         provider="mocksms",
@@ -53,6 +54,7 @@ def test_to_dispatch_copies_every_column() -> None:
         channel="sms",
         recipient="+44 7911 123456",
         recipient_key="+447911123456",
+        ordering_group="+447911123456",
         payload={"body": "hello"},
         priority=1,
         provider="mocksms",
@@ -61,7 +63,7 @@ def test_to_dispatch_copies_every_column() -> None:
     )
 
 
-def test_a_dispatch_envelope_uses_idempotency_key_as_message_id_and_recipient_key_as_routing_key() -> None:
+def test_a_dispatch_envelope_uses_idempotency_key_as_message_id_and_ordering_group_as_routing_key() -> None:
     message = to_dispatch(claimed(), CLAIMED)
     envelope = wire.dispatch(message)
     amqp_message = to_message(envelope)
@@ -70,7 +72,7 @@ def test_a_dispatch_envelope_uses_idempotency_key_as_message_id_and_recipient_ke
     assert amqp_message.type == wire.MESSAGE_TYPE_DISPATCH
     assert amqp_message.content_type == wire.CONTENT_TYPE
     assert amqp_message.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
-    assert envelope.routing_key == "+447911123456"  # the normalised spelling: every spelling, one shard
+    assert envelope.routing_key == "+447911123456"  # the ordering group: the recipient's normalised spelling
     assert decode(DispatchMessage, amqp_message.body) == message
 
 
@@ -78,14 +80,15 @@ def test_a_dispatch_envelope_uses_idempotency_key_as_message_id_and_recipient_ke
     log_id=st.integers(1, 2**62),
     attempt=st.integers(1, 100),
     recipient=st.text(min_size=1, max_size=320),
-    recipient_key=st.text(min_size=1, max_size=320),
+    ordering_group=st.text(min_size=1, max_size=600),
 )
 def test_dispatch_envelope_message_id_and_key_for_any_row(
-    log_id: int, attempt: int, recipient: str, recipient_key: str
+    log_id: int, attempt: int, recipient: str, ordering_group: str
 ) -> None:
-    row = replace(claimed(), id=log_id, attempt=attempt, recipient=recipient, recipient_key=recipient_key)
+    # the ordering group is the shard key: a group's logs meet one consumer (best-effort mode serialises them)
+    row = replace(claimed(), id=log_id, attempt=attempt, recipient=recipient, ordering_group=ordering_group)
     envelope = wire.dispatch(to_dispatch(row, CLAIMED))
     key = envelope.routing_key
     assert envelope.message_id == f"{log_id}-{attempt}"
-    assert key == routing_key(recipient_key)
+    assert key == routing_key(ordering_group)
     assert len(key.encode()) <= 255

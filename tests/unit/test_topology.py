@@ -19,16 +19,22 @@ from shared.topology import (
     CONSISTENT_HASH,
     DEAD_LETTER_EXCHANGE,
     DEAD_LETTER_QUEUE,
-    DISPATCH_EXCHANGE,
-    RESPONSES_EXCHANGE,
+    DISPATCH,
+    LANE_EXCHANGES,
+    LANES,
+    RESPONSES,
+    Lane,
     QueueSpec,
     ServiceRole,
     Topology,
+    lane_exchange,
+    lane_of,
+    lane_queue,
     shard_queue,
 )
 
 DEFINITIONS = Path(__file__).resolve().parents[2] / "rabbitmq" / "definitions.json"
-SHARD_NAME = re.compile(rf"({DISPATCH_EXCHANGE}|{RESPONSES_EXCHANGE})\.\d+")
+SHARD_NAME = re.compile(rf"({DISPATCH}|{RESPONSES})\.(urgent|bulk)\.\d+")
 SAFE_SHARD = {
     "queue-type": "quorum",
     "single-active-consumer": True,
@@ -50,7 +56,7 @@ def effective(topology: Topology, queue: QueueSpec) -> dict[str, Any]:
 @given(topology=topologies)
 def test_every_shard_queue_is_a_safe_quorum_queue(topology: Topology) -> None:
     shards = [q for q in topology.queues() if SHARD_NAME.fullmatch(q.name)]
-    assert len(shards) == 2 * topology.shards
+    assert len(shards) == 2 * len(LANES) * topology.shards
     for queue in shards:
         # queue type and single-active-consumer cannot come from a policy: they must be arguments
         assert queue.arguments["x-queue-type"] == "quorum"
@@ -60,14 +66,21 @@ def test_every_shard_queue_is_a_safe_quorum_queue(topology: Topology) -> None:
 
 
 @given(topology=topologies)
-def test_shard_queues_are_named_and_bound_per_exchange(topology: Topology) -> None:
+def test_shard_queues_are_named_and_bound_per_lane_exchange(topology: Topology) -> None:
     by_name = {q.name: q for q in topology.queues()}
-    for exchange in (DISPATCH_EXCHANGE, RESPONSES_EXCHANGE):
+    for exchange in LANE_EXCHANGES:
         for n in range(topology.shards):
             queue = by_name[shard_queue(exchange, n)]
             assert queue.bound_to == exchange
             assert queue.binding_key == "1"  # a consistent-hash weight
-    assert shard_queue(DISPATCH_EXCHANGE, 3) == "dispatch.3"
+    assert lane_queue(DISPATCH, Lane.URGENT, 3) == "dispatch.urgent.3"
+    assert lane_queue(RESPONSES, Lane.BULK, 0) == "responses.bulk.0"
+
+
+def test_every_priority_has_a_lane_and_only_priority_zero_is_urgent() -> None:
+    assert [lane_of(p) for p in (0, 1, 2)] == [Lane.URGENT, Lane.BULK, Lane.BULK]
+    assert LANES[0] is Lane.URGENT  # consumers subscribe to (and serve) the urgent lane first
+    assert set(LANE_EXCHANGES) == {lane_exchange(s, lane) for s in (DISPATCH, RESPONSES) for lane in LANES}
 
 
 def test_dead_letter_queue_is_a_quorum_queue_bound_to_dlx() -> None:
@@ -82,8 +95,7 @@ def test_dead_letter_queue_is_a_quorum_queue_bound_to_dlx() -> None:
 
 def test_exchanges_are_consistent_hash_and_dlx() -> None:
     exchanges = {e.name: e.type for e in Topology().exchanges()}
-    assert exchanges[DISPATCH_EXCHANGE] == CONSISTENT_HASH
-    assert exchanges[RESPONSES_EXCHANGE] == CONSISTENT_HASH
+    assert all(exchanges[name] == CONSISTENT_HASH for name in LANE_EXCHANGES)
     assert exchanges[DEAD_LETTER_EXCHANGE] in ("fanout", "direct")
     assert exchanges[CIRCUIT_EVENTS_EXCHANGE] == "fanout"  # every sender replica hears every change
 
@@ -115,7 +127,8 @@ def test_policies_cover_shard_queues_and_dlq_only(topology: Topology) -> None:
         assert matches_shard == bool(SHARD_NAME.fullmatch(queue.name))
         assert matches_dlq == (queue.name == DEAD_LETTER_QUEUE)
     assert shard_policy["definition"]["delivery-limit"] == topology.delivery_limit
-    assert re.search(shard_policy["pattern"], "dispatch.0.backup") is None
+    assert re.search(shard_policy["pattern"], "dispatch.bulk.0.backup") is None
+    assert re.search(shard_policy["pattern"], "dispatch.0") is None
 
 
 def test_checked_in_definitions_are_generated_from_code(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -129,7 +142,7 @@ def test_checked_in_definitions_use_the_default_settings() -> None:
     document = orjson.loads(DEFINITIONS.read_bytes())
     defaults = Settings.model_fields
     shards = [q for q in document["queues"] if SHARD_NAME.fullmatch(q["name"])]
-    assert len(shards) == 2 * defaults["shards"].default
+    assert len(shards) == 2 * len(LANES) * defaults["shards"].default
     # the delivery limit is tunable, so it lives in the shard policy, not in the queue arguments
     (shard_policy,) = [p for p in document["policies"] if p["name"] == "switchboard-shards"]
     assert all("x-delivery-limit" not in q["arguments"] for q in shards)
@@ -154,21 +167,52 @@ def test_definitions_carry_one_user_and_permission_per_service() -> None:
 @pytest.mark.parametrize(
     ("role", "kind", "allowed", "denied"),
     [
-        (ServiceRole.POLLER, "write", ["dispatch"], ["responses", "dlx"]),
-        (ServiceRole.SENDER, "read", ["dispatch.0", "dispatch.12"], ["responses.0", "dlq"]),
-        (ServiceRole.SENDER, "write", ["responses", "circuit-events"], ["dispatch", "dlx", "dlq"]),
-        (ServiceRole.SENDER, "configure", ["circuit-events.r1"], ["dlq", "dispatch.0", "dispatch", "dlx"]),
-        (ServiceRole.RECEIPTS, "write", ["responses"], ["dispatch", "dlx", "responses.0", "dlq"]),
-        (ServiceRole.RECEIPTS, "configure", [], ["dlq", "responses", "responses.0"]),
-        (ServiceRole.POLLER, "configure", [], ["dlq", "dispatch", "dispatch.0"]),
-        (ServiceRole.RESPONDER, "configure", [], ["dlq", "dlx", "responses.0"]),
+        (
+            ServiceRole.POLLER,
+            "write",
+            ["dispatch.urgent", "dispatch.bulk"],
+            ["responses.bulk", "dlx", "dispatch"],
+        ),
+        (
+            ServiceRole.SENDER,
+            "read",
+            ["dispatch.urgent.0", "dispatch.bulk.12"],
+            ["responses.bulk.0", "dlq", "dispatch.other.0"],
+        ),
+        (
+            ServiceRole.SENDER,
+            "write",
+            ["responses.urgent", "responses.bulk", "circuit-events"],
+            ["dispatch.bulk", "dlx", "dlq"],
+        ),
+        (
+            ServiceRole.SENDER,
+            "configure",
+            ["circuit-events.r1"],
+            ["dlq", "dispatch.bulk.0", "dispatch.urgent", "dlx"],
+        ),
+        (
+            ServiceRole.RECEIPTS,
+            "write",
+            ["responses.bulk"],
+            ["responses.urgent", "dispatch.bulk", "dlx", "responses.bulk.0", "dlq"],
+        ),
+        (ServiceRole.RECEIPTS, "configure", [], ["dlq", "responses.bulk", "responses.bulk.0"]),
+        (ServiceRole.POLLER, "configure", [], ["dlq", "dispatch.urgent", "dispatch.bulk.0"]),
+        (ServiceRole.RESPONDER, "configure", [], ["dlq", "dlx", "responses.urgent.0"]),
         # dlq: to look for letters a relay that died may have published (services/responder/relay.py)
-        (ServiceRole.RESPONDER, "read", ["responses.3", "dlq"], ["dispatch.3", "dlq2"]),
-        (ServiceRole.RESPONDER, "write", ["dlx"], ["dispatch", "responses"]),
-        (ServiceRole.DLQ, "read", ["dlq"], ["dispatch.0", "responses.0", "dlq2"]),
-        (ServiceRole.DLQ, "configure", [], ["dlq", "dispatch", "anything"]),
-        (ServiceRole.MONITOR, "read", [], ["dlq", "dispatch.0", "responses.0"]),
-        (ServiceRole.MONITOR, "write", [], ["dispatch", "responses", "dlx"]),
+        (
+            ServiceRole.RESPONDER,
+            "read",
+            ["responses.urgent.3", "responses.bulk.3", "dlq"],
+            ["dispatch.bulk.3", "dlq2"],
+        ),
+        (ServiceRole.RESPONDER, "write", ["dlx"], ["dispatch.bulk", "responses.urgent"]),
+        (ServiceRole.RECEIPTS, "write", ["responses.bulk"], ["dispatch.urgent", "dlx"]),
+        (ServiceRole.DLQ, "read", ["dlq"], ["dispatch.bulk.0", "responses.urgent.0", "dlq2"]),
+        (ServiceRole.DLQ, "configure", [], ["dlq", "dispatch.bulk", "anything"]),
+        (ServiceRole.MONITOR, "read", [], ["dlq", "dispatch.urgent.0", "responses.bulk.0"]),
+        (ServiceRole.MONITOR, "write", [], ["dispatch.urgent", "responses.bulk", "dlx"]),
     ],
 )
 def test_service_permissions_are_least_privilege(

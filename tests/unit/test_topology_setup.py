@@ -34,15 +34,15 @@ OLD_SHARD_ARGUMENTS = {
 def test_queues_declared_with_the_old_arguments_are_named_with_each_difference() -> None:
     topology = Topology(shards=1)
     conflicts = argument_conflicts(
-        {"dispatch.0": OLD_SHARD_ARGUMENTS, "dlq": {"x-queue-type": "quorum"}}, topology.queues()
+        {"dispatch.bulk.0": OLD_SHARD_ARGUMENTS, "dlq": {"x-queue-type": "quorum"}}, topology.queues()
     )
     assert {(c.queue, c.argument) for c in conflicts} == {
-        ("dispatch.0", key)
+        ("dispatch.bulk.0", key)
         for key in ("x-delivery-limit", "x-dead-letter-exchange", "x-dead-letter-strategy", "x-overflow")
     }
     explained = next(c for c in conflicts if c.argument == "x-delivery-limit").explain()
     assert explained == (
-        "queue 'dispatch.0': argument x-delivery-limit is 10 on the broker, the code declares absent"
+        "queue 'dispatch.bulk.0': argument x-delivery-limit is 10 on the broker, the code declares absent"
     )
 
 
@@ -57,7 +57,7 @@ def test_the_code_policies_give_every_queue_what_it_needs() -> None:
     topology = Topology(shards=2, delivery_limit=7)
     assert policy_problems(topology, topology.policies()) == []
     shard, dlq = (
-        effective_policy("dispatch.1", topology.policies()),
+        effective_policy("dispatch.urgent.1", topology.policies()),
         effective_policy(DEAD_LETTER_QUEUE, topology.policies()),
     )
     assert shard is not None and shard["name"] == "switchboard-shards"
@@ -75,7 +75,7 @@ def test_a_stronger_policy_without_dead_lettering_is_reported() -> None:
         "definition": {"max-length": 5, "delivery-limit": 3},
     }
     problems = policy_problems(topology, [*topology.policies(), greedy])
-    assert any("dispatch.0" in p and "dead-letter-exchange=None" in p for p in problems)
+    assert any("dispatch.bulk.0" in p and "dead-letter-exchange=None" in p for p in problems)
     assert any("'dlq' gets delivery-limit=3" in p for p in problems)
 
 

@@ -64,6 +64,7 @@ def _new_log(context: ApiContext, message: SendMessage) -> store.NewLog:
         priority=message.priority,
         max_attempts=message.max_attempts or context.shared.max_attempts,
         send_at=message.send_at,
+        ordering_key=message.ordering_key,
     )
 
 

@@ -44,6 +44,16 @@ class SendMessage(BaseModel):
     priority: Priority = 1
     max_attempts: int | None = Field(None, ge=1, le=100, strict=True)
     send_at: Timestamp | None = Field(None, description="Not before this time (a scheduled message).")
+    ordering_key: Text | None = Field(
+        None,
+        min_length=1,
+        max_length=200,
+        description=(
+            "Strict order holds within an ordering group: messages with the same key (per tenant) are sent"
+            " one at a time, by due time then id. Default: the recipient; urgent messages (priority 0)"
+            " form a group of their own per recipient (docs/ordering.md)."
+        ),
+    )
 
     @field_validator("payload")
     @classmethod
@@ -151,6 +161,7 @@ class MessageOut(BaseModel):
     recipient: str
     payload: dict[str, Any]
     priority: int
+    ordering_key: str | None
     status: Status
     paused: bool = Field(description="Held by a paused campaign; `next_attempt_at` is when it was due.")
     attempts: int

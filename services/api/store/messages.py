@@ -14,19 +14,20 @@ from services.api.schemas.messages import MessageFilters
 # The insert in pieces: the single send's keyed statement (store/idempotency.py) is built from them too.
 INSERT_INTO = """
 INSERT INTO communication_logs (tenant, channel, recipient, payload, priority, max_attempts, next_attempt_at,
-                                campaign_id, idempotency_key)
+                                campaign_id, idempotency_key, ordering_key)
 """
 INSERT_ROWS = """
-SELECT $1, ch, r, p, pr, m, COALESCE(n, now()), c, k
+SELECT $1, ch, r, p, pr, m, COALESCE(n, now()), c, k, o
 FROM unnest($2::text[], $3::text[], $4::jsonb[], $5::smallint[], $6::int[], $7::timestamptz[], $8::bigint[],
-            $9::text[]) WITH ORDINALITY AS x(ch, r, p, pr, m, n, c, k, ord)
+            $9::text[], $10::text[]) WITH ORDINALITY AS x(ch, r, p, pr, m, n, c, k, o, ord)
 """
 INSERT_ON_CONFLICT = "ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"
 INSERT_RETURNING = "RETURNING id, created_at, next_attempt_at"
 INSERT_SQL = f"{INSERT_INTO}{INSERT_ROWS}ORDER BY ord\n{INSERT_ON_CONFLICT}\n{INSERT_RETURNING}\n"
 
 _COLUMNS = """
-l.id, l.campaign_id, l.channel, l.recipient, l.payload, l.priority, l.status, l.attempts, l.max_attempts,
+l.id, l.campaign_id, l.channel, l.recipient, l.payload, l.priority, l.ordering_key, l.status, l.attempts,
+l.max_attempts,
 COALESCE(p.next_attempt_at, l.next_attempt_at) AS next_attempt_at, p.log_id IS NOT NULL AS paused,
 l.provider, l.vendor_ref, l.last_error_code, l.last_error, l.created_at, l.updated_at, l.sent_at,
 l.delivered_at
@@ -77,10 +78,11 @@ class NewLog:
     send_at: datetime | None = None
     campaign_id: int | None = None
     idempotency_key: str | None = None
+    ordering_key: str | None = None
 
 
 def insert_arguments(tenant: str, logs: Sequence[NewLog]) -> list[Any]:
-    """$1..$9 of :data:`INSERT_SQL` (and of every statement built from its pieces)."""
+    """$1..$10 of :data:`INSERT_SQL` (and of every statement built from its pieces)."""
     return [
         tenant,
         [x.channel for x in logs],
@@ -91,6 +93,7 @@ def insert_arguments(tenant: str, logs: Sequence[NewLog]) -> list[Any]:
         [x.send_at for x in logs],
         [x.campaign_id for x in logs],
         [x.idempotency_key for x in logs],
+        [x.ordering_key for x in logs],
     ]
 
 

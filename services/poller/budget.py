@@ -1,0 +1,47 @@
+"""How much work the poller may put in one lane's queues: a few seconds of it, not a count (pure).
+
+The poller measures each lane's drain rate from what it published and the queue depth it sees on
+successive polls, and keeps at most ``budget_s`` of that rate waiting in the broker (within
+``[floor, ceiling]``). A pause, a cancel, a routing change or an urgent message therefore takes effect
+within seconds, and a 1 M-log campaign stays in PostgreSQL instead of in the broker's memory.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+# The rate is smoothed over about this many seconds (an exponentially weighted mean in time).
+SMOOTHING_S = 2.0
+
+
+@dataclass(slots=True)
+class LaneBudget:
+    budget_s: float
+    floor: int
+    ceiling: int
+    rate: float = 0.0  # logs/s drained by the consumers, smoothed
+    _depth: int | None = field(default=None, repr=False)
+    _at: float = field(default=0.0, repr=False)
+    _published: int = field(default=0, repr=False)
+
+    def observe(self, depth: int, now: float) -> None:
+        """A measured depth (messages ready in the lane's queues) at monotonic time ``now``."""
+        if self._depth is not None and now > self._at:
+            offered = self._depth + self._published
+            # An idle lane says nothing about its consumers' speed: keep the rate it had.
+            if offered > 0:
+                sample = max(offered - depth, 0) / (now - self._at)
+                weight = 1.0 - math.exp(-(now - self._at) / SMOOTHING_S)
+                self.rate = sample if self.rate == 0.0 else self.rate + weight * (sample - self.rate)
+        self._depth, self._at, self._published = depth, now, 0
+
+    def published(self, count: int) -> None:
+        self._published += count
+
+    def allowed(self) -> int:
+        """The most messages this lane should hold in the broker now."""
+        return min(max(int(self.rate * self.budget_s), self.floor), self.ceiling)
+
+    def room(self, depth: int) -> int:
+        return max(self.allowed() - depth, 0)

@@ -1,0 +1,64 @@
+"""LISTEN for logs that became due (migration 0011's insert trigger), so the poller need not poll for them.
+
+A notification only shortens the wait: the poller still polls every ``poll_interval_s`` (retries whose
+backoff ran out, resumed campaigns and a lost listening connection are found that way).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+
+from shared.logs import get_logger
+
+CHANNEL = "switchboard_due"
+
+log = get_logger("poller")
+
+
+class DueSignal:
+    """Set when PostgreSQL announces due logs; a dedicated connection, re-opened when it is lost."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self.event = asyncio.Event()
+        self.connection: asyncpg.Connection | None = None
+
+    def _on_notify(self, _conn: object, _pid: int, _channel: str, _payload: str) -> None:
+        self.event.set()
+
+    def _on_lost(self, _conn: object) -> None:
+        self.connection = None
+        self.event.set()  # poll now: notifications may have been missed
+
+    async def ensure_listening(self) -> None:
+        if self.connection is not None and not self.connection.is_closed():
+            return
+        try:
+            connection = await asyncpg.connect(self.dsn, timeout=5)
+            connection.add_termination_listener(self._on_lost)
+            await connection.add_listener(CHANNEL, self._on_notify)
+        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            log.warning("listen_failed", error=repr(exc)[:300])
+            return
+        self.connection = connection
+
+    async def wait(self, timeout: float, stop: asyncio.Event) -> None:
+        """Until a notification arrives, ``stop`` is set or ``timeout`` passes; then clear it."""
+        if timeout > 0 and not self.event.is_set() and not stop.is_set():
+            waiters = [asyncio.ensure_future(self.event.wait()), asyncio.ensure_future(stop.wait())]
+            try:
+                await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waiters:
+                    waiter.cancel()
+        self.event.clear()
+
+    async def close(self) -> None:
+        if self.connection is not None:
+            connection, self.connection = self.connection, None
+            try:
+                await connection.close(timeout=2)
+            except Exception as exc:
+                log.warning("listen_close_failed", error=repr(exc)[:300])
