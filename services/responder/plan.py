@@ -75,6 +75,8 @@ class LogUpdate:
     error_message: str | None
     sent: bool = False  # sets sent_at (once)
     delivered: bool = False  # sets delivered_at
+    # when the provider accepted it, as the sender stamped it (outcome.finished_at); else the apply time
+    accepted_at: datetime | None = None
 
     def then(self, later: LogUpdate) -> LogUpdate:
         """This update followed by ``later`` in the same batch, as one."""
@@ -83,6 +85,7 @@ class LogUpdate:
             provider=later.provider or self.provider,
             vendor_ref=later.vendor_ref or self.vendor_ref,
             sent=self.sent or later.sent,
+            accepted_at=self.accepted_at or later.accepted_at,
         )
 
 
@@ -314,7 +317,15 @@ class Planner:
             self.update(
                 row,
                 LogUpdate(
-                    row.id, Status.SENT, 0.0, outcome.provider, outcome.vendor_ref, None, None, sent=True
+                    row.id,
+                    Status.SENT,
+                    0.0,
+                    outcome.provider,
+                    outcome.vendor_ref,
+                    None,
+                    None,
+                    sent=True,
+                    accepted_at=outcome.finished_at,
                 ),
             )
             self.plan.bump(row.campaign_id, SENT_I)
@@ -326,7 +337,17 @@ class Planner:
         )
         self.update(
             row,
-            LogUpdate(row.id, status, 0.0, outcome.provider, outcome.vendor_ref, code, message, sent=True),
+            LogUpdate(
+                row.id,
+                status,
+                0.0,
+                outcome.provider,
+                outcome.vendor_ref,
+                code,
+                message,
+                sent=True,
+                accepted_at=outcome.finished_at,
+            ),
         )
         self.plan.bump(row.campaign_id, BOUNCED_I if status == Status.BOUNCED else FAILED_I)
         self.dead_letter(
@@ -361,6 +382,7 @@ class Planner:
                 None,
                 sent=True,
                 delivered=True,
+                accepted_at=outcome.finished_at if outcome.outcome == OutcomeClass.SUCCESS else None,
             ),
         )
         self.plan.bump(row.campaign_id, SENT_I)

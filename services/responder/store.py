@@ -46,12 +46,12 @@ UPDATE communication_logs AS l SET
     vendor_ref = COALESCE(u.vendor_ref, l.vendor_ref),
     last_error_code = u.error_code,
     last_error = u.error_message,
-    sent_at = CASE WHEN u.sent THEN coalesce(l.sent_at, now()) ELSE l.sent_at END,
+    sent_at = CASE WHEN u.sent THEN coalesce(l.sent_at, u.accepted_at, now()) ELSE l.sent_at END,
     delivered_at = CASE WHEN u.delivered THEN now() ELSE l.delivered_at END,
     updated_at = now()
 FROM unnest($1::bigint[], $2::text[], $3::float8[], $4::text[], $5::text[], $6::text[], $7::text[],
-            $8::bool[], $9::bool[])
-     AS u(id, status, delay_s, provider, vendor_ref, error_code, error_message, sent, delivered)
+            $8::bool[], $9::bool[], $10::timestamptz[])
+     AS u(id, status, delay_s, provider, vendor_ref, error_code, error_message, sent, delivered, accepted_at)
 WHERE l.id = u.id
 """
 
@@ -161,6 +161,7 @@ async def write_plan(conn: asyncpg.Connection, plan: WritePlan) -> None:
             [x.error_message for x in u],
             [x.sent for x in u],
             [x.delivered for x in u],
+            [x.accepted_at for x in u],
         )
     if plan.attempts:
         o = [a.outcome for a in plan.attempts]

@@ -71,6 +71,8 @@ def test_success_writes_sent_attempt_receipt_counter_and_latency() -> None:
     assert p.campaign_deltas == {77: [1, 0, 0, 0]}
     assert p.send_latencies == [("sms", 3.0)]
     assert (p.dead_letters, p.ignored, p.retries) == ([], [], [])
+    # sent_at is when the provider accepted it (stamped by the sender), not when the responder applies it
+    assert [(u.sent, u.accepted_at) for u in p.updates] == [(True, ok.finished_at)]
 
 
 def test_transient_goes_back_to_pending_with_backoff() -> None:
