@@ -13,15 +13,19 @@ from shared.bus.memory import Fault, MemoryBroker
 from shared.circuit import CircuitEvent, CircuitPolicy, CircuitState
 from shared.models import DispatchMessage, OutcomeClass, OutcomeMessage
 from shared.settings import Settings
-from shared.topology import DISPATCH_EXCHANGE, RESPONSES_EXCHANGE, Topology, shard_queue
+from shared.topology import DISPATCH, RESPONSES, Lane, Topology, lane_exchange, shard_queue
 
 AT = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
-SETTINGS = Settings(shards=1, standby_all=False, prefetch=10)
+SETTINGS = Settings(shards=1, standby_all=False, prefetch=10, urgent_prefetch=5)
+DISPATCH_EXCHANGE = lane_exchange(DISPATCH, Lane.BULK)
+RESPONSES_EXCHANGE = lane_exchange(RESPONSES, Lane.BULK)
 DISPATCH_0 = shard_queue(DISPATCH_EXCHANGE, 0)
 RESPONSES_0 = shard_queue(RESPONSES_EXCHANGE, 0)
+URGENT_DISPATCH_0 = shard_queue(lane_exchange(DISPATCH, Lane.URGENT), 0)
+URGENT_RESPONSES_0 = shard_queue(lane_exchange(RESPONSES, Lane.URGENT), 0)
 
 
-def dispatch(log_id: int, recipient: str = "+14155550100") -> DispatchMessage:
+def dispatch(log_id: int, recipient: str = "+14155550100", priority: int = 1) -> DispatchMessage:
     return DispatchMessage(
         log_id=log_id,
         attempt=1,
@@ -29,7 +33,7 @@ def dispatch(log_id: int, recipient: str = "+14155550100") -> DispatchMessage:
         channel="sms",
         recipient=recipient,
         payload={"body": "hi"},
-        priority=1,
+        priority=priority,
         created_at=AT,
         claimed_at=AT,
     )
@@ -40,10 +44,14 @@ class FakeRouter:
 
     def __init__(self) -> None:
         self.calls: list[int] = []
+        self.bulk_provider_up = asyncio.Event()  # bulk attempts wait for it (a slow provider)
+        self.bulk_provider_up.set()
 
     async def attempt(self, message: DispatchMessage) -> OutcomeMessage:
         self.calls.append(message.log_id)
         await asyncio.sleep(0)
+        if message.priority > 0:
+            await self.bulk_provider_up.wait()
         return OutcomeMessage(
             log_id=message.log_id,
             attempt=message.attempt,
@@ -58,16 +66,40 @@ async def running_sender(broker: MemoryBroker) -> tuple[Sender, FakeRouter]:
     router = FakeRouter()
     sender = Sender(SETTINGS, broker, router)  # type: ignore[arg-type]
     await sender.start()
-    await sender.dispatches.subscribe_shards(DISPATCH_EXCHANGE, SETTINGS, asyncio.Event())
+    await sender.subscribe(SETTINGS, asyncio.Event())
     return sender, router
 
 
-async def publish(broker: MemoryBroker, messages: list[DispatchMessage]) -> None:
+async def publish(broker: MemoryBroker, messages: list[DispatchMessage], lane: Lane = Lane.BULK) -> None:
     channel = await broker.channel()
     await channel.declare(Topology(shards=1))
-    assert all(
-        e is None for e in await channel.publish(DISPATCH_EXCHANGE, [wire.dispatch(m) for m in messages])
-    )
+    exchange = lane_exchange(DISPATCH, lane)
+    assert all(e is None for e in await channel.publish(exchange, [wire.dispatch(m) for m in messages]))
+
+
+async def test_an_urgent_dispatch_is_attempted_while_the_bulk_lane_is_stuck_and_answers_in_its_lane() -> None:
+    # Given a sender whose bulk prefetch is full of attempts waiting on a slow provider
+    broker = MemoryBroker()
+    sender, router = await running_sender(broker)
+    router.bulk_provider_up.clear()
+    await publish(broker, [dispatch(n, f"+1415555{n:04d}") for n in range(1, 31)])
+    await asyncio.sleep(0.01)
+    assert len(router.calls) == SETTINGS.prefetch  # the rest wait in the bulk queue
+    # When an urgent dispatch arrives in its lane
+    await publish(broker, [dispatch(99, "+14155550000", priority=0)], Lane.URGENT)
+    await asyncio.sleep(0.01)
+    # Then it is attempted at once and its outcome is in the urgent responses lane, acked
+    assert router.calls[-1] == 99
+    assert [e.message_id for e in broker.ready(URGENT_RESPONSES_0)] == ["99-1"]
+    assert broker.unacked(URGENT_DISPATCH_0) == 0 and broker.ready(RESPONSES_0) == []
+    # ... and the bulk lane drains once the provider answers
+    router.bulk_provider_up.set()
+    await broker.settle_down()
+    while len(broker.ready(RESPONSES_0)) < 30:
+        await asyncio.sleep(0.01)
+        await broker.settle_down()
+    assert broker.unacked(DISPATCH_0) == 0
+    await sender.stop(grace_s=1)
 
 
 async def test_one_recipients_dispatches_are_attempted_in_order_and_each_acked_after_its_outcome() -> None:
