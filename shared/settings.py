@@ -154,7 +154,8 @@ class Settings(BaseSettings):
     mock_rate_limit_rate: float = Field(0.02, ge=0, le=1)
     mock_retry_after_s: float = Field(1.0, ge=0)
     # A freshly started mock accepts its first N first attempts whatever the random draw (magic
-    # prefixes aside), so a newcomer's first message ends SENT; 0: every send takes its chance.
+    # prefixes aside), so a newcomer's first message ends SENT; 0: every send takes its chance. Off
+    # when a failure rate is set explicitly (services/mock_provider/__main__.py).
     mock_welcome_sends: int = Field(5, ge=0)
     mock_ledger_path: str = ""
     mock_smtp_port: int = Field(0, ge=0, le=65535)  # 0: no SMTP server

@@ -21,6 +21,15 @@ from shared.settings import Settings
 log = get_logger("mock_provider")
 
 
+FAILURE_RATES = frozenset({"mock_transient_rate", "mock_permanent_rate", "mock_rate_limit_rate"})
+
+
+def welcome_sends(settings: Settings) -> int:
+    """How many first sends to accept whatever the draw: none once a failure rate is set on purpose
+    (a test or an operator asking for failures gets them from the first send)."""
+    return 0 if FAILURE_RATES & settings.model_fields_set else settings.mock_welcome_sends
+
+
 async def main(settings: Settings, health: Health, stop: asyncio.Event) -> None:
     mix = FailureMix(
         transient_rate=settings.mock_transient_rate,
@@ -52,7 +61,7 @@ async def main(settings: Settings, health: Health, stop: asyncio.Event) -> None:
         token=settings.mock_auth_token.get_secret_value(),
         callbacks=callbacks,
         webhook_secret=settings.webhook_signing_secret.get_secret_value(),
-        welcome_sends=settings.mock_welcome_sends,
+        welcome_sends=welcome_sends(settings),
         ignore_keys=frozenset(settings.mock_ignore_idempotency_keys),
     )
     runner = web.AppRunner(build_app(provider), access_log=None)

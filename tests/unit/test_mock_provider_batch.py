@@ -258,3 +258,12 @@ async def test_a_mix_set_through_admin_config_ends_the_welcome() -> None:
         assert response.status == 200
         results = await batch_results(client, message(1))
     assert results[0]["http_status"] == 400
+
+
+def test_failure_rates_set_on_purpose_turn_the_welcome_off() -> None:
+    from services.mock_provider.__main__ import welcome_sends
+    from shared.settings import Settings
+
+    assert welcome_sends(Settings()) == Settings().mock_welcome_sends > 0
+    assert welcome_sends(Settings(mock_permanent_rate=1.0)) == 0
+    assert welcome_sends(Settings(mock_welcome_sends=0)) == 0
