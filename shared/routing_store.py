@@ -52,10 +52,17 @@ CROSS JOIN LATERAL (
 LOCAL_ERROR_CODES = ("ALL_PROVIDERS_UNAVAILABLE", "RATE_LIMITED_LOCALLY", "NO_PROVIDER")
 
 
+# Only variables made for provider credentials can be referenced: a reference to any other variable
+# (SWITCHBOARD_DATABASE_URL ...) would let whoever configures a provider send it to a URL of their choice.
+ENV_REFERENCE_PREFIX = "SWITCHBOARD_PROVIDER_"
+
+
 def resolve(value: Any) -> Any:
-    """``"env:NAME"`` -> the environment variable NAME (credentials stay out of the table)."""
+    """``"env:NAME"`` -> the environment variable NAME, for names starting with ``SWITCHBOARD_PROVIDER_``
+    (credentials stay out of the table); any other name resolves to nothing."""
     if isinstance(value, str) and value.startswith("env:"):
-        return os.environ.get(value[4:], "")
+        name = value[4:]
+        return os.environ.get(name, "") if name.startswith(ENV_REFERENCE_PREFIX) else ""
     if isinstance(value, dict):
         return {k: resolve(v) for k, v in value.items()}
     return value

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import asyncpg
@@ -121,14 +122,18 @@ def create_key(
     admin: bool = typer.Option(
         False, "--admin", help="An operator key: may also change the global routing configuration."
     ),
+    expires_in_days: float | None = typer.Option(
+        None, min=0.001, help="The key stops working after this many days (default: never)."
+    ),
 ) -> None:
     """Create an API key and print it once on stdout (only its hash is stored)."""
     settings: ApiSettings = get_api_settings()
     new = generate_key()
     digest = hash_key(new.key, settings.api_key_pepper.get_secret_value())
+    expires_at = None if expires_in_days is None else datetime.now(UTC) + timedelta(days=expires_in_days)
 
     async def insert(conn: asyncpg.Connection) -> None:
-        await store.insert_key(conn, tenant, new.key_id, digest, name, rate_limit, admin)
+        await store.insert_key(conn, tenant, new.key_id, digest, name, rate_limit, admin, expires_at)
 
     _run(insert)
     role = "operator key" if admin else "key"
@@ -154,7 +159,12 @@ def key_rows(records: list[Any]) -> list[dict[str, Any]]:
         {
             "key_id": r["key_id"],
             "tenant": r["tenant"],
-            "state": "revoked" if r["revoked_at"] else "active",
+            "state": "revoked"
+            if r["revoked_at"]
+            else "expired"
+            if r["expires_at"] is not None and r["expires_at"] <= datetime.now(UTC)
+            else "active",
+            "expires_at": r["expires_at"].isoformat() if r["expires_at"] else None,
             "role": "admin" if r["admin"] else "tenant",
             "name": r["name"],
             "rate_limit_per_s": r["rate_limit_per_s"],

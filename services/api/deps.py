@@ -23,9 +23,12 @@ async def get_context(request: Request) -> ApiContext:
 Context = Annotated[ApiContext, Depends(get_context)]
 
 
-async def authenticated(context: Context, key: Annotated[str | None, Security(API_KEY_HEADER)]) -> Principal:
+async def authenticated(
+    request: Request, context: Context, key: Annotated[str | None, Security(API_KEY_HEADER)]
+) -> Principal:
     """The caller, without charging the rate limit (send endpoints charge it knowing the priority)."""
-    return await context.authenticate(key)
+    source = request.client.host if request.client is not None else "unknown"
+    return await context.authenticate(key, source)
 
 
 async def limited(context: Context, principal: Annotated[Principal, Depends(authenticated)]) -> Principal:

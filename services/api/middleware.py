@@ -114,16 +114,22 @@ class RequestMetrics:
         try:
             await self.app(scope, receive, tracking_send)
         finally:
-            route = _route_of(scope)
+            route, method = _route_of(scope), method_label(scope["method"])
             elapsed = time.perf_counter() - started
-            metrics.REQUESTS.labels(scope["method"], route, str(status)).inc()
-            metrics.REQUEST_SECONDS.labels(scope["method"], route).observe(elapsed)
+            metrics.REQUESTS.labels(method, route, str(status)).inc()
+            metrics.REQUEST_SECONDS.labels(method, route).observe(elapsed)
             if status >= 500:
-                log.warning("request_failed", method=scope["method"], route=route, status=status)
+                log.warning("request_failed", method=method, route=route, status=status)
             else:
-                log.debug(
-                    "request", method=scope["method"], route=route, status=status, ms=round(elapsed * 1000, 1)
-                )
+                log.debug("request", method=method, route=route, status=status, ms=round(elapsed * 1000, 1))
+
+
+# Label values come from a fixed set: any other method a client makes up is counted as OTHER.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def method_label(method: str) -> str:
+    return method if method in KNOWN_METHODS else "OTHER"
 
 
 def _route_of(scope: Scope) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime
 from enum import StrEnum
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -58,7 +59,26 @@ def validate_cron(expression: str) -> str:
     normalised = " ".join(fields)
     if not croniter.is_valid(normalised):
         raise ScheduleError(f"invalid cron expression {expression!r}")
+    gap = shortest_interval_s(normalised)
+    if gap < MIN_CRON_INTERVAL_S:
+        raise ScheduleError(
+            f"cron {expression!r} runs every {int(gap)} s at times; campaigns run at most every "
+            f"{MIN_CRON_INTERVAL_S // 60} minutes (each run sends to the whole list)"
+        )
     return normalised
+
+
+# Each run of a cron campaign sends to its whole contact list: a schedule of every minute would be
+# an amplifier (one request, 1 440 sends a day per contact).
+MIN_CRON_INTERVAL_S = 15 * 60
+_SAMPLED_RUNS = 200
+
+
+def shortest_interval_s(expression: str) -> float:
+    """The shortest time between two consecutive runs among the first runs from a fixed date."""
+    runs = croniter(expression, datetime(2030, 1, 1, tzinfo=UTC))
+    times: list[datetime] = [runs.get_next(datetime) for _ in range(_SAMPLED_RUNS)]
+    return min((b - a).total_seconds() for a, b in itertools.pairwise(times))
 
 
 def next_run(expression: str, timezone: str, after: datetime) -> datetime:

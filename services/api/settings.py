@@ -22,6 +22,11 @@ class ApiSettings(BaseSettings):
     # How long a verified key is trusted without asking the database again (revocation delay).
     api_key_cache_s: float = Field(30.0, ge=0)
 
+    # Failed authentications per source address and API process: past this many within the window,
+    # the source gets 429 until the window ends (services/api/auththrottle.py).
+    api_auth_failures_per_window: int = Field(20, ge=1)
+    api_auth_failure_window_s: float = Field(60.0, gt=0)
+
     # Per key, per API process: a token bucket of `rate` requests per second and `burst` capacity.
     api_rate_limit_per_s: float = Field(50.0, gt=0)
     api_rate_limit_burst: int = Field(100, ge=1)

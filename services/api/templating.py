@@ -11,12 +11,23 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import orjson
+
 VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]{0,63})\s*\}\}")
 
 
+# A rendered payload is held to the same limit as a message sent through the API (64 KiB of JSON):
+# a small template with many placeholders must not turn small variables into megabytes.
+MAX_RENDERED_BYTES = 64 * 1024
+
+
 class TemplateError(ValueError):
     """A template that cannot be parsed, or a render that lacks a variable."""
+
+
+class RenderTooLarge(TemplateError):
+    """A rendering that would exceed the payload limit (refused before it is built)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,12 +57,33 @@ def parse(fields: Mapping[str, str]) -> Template:
     return Template(fields=dict(fields), variables=tuple(dict.fromkeys(variables)))
 
 
-def render(template: Template, values: Mapping[str, str]) -> dict[str, str]:
-    """Every field with its placeholders replaced; raises :class:`TemplateError` if a value is missing."""
+def rendered_size(template: Template, values: Mapping[str, str]) -> int:
+    """The UTF-8 size of the rendered fields' text, computed without rendering (every value present)."""
+    sizes = {name: len(str(value).encode()) for name, value in values.items()}
+    total = 0
+    for text in template.fields.values():
+        total += len(text.encode())
+        for match in _PLACEHOLDER.finditer(text):
+            total += sizes[match.group(1)] - len(match.group(0).encode())
+    return total
+
+
+def render(
+    template: Template, values: Mapping[str, str], max_bytes: int = MAX_RENDERED_BYTES
+) -> dict[str, str]:
+    """Every field with its placeholders replaced; raises :class:`TemplateError` if a value is missing,
+    :class:`RenderTooLarge` if the payload would exceed ``max_bytes`` (checked before rendering)."""
     missing = [name for name in template.variables if name not in values]
     if missing:
         raise TemplateError(f"missing variables: {', '.join(missing)}")
-    return {
+    size = rendered_size(template, values)
+    if size > max_bytes:
+        raise RenderTooLarge(f"the rendered payload would be {size} bytes, more than {max_bytes}")
+    rendered = {
         name: _PLACEHOLDER.sub(lambda m: str(values[m.group(1)]), text)
         for name, text in template.fields.items()
     }
+    encoded = len(orjson.dumps(rendered))
+    if encoded > max_bytes:  # JSON escaping of control characters and quotes
+        raise RenderTooLarge(f"the rendered payload is {encoded} bytes of JSON, more than {max_bytes}")
+    return rendered

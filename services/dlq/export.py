@@ -44,6 +44,19 @@ class ExportFormat(StrEnum):
     CSV = "csv"
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: Any) -> Any:
+    """A CSV cell a spreadsheet shows as text: one that would start a formula (``=HYPERLINK(...)``
+    in a tenant's payload or an error text) gets a leading apostrophe (OWASP CSV injection)."""
+    if value is None:
+        return ""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 class Exporter:
     """``with Exporter(path, fmt, reveal) as out: out.write(entry, body)``.
 
@@ -78,7 +91,7 @@ class Exporter:
         if self.reveal:
             row.update(body_fields(body))
         if self.format == ExportFormat.CSV:
-            self._csv.writerow({k: "" if v is None else v for k, v in row.items()})
+            self._csv.writerow({k: spreadsheet_safe(v) for k, v in row.items()})
         else:
             self._file.write(orjson.dumps(row).decode() + "\n")
         self.count += 1

@@ -52,13 +52,20 @@ async def test_operators_configure_providers_routes_and_policies_in_the_tables_s
             "burst": 100,
             "reserved_share": 0.2,
             "pacing": "fast",
-            "settings": {"account_sid": "AC1", "auth_token": "env:SMSA_TOKEN", "from": "+15550001"},
+            "settings": {
+                "account_sid": "AC1",
+                "auth_token": "env:SWITCHBOARD_PROVIDER_SMSA_TOKEN",
+                "from": "+15550001",
+            },
         },
         headers=ops,
     )
     second = await api.client.put("/v1/routing/providers/smsB", json={"kind": "mock_json"}, headers=ops)
     assert first.status_code == second.status_code == 201, first.text
-    assert first.json()["settings"]["auth_token"] == "env:SMSA_TOKEN" and first.json()["channels"] == []
+    assert (
+        first.json()["settings"]["auth_token"] == "env:SWITCHBOARD_PROVIDER_SMSA_TOKEN"
+        and first.json()["channels"] == []
+    )
     # ... routes them for sms, with costs, and sets the channel's strategy and retry policy
     routes = [
         await api.client.put(
@@ -85,7 +92,7 @@ async def test_operators_configure_providers_routes_and_policies_in_the_tables_s
     assert await pool.fetchval("SELECT to_regclass('provider_routes')") is None
     row = await pool.fetchrow("SELECT * FROM providers WHERE name = 'smsA'")
     assert (row["kind"], row["rate_per_s"], row["burst"], row["pacing"]) == ("sms_gateway", 50, 100, "fast")
-    assert row["settings"]["auth_token"] == "env:SMSA_TOKEN"
+    assert row["settings"]["auth_token"] == "env:SWITCHBOARD_PROVIDER_SMSA_TOKEN"
     assert [
         tuple(r)
         for r in await pool.fetch(
@@ -230,7 +237,11 @@ INVALID: list[tuple[str, dict[str, object], str]] = [
     ("/v1/routing/providers/p", {"kind": "mock_json", "reserved_share": 1}, "reserved_share"),
     ("/v1/routing/providers/p", {"kind": "mock_json", "pacing": "slow"}, "pacing"),
     ("/v1/routing/providers/p", {"kind": "sms_gateway", "settings": {"acount_sid": "x"}}, "unknown setting"),
-    ("/v1/routing/providers/p", {"kind": "sms_gateway", "settings": {"auth_token": "plain"}}, "env:NAME"),
+    (
+        "/v1/routing/providers/p",
+        {"kind": "sms_gateway", "settings": {"auth_token": "plain"}},
+        "env:SWITCHBOARD_PROVIDER_",
+    ),
     ("/v1/routing/providers/p", {"kind": "smtp", "settings": {"starttls": "false"}}, "true or false"),
     ("/v1/routing/providers/p", {"kind": "smtp", "settings": {"port": 70000}}, "port"),
     ("/v1/routing/providers/Bad%20Name", {"kind": "mock_json"}, "name"),

@@ -31,7 +31,7 @@ def test_a_provider_with_every_documented_setting_of_its_kind_is_accepted() -> N
             "host": "smtp.example.com",
             "port": 587,
             "username": "mailer",
-            "password": "env:SMTP_PASSWORD",
+            "password": "env:SWITCHBOARD_PROVIDER_SMTP_PASSWORD",
             "starttls": True,
             "timeout_s": 10,
             "pool_size": 4,
@@ -54,8 +54,8 @@ def test_a_provider_with_every_documented_setting_of_its_kind_is_accepted() -> N
         ({"kind": "mock_json", "extra": 1}, "Extra inputs"),
         ({"kind": "mock_json", "settings": {"from": "x"}}, "unknown setting for kind mock_json"),
         ({"kind": "mock_json", "settings": {"base_url": "ftp://x"}}, "http:// or https://"),
-        ({"kind": "whatsapp_cloud", "settings": {"access_token": "EAAG..."}}, "env:NAME"),
-        ({"kind": "webhook", "settings": {"secret": "env:"}}, "env:NAME"),
+        ({"kind": "whatsapp_cloud", "settings": {"access_token": "EAAG..."}}, "env:SWITCHBOARD_PROVIDER_"),
+        ({"kind": "webhook", "settings": {"secret": "env:"}}, "env:SWITCHBOARD_PROVIDER_"),
         ({"kind": "webhook", "settings": {"https_only": 1}}, "true or false"),
         ({"kind": "smtp", "settings": {"port": True}}, "integer port"),
         ({"kind": "smtp", "settings": {"timeout_s": 0}}, "seconds"),
@@ -123,7 +123,7 @@ def test_literal_credentials_are_masked_and_environment_references_shown() -> No
         {
             "account_sid": "AC1",
             "auth_token": "s3cret",
-            "password": "env:SMTP_PASSWORD",
+            "password": "env:SWITCHBOARD_PROVIDER_SMTP_PASSWORD",
             "secret": "",
             "api_key": 12345,
         }
@@ -131,7 +131,7 @@ def test_literal_credentials_are_masked_and_environment_references_shown() -> No
     assert shown == {
         "account_sid": "AC1",
         "auth_token": "********",
-        "password": "env:SMTP_PASSWORD",
+        "password": "env:SWITCHBOARD_PROVIDER_SMTP_PASSWORD",
         "secret": "",
         "api_key": "********",
     }

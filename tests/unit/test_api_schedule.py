@@ -22,7 +22,7 @@ NOW = datetime(2024, 3, 30, 12, 0, tzinfo=UTC)
 
 
 def test_cron_expressions_have_five_valid_fields() -> None:
-    assert validate_cron("  */5  * * * 1-5 ") == "*/5 * * * 1-5"
+    assert validate_cron("  */15  * * * 1-5 ") == "*/15 * * * 1-5"
     for bad in ["* * * *", "* * * * * *", "61 * * * *", "a b c d e", ""]:
         with pytest.raises(ScheduleError):
             validate_cron(bad)

@@ -83,7 +83,7 @@ def test_campaign_schedules_are_checked() -> None:
         ({"timezone": "Nowhere/City"}, "time zone"),
         ({"end_at": "2030-01-01T00:00:00Z"}, "cron campaigns only"),
         (
-            {"cron": "* * * * *", "start_at": "2030-01-02T00:00:00Z", "end_at": "2030-01-01T00:00:00Z"},
+            {"cron": "0 9 * * *", "start_at": "2030-01-02T00:00:00Z", "end_at": "2030-01-01T00:00:00Z"},
             "after",
         ),
     ]:

@@ -41,6 +41,7 @@ from services.api.schemas.contacts import MAX_REPORTED
 from services.api.store import campaigns as store
 from services.api.store import contacts as contact_store
 from services.api.store import templates as template_store
+from services.api.templating import RenderTooLarge
 from shared.logs import get_logger
 from shared.models import TERMINAL_STATUSES
 
@@ -124,6 +125,13 @@ async def _load(conn: asyncpg.Connection, tenant: str, campaign_id: int) -> Camp
     return campaign_out(row, counts[campaign_id], etas.get(campaign_id))
 
 
+async def _materialise(conn: asyncpg.Connection, campaign: Any, run_at: datetime, max_attempts: int) -> None:
+    try:
+        await materialise(conn, campaign, run_at, max_attempts)
+    except RenderTooLarge as exc:
+        raise Unprocessable(f"a contact's message: {exc}", code="payload_too_large") from exc
+
+
 @router.post("", status_code=201, response_model=CampaignOut, summary="Create (and schedule) a campaign")
 async def create_campaign(body: CampaignCreate, context: Context, principal: Caller) -> CampaignOut:
     now = datetime.now(UTC)
@@ -166,7 +174,7 @@ async def create_campaign(body: CampaignCreate, context: Context, principal: Cal
         if body.cron is None and not body.draft:
             row = await store.get_campaign(conn, principal.tenant, campaign_id)
             assert row is not None
-            await materialise(conn, row, body.start_at or now, context.shared.max_attempts)
+            await _materialise(conn, row, body.start_at or now, context.shared.max_attempts)
         result = await _load(conn, principal.tenant, campaign_id)
     log.info(
         "campaign_created",
@@ -268,7 +276,7 @@ async def send_campaign(
         else:
             fresh = await store.get_campaign(conn, principal.tenant, campaign_id)
             assert fresh is not None
-            await materialise(conn, fresh, start_at or now, context.shared.max_attempts)
+            await _materialise(conn, fresh, start_at or now, context.shared.max_attempts)
         result = await _load(conn, principal.tenant, campaign_id)
     log.info("campaign_sent", tenant=principal.tenant, campaign_id=campaign_id, status=status.value)
     return result

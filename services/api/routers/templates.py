@@ -17,7 +17,7 @@ from services.api.schemas.templates import (
     TemplateOut,
 )
 from services.api.store import templates as store
-from services.api.templating import Template, TemplateError, parse, render
+from services.api.templating import RenderTooLarge, Template, TemplateError, parse, render
 from shared.logs import get_logger
 
 log = get_logger("api.templates")
@@ -73,5 +73,7 @@ async def preview_template(
         raise NotFound(f"no template {template_id}")
     try:
         return PreviewOut(payload=render(template_of(row), body.variables))
+    except RenderTooLarge as exc:
+        raise Unprocessable(str(exc), code="payload_too_large") from exc
     except TemplateError as exc:
         raise Unprocessable(str(exc), code="missing_variables") from exc

@@ -38,7 +38,7 @@ MASK = "********"
 
 # The kinds, the channels each carries and the settings each adapter reads: shared/providers.py.
 SETTINGS = KIND_SETTINGS
-_ENV_REF = re.compile(r"env:[A-Za-z_][A-Za-z0-9_]{0,127}")
+_ENV_REF = re.compile(r"env:SWITCHBOARD_PROVIDER_[A-Za-z0-9_]{1,107}")
 _URL = re.compile(r"https?://[^\s/?#]+[^\s]*")
 _SECRET_NAME = re.compile(r"token|password|secret|key", re.IGNORECASE)
 
@@ -56,7 +56,8 @@ def _check_setting(kind: ProviderKind, key: str, value: Any) -> None:
     if expected == SECRET:
         if not (isinstance(value, str) and _ENV_REF.fullmatch(value)):
             problem = (
-                'must be a reference to the senders\' environment, "env:NAME"; the API stores no credentials'
+                'must be a reference to the senders\' environment, "env:SWITCHBOARD_PROVIDER_<NAME>";'
+                " the API stores no credentials"
             )
     elif expected == URL:
         if not (isinstance(value, str) and _URL.fullmatch(value)):
@@ -105,7 +106,7 @@ class ProviderIn(BaseModel):
                     "kind": "sms_gateway",
                     "rate_per_s": 50,
                     "burst": 100,
-                    "settings": {"account_sid": "AC1", "auth_token": "env:SMSA_TOKEN"},
+                    "settings": {"account_sid": "AC1", "auth_token": "env:SWITCHBOARD_PROVIDER_SMSA_TOKEN"},
                 }
             ]
         },
@@ -129,7 +130,8 @@ class ProviderIn(BaseModel):
     settings: dict[SettingKey, SettingValue] = Field(
         default_factory=dict,
         max_length=32,
-        description='Adapter settings by kind (see docs/providers.md); credentials as "env:NAME".',
+        description="Adapter settings by kind (see docs/providers.md); credentials as"
+        ' "env:SWITCHBOARD_PROVIDER_<NAME>".',
     )
     idempotency_keys: bool | None = Field(
         None,
