@@ -11,11 +11,13 @@ import httpx
 import pytest
 
 from services.dashboard.panels import requeue_command
+from shared.topology import DISPATCH, LANE_EXCHANGES, RESPONSES, Lane, lane_exchange
 from tests.helpers import all_terminal, insert_logs, wait_until
 from tests.integration.test_dashboard import CHROMIUM, CHROMIUM_ARGS, add_dashboard, ensure_browser
 from tests.integration.test_pipeline import start_pipeline
 from tools.stack import ROOT, Stack
 
+BULK_DISPATCH = lane_exchange(DISPATCH, Lane.BULK)
 REPORTS = ROOT / "reports"
 SCREENSHOTS = {
     "page": REPORTS / "dashboard-operator.png",
@@ -56,7 +58,7 @@ async def test_the_operator_finds_providers_lanes_campaigns_dead_letters_process
 
         async def consumers_counted() -> bool:
             lanes = (await client.get(f"{url}/api/snapshot")).json()["lanes"] or []
-            return any(lane["lane"] == "dispatch" and not lane["unconsumed"] for lane in lanes)
+            return any(lane["lane"] == BULK_DISPATCH and not lane["unconsumed"] for lane in lanes)
 
         await wait_until(consumers_counted, timeout=60, what="the broker's consumer counts")
         snap = (await client.get(f"{url}/api/snapshot")).json()
@@ -69,8 +71,10 @@ async def test_the_operator_finds_providers_lanes_campaigns_dead_letters_process
     assert providers["mocksms"]["latency_p50_ms"] is not None and providers["mocksms"]["state"] == "closed"
     # ... the lanes, each shard with its consumer
     lanes = {lane["lane"]: lane for lane in snap["lanes"]}
-    assert lanes["dispatch"]["shards"] == 4 and lanes["dispatch"]["unconsumed"] == []
-    assert lanes["responses"]["consumers"] >= 4
+    # (one lane per exchange and priority class: dispatch.urgent, dispatch.bulk, responses.urgent, ...)
+    assert set(LANE_EXCHANGES) <= set(lanes)
+    assert lanes[BULK_DISPATCH]["shards"] == 4 and lanes[BULK_DISPATCH]["unconsumed"] == []
+    assert lanes[lane_exchange(RESPONSES, Lane.BULK)]["consumers"] >= 4
     # ... the campaign, complete
     (campaign,) = [c for c in snap["campaigns"] if c["id"] == campaign_id]
     assert (campaign["done"], campaign["total"], campaign["progress"], campaign["eta_s"]) == (
@@ -105,7 +109,7 @@ async def test_the_operator_finds_providers_lanes_campaigns_dead_letters_process
             await page.goto(url)
             await page.wait_for_selector('#providers tr[data-provider="mocksms"]')
             await page.wait_for_selector(f'#campaigns tr[data-campaign="{campaign_id}"]')
-            await page.wait_for_selector('#lanes tr[data-lane="dispatch"]')
+            await page.wait_for_selector(f'#lanes tr[data-lane="{BULK_DISPATCH}"]')
             await page.wait_for_selector('#processes tr[data-process="poller"]')
             await page.wait_for_selector('#dead-letters tr[data-reason="permanent_error"]')
             assert (
