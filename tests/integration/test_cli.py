@@ -130,3 +130,30 @@ async def test_connections_are_named_after_their_process(environment: Environmen
     # Then each connection carries <process>-<host>-<pid>
     await wait_until(named, timeout=30)
     assert expected <= seen
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "names"),
+    [
+        (
+            ["receipts"],
+            {"SWITCHBOARD_RABBITMQ_URL": "amqp://guest:pw-not-shown@127.0.0.1:5672/switchboard"},
+            "'guest'",
+        ),
+        (
+            ["poller"],
+            {"SWITCHBOARD_DATABASE_URL": "postgresql://sb_nobody:pw-not-shown@127.0.0.1:5432/postgres"},
+            "'sb_nobody'",
+        ),
+    ],
+)
+def test_a_refused_login_is_a_configuration_error_in_one_line(
+    args: list[str], env: dict[str, str], names: str
+) -> None:
+    # Given a process whose broker or database refuses its login
+    result = run([*SWITCHBOARD, *args], {**env, "SWITCHBOARD_LOG_FORMAT": "json"})
+    # Then it exits 78 at once, naming the user and the setting to check, without the password
+    assert result.returncode == EXIT_CONFIGURATION, result.stdout + result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if "refused the login" in line]
+    assert names in line and "check the user and password" in line
+    assert "pw-not-shown" not in result.stdout + result.stderr
