@@ -14,6 +14,7 @@ CODE_CLASSES: dict[str, OutcomeClass] = {
     "BLOCKED": OutcomeClass.PERMANENT,
     "SPAM_REJECTED": OutcomeClass.PERMANENT,
     "HARD_BOUNCE": OutcomeClass.PERMANENT,
+    "UNDELIVERABLE": OutcomeClass.PERMANENT,  # not reachable on this channel (another may reach them)
     "UNSUBSCRIBED": OutcomeClass.PERMANENT,
     "VALIDATION_ERROR": OutcomeClass.PERMANENT,
     "RATE_LIMITED": OutcomeClass.TRANSIENT,

@@ -23,7 +23,14 @@ ROLE_PREFIX = "switchboard_"
 ALL_TABLES = "*"
 READ = ("SELECT",)
 WRITE = ("SELECT", "INSERT", "UPDATE", "DELETE")
-ROUTING_TABLES = ("routing_version", "providers", "channel_routes", "channel_policies", "tenant_routes")
+ROUTING_TABLES = (
+    "routing_version",
+    "providers",
+    "channel_routes",
+    "channel_policies",
+    "tenant_routes",
+    "tenant_channel_fallbacks",
+)
 # Never readable beyond the API: key hashes and stored answers.
 SECRET_TABLES = frozenset({"api_keys", "api_idempotency"})
 

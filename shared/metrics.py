@@ -34,6 +34,14 @@ PROVIDER_LATENCY = Histogram(
 )
 OUTCOMES = Counter("switchboard_outcomes_total", "Provider outcomes by class", ["provider", "outcome"])
 RETRIES = Counter("switchboard_retries_total", "Retries scheduled", ["channel", "reason"])
+DEFERRALS = Counter(
+    "switchboard_deferrals_total",
+    "Logs put back to PENDING by a local refusal, attempt count unchanged (pacing, rate limit, circuits)",
+    ["channel", "reason"],
+)
+CHANNEL_FALLBACKS = Counter(
+    "switchboard_channel_fallbacks_total", "Logs moved to a fallback channel", ["channel", "to_channel"]
+)
 FAILURES = Counter("switchboard_failures_total", "Logs given up on", ["channel", "error_class"])
 DEAD_LETTERS = Counter("switchboard_dead_letters_total", "Dead letters published to dlx", ["reason"])
 POISON = Counter(

@@ -49,6 +49,12 @@ class OutcomeClass(StrEnum):
     # The attempt may or may not have reached a provider that does not honour idempotency keys, and
     # its in-doubt policy is ``hold``: the log is held for an operator, never sent again blindly.
     IN_DOUBT = "in_doubt"
+    # The request was written and no answer came (timeout, connection lost): the provider may have
+    # accepted it. Retried on the same provider under the same idempotency key.
+    UNKNOWN = "unknown"
+    # Refused locally before any provider call (pacing, rate limit, every circuit open): not an
+    # attempt. The log goes back to PENDING at ``retry_after_s``, its attempt count unchanged.
+    DEFERRED = "deferred"
 
 
 class DeadLetterReason(StrEnum):
@@ -65,6 +71,7 @@ class FallbackReason(StrEnum):
     RATE_LIMIT_EXCEEDED = "rate_limit_exceeded"
     COST_THRESHOLD = "cost_threshold"
     QUALITY_THRESHOLD = "quality_threshold"
+    CHANNEL_FALLBACK = "channel_fallback"  # the first attempt on a fallback channel
 
 
 class ReceiptStatus(StrEnum):
@@ -108,10 +115,13 @@ class DispatchMessage(Message):
     provider: str | None = None
     created_at: datetime
     claimed_at: datetime
+    # After an unknown outcome: the earlier attempt whose idempotency key this call reuses, so that a
+    # provider honouring keys answers from its ledger if it did accept that earlier call.
+    key_attempt: int | None = Field(default=None, ge=1)
 
     @property
     def idempotency_key(self) -> str:
-        return idempotency_key(self.log_id, self.attempt)
+        return idempotency_key(self.log_id, self.key_attempt or self.attempt)
 
     @property
     def ordering_key(self) -> str:

@@ -43,6 +43,12 @@ def normalise(channel: str, recipient: str) -> str:
     raise InvalidRecipient("UNKNOWN_CHANNEL", f"unknown channel {channel!r}")
 
 
+def reachable_on(recipient_channel: str, channel: str) -> bool:
+    """Whether a recipient address of ``recipient_channel`` is an address on ``channel`` too: a phone
+    number serves sms, mms and whatsapp; an email address or a URL only its own channel."""
+    return recipient_channel == channel or (recipient_channel in PHONE_CHANNELS and channel in PHONE_CHANNELS)
+
+
 def recipient_hash(recipient: str) -> str:
     """A short stable digest for logs and metrics, so recipients never appear in clear."""
     return hashlib.blake2b(recipient.encode(), digest_size=8).hexdigest()

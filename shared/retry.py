@@ -1,4 +1,9 @@
-"""What the responder does with an outcome: a pure decision, carried out by the consumer."""
+"""The one retry policy type: when the next attempt goes, and how many attempts a log gets.
+
+The global default comes from ``SWITCHBOARD_BACKOFF_*`` (:meth:`RetryPolicy.exponential`); a channel's
+own policy (``channel_policies``) replaces it for that channel. What the responder does with an
+outcome is decided in services/responder/decision.py.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,7 @@ import random
 from dataclasses import dataclass
 from enum import StrEnum
 
-from shared.backoff import BackoffPolicy, exponential_ceiling, jittered_delay
-from shared.models import DeadLetterReason, OutcomeClass, OutcomeMessage, Status
+from shared.backoff import exponential_ceiling, jittered_delay
 
 
 class RetryMode(StrEnum):
@@ -19,7 +23,8 @@ class RetryMode(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """A channel's retry policy (``channel_policies``); every delay is capped at ``max_s``."""
+    """When retries go and how many a log gets (global default or a channel's policy); every delay is
+    capped at ``max_s``, except a provider's Retry-After."""
 
     mode: RetryMode = RetryMode.EXPONENTIAL
     initial_s: float = 5.0
@@ -39,16 +44,15 @@ class RetryPolicy:
             raise ValueError("jitter must be within [0, 1]")
 
     @classmethod
-    def from_backoff(cls, policy: BackoffPolicy) -> RetryPolicy:
-        return cls(
-            RetryMode.EXPONENTIAL,
-            policy.base_s,
-            policy.cap_s,
-            None,
-            (),
-            policy.jitter,
-            policy.retry_after_limit_s,
-        )
+    def exponential(
+        cls,
+        base_s: float = 5.0,
+        cap_s: float = 300.0,
+        jitter: float = 0.2,
+        retry_after_limit_s: float = 3600.0,
+    ) -> RetryPolicy:
+        """min(base * 2^(n-1), cap), jittered: the global default (``SWITCHBOARD_BACKOFF_*``)."""
+        return cls(RetryMode.EXPONENTIAL, base_s, cap_s, None, (), jitter, retry_after_limit_s)
 
     def ceiling(self, attempt: int) -> float:
         """The un-jittered delay after failed attempt ``attempt`` (1-based), capped at ``max_s``."""
@@ -67,85 +71,7 @@ class RetryPolicy:
         return jittered_delay(self.ceiling(attempt), self.jitter, retry_after, self.retry_after_limit_s, rng)
 
     def attempts_allowed(self, log_max_attempts: int) -> int:
+        """How many attempts a log of ``max_attempts`` gets under this policy."""
         if self.mode == RetryMode.NONE:
             return 1
         return min(log_max_attempts, self.max_attempts) if self.max_attempts else log_max_attempts
-
-
-@dataclass(frozen=True, slots=True)
-class LogState:
-    """The columns of a communication log the decision depends on."""
-
-    status: Status
-    attempts: int
-    max_attempts: int
-    provider: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class MarkSent:
-    provider: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class ScheduleRetry:
-    delay_s: float
-    provider: str | None
-    switched_provider: bool
-
-
-@dataclass(frozen=True, slots=True)
-class GiveUp:
-    status: Status  # FAILED, BOUNCED or IN_DOUBT
-    reason: DeadLetterReason
-
-
-@dataclass(frozen=True, slots=True)
-class Ignore:
-    """A duplicate or stale outcome (another attempt is current, or the log is already settled)."""
-
-    why: str
-
-
-Decision = MarkSent | ScheduleRetry | GiveUp | Ignore
-
-
-def next_provider(chain: list[str], current: str | None) -> str | None:
-    """The provider after ``current`` in the fallback chain, wrapping round; ``current`` if alone."""
-    if not chain:
-        return current
-    if current not in chain:
-        return chain[0]
-    return chain[(chain.index(current) + 1) % len(chain)]
-
-
-def decide(
-    outcome: OutcomeMessage,
-    log: LogState,
-    policy: BackoffPolicy | RetryPolicy,
-    chain: list[str],
-    rng: random.Random | None = None,
-) -> Decision:
-    allowed = (
-        policy.attempts_allowed(log.max_attempts) if isinstance(policy, RetryPolicy) else log.max_attempts
-    )
-    if log.status != Status.PROCESSING:
-        return Ignore(f"log is {log.status}")
-    if log.attempts != outcome.attempt:
-        return Ignore(f"outcome of attempt {outcome.attempt}, log is at attempt {log.attempts}")
-    if outcome.outcome == OutcomeClass.SUCCESS:
-        return MarkSent(outcome.provider)
-    if outcome.outcome == OutcomeClass.IN_DOUBT:  # held for an operator (the sender's in-doubt policy)
-        return GiveUp(Status.IN_DOUBT, DeadLetterReason.IN_DOUBT)
-    if outcome.outcome == OutcomeClass.PERMANENT:
-        return GiveUp(Status.BOUNCED if outcome.bounced else Status.FAILED, DeadLetterReason.PERMANENT_ERROR)
-    if outcome.attempt >= allowed:
-        return GiveUp(Status.FAILED, DeadLetterReason.ATTEMPTS_EXHAUSTED)
-    if outcome.outcome == OutcomeClass.RECOVERABLE:
-        provider = next_provider(chain, outcome.provider)
-        switched = provider != outcome.provider
-        # A different provider can be tried at once; the same one again needs the usual backoff.
-        delay = policy.delay(1, rng=rng) * 0.2 if switched else policy.delay(outcome.attempt, rng=rng)
-        return ScheduleRetry(delay, provider, switched)
-    delay = policy.delay(outcome.attempt, outcome.retry_after_s, rng=rng)
-    return ScheduleRetry(delay, outcome.provider, switched_provider=False)

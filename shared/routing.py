@@ -107,6 +107,8 @@ class ChannelPolicy:
     retry: RetryPolicy | None = None  # None: the global backoff settings
     max_cost: float | None = None  # providers dearer than this are used only as a last resort
     min_success_rate: float | None = None  # providers less reliable than this: likewise
+    failover_after: int | None = None  # consecutive transient failures of one log before the next provider
+    retry_after_tolerance_s: float | None = None  # a 429 asking to wait longer moves to the next provider
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +124,8 @@ class RoutingConfig:
     routes: Mapping[str, tuple[Route, ...]] = field(default_factory=dict)
     policies: Mapping[str, ChannelPolicy] = field(default_factory=dict)
     tenant_routes: Mapping[tuple[str, str], Mapping[str, TenantRoute]] = field(default_factory=dict)
+    # (tenant, channel) -> channels to fall back to, in order (``tenant_channel_fallbacks``)
+    channel_fallbacks: Mapping[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
 
     @classmethod
     def from_chains(cls, chains: Mapping[str, Sequence[str]], kind: str = "mock_json") -> RoutingConfig:
@@ -162,6 +166,9 @@ class RoutingConfig:
 
     def chain(self, tenant: str, channel: str, recipient: str | None = None) -> list[str]:
         return [r.provider for tier in self.tiers(tenant, channel, recipient) for r in tier]
+
+    def fallback_channels(self, tenant: str, channel: str) -> tuple[str, ...]:
+        return self.channel_fallbacks.get((tenant, channel), ())
 
     def fallback_chain(self, tenant: str, channel: str, recipient: str | None = None) -> list[str]:
         """Where a failed attempt may move next: the chain, or only its head for ``primary``."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import asyncpg
@@ -32,9 +33,10 @@ FROM providers
 ROUTES_SQL = "SELECT channel, provider, priority, weight, cost, active, destinations FROM channel_routes"
 POLICIES_SQL = """
 SELECT channel, strategy, retry_mode, retry_initial_s, retry_max_s, retry_max_attempts, retry_delays_s,
-       max_cost, min_success_rate FROM channel_policies
+       max_cost, min_success_rate, failover_after, retry_after_tolerance_s FROM channel_policies
 """
 TENANT_ROUTES_SQL = "SELECT tenant, channel, provider, priority, active FROM tenant_routes"
+CHANNEL_FALLBACKS_SQL = "SELECT tenant, channel, fallback_channels FROM tenant_channel_fallbacks"
 
 # Rolling success rate: each provider's last N real calls (local refusals such as an open circuit
 # are not calls) within a quarter of an hour, newest first through attempts_provider_time_idx.
@@ -104,6 +106,8 @@ def _policy(r: Mapping[str, Any]) -> ChannelPolicy:
         retry=retry,
         max_cost=float(r["max_cost"]) if r["max_cost"] is not None else None,
         min_success_rate=r["min_success_rate"],
+        failover_after=r["failover_after"],
+        retry_after_tolerance_s=r["retry_after_tolerance_s"],
     )
 
 
@@ -129,12 +133,17 @@ async def load_config(conn: asyncpg.Connection) -> RoutingConfig:
             tenants.setdefault((r["tenant"], r["channel"]), {})[r["provider"]] = TenantRoute(
                 r["priority"], r["active"]
             )
+        fallbacks = {
+            (r["tenant"], r["channel"]): tuple(r["fallback_channels"])
+            for r in await conn.fetch(CHANNEL_FALLBACKS_SQL)
+        }
     return RoutingConfig(
         version=version or 0,
         providers=providers,
         routes={ch: tuple(rs) for ch, rs in routes.items()},
         policies=policies,
         tenant_routes=tenants,
+        channel_fallbacks=fallbacks,
     )
 
 
@@ -173,15 +182,21 @@ class RoutingCache:
         else:
             loaded = await load_config(conn)
         self._version = loaded.version
-        self.config = loaded if loaded.providers else self.fallback
+        # Without providers in the tables the settings' chains apply, with the tenants' channel fallbacks.
+        self.config = (
+            loaded if loaded.providers else replace(self.fallback, channel_fallbacks=loaded.channel_fallbacks)
+        )
         return True
 
 
 async def write_config(conn: asyncpg.Connection, document: Mapping[str, Any]) -> None:
     """Replace the whole routing configuration with ``document`` (one transaction, one version bump
-    per table). Keys: providers, routes, policies, tenant_routes: lists of rows as in the tables."""
+    per table). Keys: providers, routes, policies, tenant_routes, channel_fallbacks: lists of rows as in
+    the tables."""
     async with conn.transaction():
-        await conn.execute("TRUNCATE tenant_routes, channel_routes, channel_policies, providers")
+        await conn.execute(
+            "TRUNCATE tenant_routes, channel_routes, channel_policies, providers, tenant_channel_fallbacks"
+        )
         for p in document.get("providers", []):
             await conn.execute(
                 "INSERT INTO providers (name, kind, active, rate_per_s, burst, reserved_share, pacing,"
@@ -215,8 +230,8 @@ async def write_config(conn: asyncpg.Connection, document: Mapping[str, Any]) ->
         for c in document.get("policies", []):
             await conn.execute(
                 "INSERT INTO channel_policies (channel, strategy, retry_mode, retry_initial_s, retry_max_s,"
-                " retry_max_attempts, retry_delays_s, max_cost, min_success_rate)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                " retry_max_attempts, retry_delays_s, max_cost, min_success_rate, failover_after,"
+                " retry_after_tolerance_s) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
                 c["channel"],
                 c.get("strategy", "fallback"),
                 c.get("retry_mode"),
@@ -226,6 +241,16 @@ async def write_config(conn: asyncpg.Connection, document: Mapping[str, Any]) ->
                 c.get("retry_delays_s"),
                 c.get("max_cost"),
                 c.get("min_success_rate"),
+                c.get("failover_after"),
+                c.get("retry_after_tolerance_s"),
+            )
+        for f in document.get("channel_fallbacks", []):
+            await conn.execute(
+                "INSERT INTO tenant_channel_fallbacks (tenant, channel, fallback_channels)"
+                " VALUES ($1, $2, $3)",
+                f["tenant"],
+                f["channel"],
+                list(f["fallback_channels"]),
             )
         for t in document.get("tenant_routes", []):
             await conn.execute(

@@ -101,7 +101,9 @@ class Settings(BaseSettings):
     routing_refresh_s: float = Field(1.0, gt=0)
     reliability_refresh_s: float = Field(5.0, gt=0)
     reliability_window: int = Field(200, ge=1)
-    circuit_window: int = Field(10, ge=1)
+    # The breaker opens when at least failure_ratio of a provider's last circuit_window calls (at least
+    # circuit_min_calls of them) failed: 5xx, timeouts, 429s and unavailability count.
+    circuit_window: int = Field(20, ge=1)
     circuit_failure_ratio: float = Field(0.5, gt=0, le=1)
     circuit_min_calls: int = Field(10, ge=1)
     circuit_open_s: float = Field(30.0, gt=0)
@@ -110,6 +112,14 @@ class Settings(BaseSettings):
     # provider, or a transient RATE_LIMITED_LOCALLY outcome retried later).
     rate_limit_max_wait_s: float = Field(30.0, ge=0)
     rate_limit_lease_s: float = Field(0.05, gt=0)
+    # Failover (channel_policies may override the first two per channel): after this many consecutive
+    # transient failures of one log on one provider, its next attempt goes to the next provider; a 429
+    # whose Retry-After is longer than the tolerance moves on at once.
+    failover_after: int = Field(2, ge=1, le=100)
+    retry_after_tolerance_s: float = Field(30.0, ge=0)
+    # A log deferred this many times (every provider saturated or open, again and again) has its next
+    # deferral counted as a failed attempt, so that it reaches a terminal state in the end.
+    max_deferrals: int = Field(1000, ge=1)
     # Receipts (delivery reports): the HTTP receiver and the secrets providers sign callbacks with.
     receipts_host: str = "127.0.0.1"
     receipts_port: int = Field(8082, ge=0, le=65535)

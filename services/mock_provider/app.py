@@ -19,11 +19,12 @@ import orjson
 from aiohttp import web
 
 from services.mock_provider.apis import add_api_routes
-from services.mock_provider.behaviour import FailureMix, Verdict, decide, split_key
+from services.mock_provider.behaviour import Answer, FailureMix, Verdict, decide, split_key
 from services.mock_provider.callbacks import Callbacks, Delivery
 from services.mock_provider.ledger import Ledger
 from services.mock_provider.results import (
     OUTAGE,
+    OUTAGE_ANSWERS,
     Accepted,
     Refused,
     batch_error,
@@ -95,6 +96,7 @@ class MockProvider:
         self.callbacks = callbacks
         self.webhook_secret = webhook_secret  # what webhooks are signed with (never a receipts key)
         self.outages: dict[str, float] = {}  # channel or provider -> monotonic end
+        self.outage_answers: dict[str, Answer] = {}  # what it answers meanwhile (default: 503)
         self.in_progress: dict[str, asyncio.Future[None]] = {}
         self.rng = random.Random(mix.seed)
         self.requests = 0
@@ -104,8 +106,14 @@ class MockProvider:
         return not ({"*", provider} & self.ignore_keys)
 
     def in_outage(self, provider: str, channel: str) -> bool:
+        return self.outage_answer(provider, channel) is not None
+
+    def outage_answer(self, provider: str, channel: str) -> Answer | None:
         now = time.monotonic()
-        return any(self.outages.get(k, 0) > now for k in (provider, channel, "*"))
+        for target in (provider, channel, "*"):
+            if self.outages.get(target, 0) > now:
+                return self.outage_answers.get(target, OUTAGE)
+        return None
 
     def _call(self, provider: str, channel: str, result: str) -> None:
         if len(self.calls) >= MAX_CALLS:
@@ -195,9 +203,10 @@ class MockProvider:
         if key in self.ledger.responses and self.honours_keys(provider):
             self._call(provider, channel, "replay")
             return Accepted(self._replay(key, provider, channel, recipient, arrived_at))
-        if self.in_outage(provider, channel):
+        outage = self.outage_answer(provider, channel)
+        if outage is not None:
             self._call(provider, channel, "outage")
-            return Refused(OUTAGE)
+            return Refused(outage)
         return None
 
     def _decide(
@@ -358,10 +367,16 @@ class MockProvider:
             body = orjson.loads(await request.read())
             target = str(body.get("provider") or body.get("channel") or "*")
             seconds = float(body["seconds"])
+            answer = OUTAGE_ANSWERS[str(body.get("answer", "unavailable"))]
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
-            return error_response(400, "VALIDATION_ERROR", f"expected {{channel|provider, seconds}}: {exc}")
+            return error_response(
+                400,
+                "VALIDATION_ERROR",
+                f"expected {{channel|provider, seconds, answer: {'|'.join(OUTAGE_ANSWERS)}}}: {exc}",
+            )
         self.outages[target] = time.monotonic() + seconds
-        return json_response({"outage": target, "seconds": seconds})
+        self.outage_answers[target] = answer
+        return json_response({"outage": target, "seconds": seconds, "status": answer.status})
 
     async def set_config(self, request: web.Request) -> web.Response:
         try:

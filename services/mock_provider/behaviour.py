@@ -50,6 +50,11 @@ MAGIC_PREFIXES: tuple[tuple[str, Answer], ...] = (
     ("spam", Answer(Verdict.PERMANENT, 400, "SPAM_REJECTED", "message rejected as spam")),
 )
 
+# Recipients refused on one channel only (reachable on the others): channel fallback aims at these.
+CHANNEL_MAGIC_PREFIXES: tuple[tuple[str, str, Answer], ...] = (
+    ("+555", "whatsapp", Answer(Verdict.PERMANENT, 400, "UNDELIVERABLE", "recipient is not a WhatsApp user")),
+)
+
 PERMANENT_CHOICES = ("INVALID_NUMBER", "BLOCKED", "HARD_BOUNCE")
 
 
@@ -66,6 +71,9 @@ def decide(
     """The answer to one send. ``welcome``: accept it whatever the draw (magic prefixes still apply)."""
     for prefix, answer in MAGIC_PREFIXES:
         if recipient.startswith(prefix):
+            return answer
+    for prefix, refusing, answer in CHANNEL_MAGIC_PREFIXES:
+        if channel == refusing and recipient.lstrip("+").startswith(prefix.lstrip("+")):
             return answer
     if welcome:
         return Answer(Verdict.ACCEPT, 200)

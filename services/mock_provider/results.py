@@ -22,6 +22,12 @@ class Refused:
 
 
 OUTAGE = Answer(Verdict.OUTAGE, 503, "PROVIDER_UNAVAILABLE", "provider is unavailable", 5.0)
+# What a provider answers during an outage (POST /admin/outage {"answer": ...}): 503 by default, or
+# a provider that is up but fails every request with a 500.
+OUTAGE_ANSWERS = {
+    "unavailable": OUTAGE,
+    "server_error": Answer(Verdict.OUTAGE, 500, "SERVER_ERROR", "internal server error"),
+}
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:

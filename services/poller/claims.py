@@ -11,9 +11,11 @@ import asyncpg
 from shared.settings import Ordering
 from shared.topology import Lane, lane_of
 
+# The channel is the one the log is on now: its own, or the fallback channel it moved to.
 _RETURNING = """
-RETURNING l.id, l.attempts, l.tenant, l.campaign_id, l.channel, l.recipient, l.recipient_key,
-          l.ordering_group, l.payload, l.priority, l.provider, l.created_at
+RETURNING l.id, l.attempts, l.tenant, l.campaign_id, coalesce(l.delivery_channel, l.channel) AS channel,
+          l.recipient, l.recipient_key, l.ordering_group, l.payload, l.priority, l.provider, l.created_at,
+          l.key_attempt
 """
 
 # Strict ordering (services/poller/gate.py is the same rule in Python): a due log is claimable when no
@@ -90,6 +92,7 @@ class ClaimedLog:
     priority: int
     provider: str | None
     created_at: datetime
+    key_attempt: int | None = None  # after an unknown outcome: reuse that attempt's idempotency key
 
     @classmethod
     def from_record(cls, r: asyncpg.Record) -> ClaimedLog:
@@ -106,6 +109,7 @@ class ClaimedLog:
             priority=r["priority"],
             provider=r["provider"],
             created_at=r["created_at"],
+            key_attempt=r.get("key_attempt"),
         )
 
 

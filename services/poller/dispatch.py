@@ -23,6 +23,7 @@ def to_dispatch(row: ClaimedLog, claimed_at: datetime) -> DispatchMessage:
         provider=row.provider,
         created_at=row.created_at,
         claimed_at=claimed_at,
+        key_attempt=row.key_attempt,
     )
 
 

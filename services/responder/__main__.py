@@ -10,11 +10,10 @@ from collections.abc import Sequence
 import asyncpg
 from aio_pika.abc import AbstractRobustConnection
 
-from services.responder.plan import WritePlan, plan_writes
+from services.responder.plan import Defaults, WritePlan, plan_writes
 from services.responder.relay import letters_in_dlq, relay_dead_letters, resolve_in_doubt
 from services.responder.store import lock_logs, sent_attempts, write_plan
 from shared import metrics
-from shared.backoff import BackoffPolicy
 from shared.bus import wire
 from shared.bus.amqp import AmqpBroker
 from shared.bus.consumer import BatchConsumer
@@ -25,6 +24,7 @@ from shared.models import OutcomeMessage, ReceiptMessage
 from shared.overdue import watch_overdue
 from shared.recipients import recipient_hash
 from shared.resilience import Backoff, retry_until_stopped, sleep_or_stop
+from shared.retry import RetryPolicy
 from shared.routing import RoutingConfig
 from shared.routing_store import RoutingCache
 from shared.runtime import Health, backends, run_service
@@ -60,7 +60,12 @@ class Responder:
         self.broker = broker
         self.connection = connection  # the DLQ reader of the in-doubt relay pass
         self.topology = Topology(shards=settings.shards, delivery_limit=settings.delivery_limit)
-        self.policy = BackoffPolicy(settings.backoff_base_s, settings.backoff_cap_s, settings.backoff_jitter)
+        self.defaults = Defaults(
+            RetryPolicy.exponential(settings.backoff_base_s, settings.backoff_cap_s, settings.backoff_jitter),
+            settings.failover_after,
+            settings.retry_after_tolerance_s,
+            settings.max_deferrals,
+        )
         self.rng = random.Random()
         self.routing = RoutingCache(
             RoutingConfig.from_chains(settings.provider_chains), settings.routing_refresh_s
@@ -100,7 +105,7 @@ class Responder:
                 plan = plan_writes(
                     outcomes,
                     logs,
-                    self.policy,
+                    self.defaults,
                     self.settings.provider_chains,
                     self.rng,
                     receipts,
@@ -154,6 +159,8 @@ class Responder:
             log.info("outcome_ignored", log_id=outcome.log_id, attempt=outcome.attempt, why=why)
         for outcome, retry in plan.retries:
             metrics.RETRIES.labels(channel=outcome.channel, reason=outcome.outcome.value).inc()
+            if retry.channel is not None:
+                metrics.CHANNEL_FALLBACKS.labels(channel=outcome.channel, to_channel=retry.channel).inc()
             log.info(
                 "retry_scheduled",
                 log_id=outcome.log_id,
@@ -162,6 +169,17 @@ class Responder:
                 delay_s=round(retry.delay_s, 2),
                 provider=retry.provider,
                 error_code=outcome.error_code,
+                same_key=retry.key_attempt is not None,
+                to_channel=retry.channel,
+            )
+        for outcome, deferral in plan.deferrals:
+            metrics.DEFERRALS.labels(channel=outcome.channel, reason=deferral.code).inc()
+            log.info(
+                "deferred",
+                log_id=outcome.log_id,
+                attempt=outcome.attempt,
+                delay_s=round(deferral.delay_s, 2),
+                reason=deferral.code,
             )
         for letter in plan.dead_letters:
             metrics.FAILURES.labels(channel=letter.channel, error_class=letter.error_class.value).inc()

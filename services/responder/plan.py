@@ -10,16 +10,26 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import TypeVar
 
-from services.responder.receipts import (
+from services.responder.decision import (
+    Decision,
+    Defer,
     Deliver,
+    GiveUp,
+    Ignore,
+    LogState,
+    MarkSent,
     RecordOnly,
+    Rules,
+    ScheduleRetry,
     SentAttempt,
     Undeliverable,
+    decide_outcome,
     decide_receipt,
+    next_channel,
     sent_by,
 )
-from shared.backoff import BackoffPolicy
 from shared.models import (
     DeadLetter,
     DeadLetterReason,
@@ -31,8 +41,18 @@ from shared.models import (
     Status,
     utcnow,
 )
-from shared.retry import GiveUp, Ignore, LogState, MarkSent, RetryPolicy, ScheduleRetry, decide
+from shared.retry import RetryPolicy
 from shared.routing import RoutingConfig
+
+
+@dataclass(frozen=True, slots=True)
+class Defaults:
+    """The global settings that apply where a channel's policy says nothing."""
+
+    retry: RetryPolicy = field(default_factory=RetryPolicy.exponential)
+    failover_after: int = 2
+    retry_after_tolerance_s: float = 30.0
+    max_deferrals: int = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,9 +79,27 @@ class LogRow:
     channel: str
     recipient: str
     created_at: datetime
-    prev_provider: str | None = None  # provider and outcome of attempt ``attempts - 1``
+    prev_provider: str | None = None  # provider, outcome and channel of attempt ``attempts - 1``
     prev_outcome: str | None = None
     early_receipt: EarlyReceipt | None = None
+    prev_channel: str | None = None
+    delivery_channel: str | None = None  # set once the log moved to a fallback channel
+    fallback_channels: tuple[str, ...] = ()
+    channel_attempts_from: int = 0
+    key_attempt: int | None = None
+    provider_failures: int = 0
+    deferrals: int = 0
+
+    @property
+    def current_channel(self) -> str:
+        return self.delivery_channel or self.channel
+
+
+T = TypeVar("T")
+
+
+def _kept(earlier: T | None, later: T | None) -> T | None:
+    return earlier if later is None else later
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,15 +115,29 @@ class LogUpdate:
     delivered: bool = False  # sets delivered_at
     # when the provider accepted it, as the sender stamped it (outcome.finished_at); else the apply time
     accepted_at: datetime | None = None
+    # The fields below are left as they are when None.
+    attempts: int | None = None
+    key_attempt: int | None = None  # 0 clears it
+    provider_failures: int | None = None
+    delivery_channel: str | None = None
+    channel_attempts_from: int | None = None
+    deferred: bool = False  # counts one more deferral
 
     def then(self, later: LogUpdate) -> LogUpdate:
         """This update followed by ``later`` in the same batch, as one."""
+
         return replace(
             later,
             provider=later.provider or self.provider,
             vendor_ref=later.vendor_ref or self.vendor_ref,
             sent=self.sent or later.sent,
             accepted_at=self.accepted_at or later.accepted_at,
+            attempts=_kept(self.attempts, later.attempts),
+            key_attempt=_kept(self.key_attempt, later.key_attempt),
+            provider_failures=_kept(self.provider_failures, later.provider_failures),
+            delivery_channel=_kept(self.delivery_channel, later.delivery_channel),
+            channel_attempts_from=_kept(self.channel_attempts_from, later.channel_attempts_from),
+            deferred=self.deferred or later.deferred,
         )
 
 
@@ -109,6 +161,7 @@ class WritePlan:
     ignored_receipts: list[tuple[ReceiptMessage, str]] = field(default_factory=list)
     applied_receipts: list[tuple[ReceiptMessage, Status]] = field(default_factory=list)
     retries: list[tuple[OutcomeMessage, ScheduleRetry]] = field(default_factory=list)
+    deferrals: list[tuple[OutcomeMessage, Defer]] = field(default_factory=list)
     # (channel, seconds from the log's creation to this successful attempt)
     send_latencies: list[tuple[str, float]] = field(default_factory=list)
 
@@ -146,13 +199,16 @@ def unique_receipts(receipts: Sequence[ReceiptMessage]) -> list[ReceiptMessage]:
 
 def fallback_reason(outcome: OutcomeMessage, row: LogRow) -> str | None:
     """Why this attempt went to its provider rather than the one first in line, if it did."""
+    if outcome.channel != row.channel and (row.prev_channel or row.channel) != outcome.channel:
+        return FallbackReason.CHANNEL_FALLBACK.value  # the first attempt on a fallback channel
     if outcome.fallback_reason is not None:
         return outcome.fallback_reason.value
     if (
         row.prev_provider is not None
         and outcome.provider is not None
         and outcome.provider != row.prev_provider
-        and row.prev_outcome in (OutcomeClass.TRANSIENT.value, OutcomeClass.RECOVERABLE.value)
+        and row.prev_outcome
+        in (OutcomeClass.TRANSIENT.value, OutcomeClass.RECOVERABLE.value, OutcomeClass.PERMANENT.value)
     ):
         return FallbackReason.PRIMARY_FAILED.value
     return None
@@ -162,7 +218,7 @@ class Planner:
     def __init__(
         self,
         logs: dict[int, LogRow],
-        policy: BackoffPolicy | RetryPolicy,
+        defaults: Defaults,
         chains: dict[str, list[str]],
         rng: random.Random | None,
         routing: RoutingConfig | None,
@@ -170,7 +226,7 @@ class Planner:
     ) -> None:
         self.state = dict(logs)
         self.sent_attempts = dict(sent_attempts or {})
-        self.policy = policy
+        self.defaults = defaults
         self.chains = chains
         self.rng = rng
         self.routing = routing
@@ -180,21 +236,58 @@ class Planner:
     def update(self, row: LogRow, update: LogUpdate) -> None:
         earlier = self._updates.get(row.id)
         self._updates[row.id] = earlier.then(update) if earlier else update
-        self.state[row.id] = replace(row, status=update.status, provider=update.provider or row.provider)
+        self.state[row.id] = replace(
+            row,
+            status=update.status,
+            provider=update.provider or row.provider,
+            attempts=row.attempts if update.attempts is None else update.attempts,
+            key_attempt=row.key_attempt if update.key_attempt is None else (update.key_attempt or None),
+            provider_failures=(
+                row.provider_failures if update.provider_failures is None else update.provider_failures
+            ),
+            delivery_channel=update.delivery_channel or row.delivery_channel,
+            channel_attempts_from=(
+                row.channel_attempts_from
+                if update.channel_attempts_from is None
+                else update.channel_attempts_from
+            ),
+            deferrals=row.deferrals + update.deferred,
+        )
 
     def finish(self) -> WritePlan:
         self.plan.updates = list(self._updates.values())
         return self.plan
 
-    def retry_policy(self, row: LogRow) -> BackoffPolicy | RetryPolicy:
+    def retry_policy(self, row: LogRow) -> RetryPolicy:
         if self.routing is not None:
-            return self.routing.policy(row.channel).retry or self.policy
-        return self.policy
+            return self.routing.policy(row.current_channel).retry or self.defaults.retry
+        return self.defaults.retry
 
-    def chain(self, row: LogRow) -> list[str]:
+    def chain(self, row: LogRow, channel: str | None = None) -> list[str]:
+        channel = channel or row.current_channel
         if self.routing is not None and self.routing.providers:
-            return self.routing.fallback_chain(row.tenant, row.channel, row.recipient)
-        return self.chains.get(row.channel, [])
+            return self.routing.fallback_chain(row.tenant, channel, row.recipient)
+        return self.chains.get(channel, [])
+
+    def rules(self, row: LogRow) -> Rules:
+        channel = row.current_channel
+        policy = self.routing.policy(channel) if self.routing is not None else None
+        fallbacks = row.fallback_channels or (
+            self.routing.fallback_channels(row.tenant, row.channel) if self.routing is not None else ()
+        )
+        routed = {c for c in fallbacks if self.chain(row, c)}
+        return Rules(
+            retry=self.retry_policy(row),
+            chain=self.chain(row),
+            next_channel=next_channel(row.channel, channel, fallbacks, routed) if fallbacks else None,
+            failover_after=(policy and policy.failover_after) or self.defaults.failover_after,
+            retry_after_tolerance_s=(
+                policy.retry_after_tolerance_s
+                if policy is not None and policy.retry_after_tolerance_s is not None
+                else self.defaults.retry_after_tolerance_s
+            ),
+            max_deferrals=self.defaults.max_deferrals,
+        )
 
     def dead_letter(
         self,
@@ -235,21 +328,27 @@ class Planner:
         if row is None:
             self.plan.ignored.append((outcome, "unknown log"))
             return
-        state = LogState(row.status, row.attempts, row.max_attempts, row.provider)
-        policy = self.retry_policy(row)
-        decision = decide(outcome, state, policy, self.chain(row), self.rng)
-        if (
-            isinstance(decision, Ignore)
-            and outcome.outcome == OutcomeClass.SUCCESS
-            and row.status == Status.PENDING
-            and row.attempts == outcome.attempt
-        ):
-            # A duplicate of this attempt succeeded after a failed copy put the log back to PENDING:
-            # the provider did send it, so the log is SENT (and no further attempt may go out).
-            decision = MarkSent(outcome.provider)
+        state = LogState(
+            row.status,
+            row.attempts,
+            row.max_attempts,
+            row.provider,
+            row.current_channel,
+            row.provider_failures,
+            row.channel_attempts_from,
+            row.key_attempt,
+            row.deferrals,
+        )
+        rules = self.rules(row)
+        decision: Decision = decide_outcome(outcome, state, rules, self.rng)
         if isinstance(decision, Ignore):
             self.plan.ignored.append((outcome, decision.why))
             return
+        if isinstance(decision, Defer):
+            self.deferred(outcome, row, decision)
+            return
+        if outcome.outcome == OutcomeClass.DEFERRED:  # deferred too often: now a failed attempt
+            outcome = outcome.model_copy(update={"outcome": OutcomeClass.TRANSIENT})
         self.plan.attempts.append(AttemptRow(outcome, fallback_reason(outcome, row)))
         attempt = SentAttempt(outcome.provider, outcome.vendor_ref)
         self.sent_attempts[(outcome.log_id, outcome.attempt)] = attempt
@@ -275,6 +374,10 @@ class Planner:
                     None,
                     outcome.error_code,
                     outcome.error_message,
+                    key_attempt=decision.key_attempt or 0,
+                    provider_failures=decision.provider_failures,
+                    delivery_channel=decision.channel,
+                    channel_attempts_from=outcome.attempt if decision.channel is not None else None,
                 ),
             )
             self.plan.retries.append((outcome, decision))
@@ -290,14 +393,10 @@ class Planner:
                     None,
                     outcome.error_code,
                     outcome.error_message,
+                    key_attempt=0,
                 ),
             )
             self.plan.bump(row.campaign_id, BOUNCED_I if decision.status == Status.BOUNCED else FAILED_I)
-            attempts_allowed = (
-                policy.attempts_allowed(row.max_attempts)
-                if isinstance(policy, RetryPolicy)
-                else row.max_attempts
-            )
             self.dead_letter(
                 row,
                 outcome.attempt,
@@ -307,8 +406,26 @@ class Planner:
                 outcome.outcome,
                 outcome.error_code,
                 outcome.error_message,
-                attempts_allowed,
+                rules.retry.attempts_allowed(row.max_attempts),
             )
+
+    def deferred(self, outcome: OutcomeMessage, row: LogRow, decision: Defer) -> None:
+        """Back to PENDING at the expected slot, as if this attempt had never been claimed."""
+        self.update(
+            row,
+            LogUpdate(
+                row.id,
+                Status.PENDING,
+                decision.delay_s,
+                None,
+                None,
+                decision.code,
+                outcome.error_message,
+                attempts=outcome.attempt - 1,
+                deferred=True,
+            ),
+        )
+        self.plan.deferrals.append((outcome, decision))
 
     def sent(self, outcome: OutcomeMessage, row: LogRow, early: EarlyReceipt | None) -> None:
         self.plan.receipts.append(outcome)
@@ -326,6 +443,8 @@ class Planner:
                     None,
                     sent=True,
                     accepted_at=outcome.finished_at,
+                    attempts=outcome.attempt,
+                    key_attempt=0,
                 ),
             )
             self.plan.bump(row.campaign_id, SENT_I)
@@ -347,6 +466,8 @@ class Planner:
                 message,
                 sent=True,
                 accepted_at=outcome.finished_at,
+                attempts=outcome.attempt,
+                key_attempt=0,
             ),
         )
         self.plan.bump(row.campaign_id, BOUNCED_I if status == Status.BOUNCED else FAILED_I)
@@ -452,14 +573,14 @@ class Planner:
 def plan_writes(
     outcomes: Sequence[OutcomeMessage],
     logs: dict[int, LogRow],
-    policy: BackoffPolicy | RetryPolicy,
+    defaults: Defaults,
     chains: dict[str, list[str]],
     rng: random.Random | None = None,
     receipts: Sequence[ReceiptMessage] = (),
     routing: RoutingConfig | None = None,
     sent_attempts: Mapping[tuple[int, int], SentAttempt] | None = None,
 ) -> WritePlan:
-    planner = Planner(logs, policy, chains, rng, routing, sent_attempts)
+    planner = Planner(logs, defaults, chains, rng, routing, sent_attempts)
     for outcome in unique_outcomes(outcomes):
         planner.outcome(outcome)
     for receipt in unique_receipts(receipts):

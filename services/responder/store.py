@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncpg
 
+from services.responder.decision import SentAttempt
 from services.responder.plan import EarlyReceipt, LogRow, WritePlan
-from services.responder.receipts import SentAttempt
 from shared.models import ReceiptStatus, Status
 
 # With each log: its previous attempt (for the "primary failed" fallback reason) and a final receipt
@@ -13,6 +13,8 @@ from shared.models import ReceiptStatus, Status
 LOCK_LOGS_SQL = """
 SELECT l.id, l.status, l.attempts, l.max_attempts, l.provider, l.tenant, l.campaign_id, l.channel,
        l.recipient, l.created_at, pa.provider AS prev_provider, pa.outcome AS prev_outcome,
+       pa.channel AS prev_channel, l.delivery_channel, l.fallback_channels, l.channel_attempts_from,
+       l.key_attempt, l.provider_failures, l.deferrals,
        er.attempt AS early_attempt, er.status AS early_status, er.provider AS early_provider,
        er.error_code AS early_error_code, er.provider_status AS early_provider_status,
        er.vendor_ref AS early_vendor_ref
@@ -48,18 +50,27 @@ UPDATE communication_logs AS l SET
     last_error = u.error_message,
     sent_at = CASE WHEN u.sent THEN coalesce(l.sent_at, u.accepted_at, now()) ELSE l.sent_at END,
     delivered_at = CASE WHEN u.delivered THEN now() ELSE l.delivered_at END,
+    attempts = coalesce(u.attempts, l.attempts),
+    key_attempt = CASE WHEN u.key_attempt IS NULL THEN l.key_attempt ELSE nullif(u.key_attempt, 0) END,
+    provider_failures = coalesce(u.provider_failures, l.provider_failures),
+    delivery_channel = coalesce(u.delivery_channel, l.delivery_channel),
+    channel_attempts_from = coalesce(u.channel_attempts_from, l.channel_attempts_from),
+    deferrals = l.deferrals + u.deferred::int,
     updated_at = now()
 FROM unnest($1::bigint[], $2::text[], $3::float8[], $4::text[], $5::text[], $6::text[], $7::text[],
-            $8::bool[], $9::bool[], $10::timestamptz[])
-     AS u(id, status, delay_s, provider, vendor_ref, error_code, error_message, sent, delivered, accepted_at)
+            $8::bool[], $9::bool[], $10::timestamptz[], $11::int[], $12::int[], $13::int[], $14::text[],
+            $15::int[], $16::bool[])
+     AS u(id, status, delay_s, provider, vendor_ref, error_code, error_message, sent, delivered, accepted_at,
+          attempts, key_attempt, provider_failures, delivery_channel, channel_attempts_from, deferred)
 WHERE l.id = u.id
 """
 
 INSERT_ATTEMPTS_SQL = """
 INSERT INTO delivery_attempts (log_id, attempt, provider, outcome, error_code, error_message, fallback_reason,
-                               latency_ms, cost, vendor_ref, replay, finished_at, details)
+                               latency_ms, cost, vendor_ref, replay, finished_at, details, channel)
 SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-                     $8::float8[], $9::numeric[], $10::text[], $11::bool[], $12::timestamptz[], $13::jsonb[])
+                     $8::float8[], $9::numeric[], $10::text[], $11::bool[], $12::timestamptz[], $13::jsonb[],
+                     $14::text[])
 ON CONFLICT (log_id, attempt) DO NOTHING
 """
 
@@ -120,6 +131,13 @@ async def lock_logs(conn: asyncpg.Connection, ids: list[int]) -> dict[int, LogRo
             prev_provider=r["prev_provider"],
             prev_outcome=r["prev_outcome"],
             early_receipt=_early(r),
+            prev_channel=r["prev_channel"],
+            delivery_channel=r["delivery_channel"],
+            fallback_channels=tuple(r["fallback_channels"] or ()),
+            channel_attempts_from=r["channel_attempts_from"],
+            key_attempt=r["key_attempt"],
+            provider_failures=r["provider_failures"],
+            deferrals=r["deferrals"],
         )
         for r in rows
     }
@@ -162,6 +180,12 @@ async def write_plan(conn: asyncpg.Connection, plan: WritePlan) -> None:
             [x.sent for x in u],
             [x.delivered for x in u],
             [x.accepted_at for x in u],
+            [x.attempts for x in u],
+            [x.key_attempt for x in u],
+            [x.provider_failures for x in u],
+            [x.delivery_channel for x in u],
+            [x.channel_attempts_from for x in u],
+            [x.deferred for x in u],
         )
     if plan.attempts:
         o = [a.outcome for a in plan.attempts]
@@ -180,6 +204,7 @@ async def write_plan(conn: asyncpg.Connection, plan: WritePlan) -> None:
             [x.replay for x in o],
             [x.finished_at for x in o],
             [x.details for x in o],
+            [x.channel for x in o],
         )
     if plan.receipts:
         r = plan.receipts

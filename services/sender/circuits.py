@@ -18,13 +18,11 @@ from shared.models import OutcomeClass
 
 log = get_logger("sender.circuits")
 
-# What counts against a provider's circuit: answers that say the provider itself is unwell or out of
-# reach (every recoverable error: unavailable, our account refused ...), and transport failures. A
-# provider that answers with an error for this message (a 500 for one request, a 429, a soft bounce)
-# is working: the message is retried with backoff, and the circuit stays as it is.
-UNHEALTHY_TRANSIENT_CODES = frozenset(
-    {"TIMEOUT", "CONNECTION_ERROR", "CONNECTION_LOST", "SERVER_BUSY", "QUEUE_OVERFLOW"}
-)
+# What counts against a provider's circuit: every answer that is not the provider doing its job or
+# refusing this message for good: 5xx, 429, timeouts, lost connections, unavailability (recoverable).
+# The breaker opens on a failure *ratio* over its window (CircuitPolicy), so a handful of random
+# failures among successes does not open it, and one recipient's repeated failures count once.
+FAILURES = frozenset({OutcomeClass.TRANSIENT, OutcomeClass.RECOVERABLE, OutcomeClass.UNKNOWN})
 
 Publish = Callable[[CircuitEvent], Awaitable[None]]
 
@@ -44,10 +42,8 @@ def metric_label(key: str) -> str:
     return key.split(HOST_SEPARATOR, 1)[0]
 
 
-def is_failure(outcome: OutcomeClass, error_code: str | None) -> bool:
-    if outcome == OutcomeClass.RECOVERABLE:
-        return True
-    return outcome == OutcomeClass.TRANSIENT and error_code in UNHEALTHY_TRANSIENT_CODES
+def is_failure(outcome: OutcomeClass) -> bool:
+    return outcome in FAILURES
 
 
 class CircuitBoard:

@@ -4,6 +4,9 @@ call it, and say why it was not the first in line (the fallback reason).
 Order of checks per candidate: circuit breaker (may it be called?), pacing and rate limit (is there
 room right now?), then the half-open probe slot. A first pass waits for nothing; if every provider
 was saturated, a second pass waits (up to ``rate_limit_max_wait_s``) for the first one with room.
+When no provider can be called (saturated beyond that wait, or every circuit open) the outcome is a
+deferral, not an attempt: the responder puts the log back to PENDING for when a slot or a probe is
+expected, its attempt count unchanged.
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ from shared.routing import (
 )
 
 log = get_logger("sender")
+
+MIN_DEFERRAL_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,10 +145,11 @@ class Router:
                     return refuse(
                         message,
                         "RATE_LIMITED_LOCALLY",
-                        "every provider is at its rate limit",
-                        OutcomeClass.TRANSIENT,
+                        "every provider is at its rate limit or pace",
+                        OutcomeClass.DEFERRED,
                         provider=head,
-                        retry_after_s=1.0,
+                        # no slot within max_wait_s: the next one is at least that far away
+                        retry_after_s=max(self.max_wait_s, MIN_DEFERRAL_S),
                     )
             else:
                 LOCAL_REFUSALS.labels(code="ALL_PROVIDERS_UNAVAILABLE").inc()
@@ -151,7 +157,7 @@ class Router:
                     message,
                     "ALL_PROVIDERS_UNAVAILABLE",
                     "every provider's circuit is open",
-                    OutcomeClass.TRANSIENT,
+                    OutcomeClass.DEFERRED,
                     provider=head,
                     retry_after_s=self._until_half_open(order, config, message.recipient),
                 )
@@ -263,7 +269,7 @@ class Router:
         except BaseException:
             self.circuits.record(circuit, True, choice.probe, key=recipient)
             raise
-        failed = is_failure(result.outcome, result.error_code)
+        failed = is_failure(result.outcome)
         self.circuits.record(circuit, failed, choice.probe, key=recipient)
         spec = choice.spec
         if (

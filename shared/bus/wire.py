@@ -82,7 +82,7 @@ def dispatch(message: DispatchMessage) -> Envelope:
     """Routed by the recipient's normalised key, so every spelling of it lands on one shard."""
     return Envelope(
         encode(message),
-        message_id=message.idempotency_key,
+        message_id=f"{message.log_id}-{message.attempt}",  # one id per attempt, whichever key it uses
         type=MESSAGE_TYPE_DISPATCH,
         routing_key=routing_key(message.ordering_key),
         correlation_id=str(message.log_id),

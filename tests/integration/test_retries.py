@@ -19,9 +19,15 @@ JITTER = 0.2
 
 @pytest.mark.e2e
 async def test_transient_failures_retry_with_exponential_backoff_then_dead_letter(stack: Stack, pool) -> None:
-    # Given a provider that always fails transiently for +888 numbers, and a 0.4 s backoff base
+    # Given a provider that always fails transiently for +888 numbers, a 0.4 s backoff base, and no
+    # failover to the next provider before the attempts run out
     start_pipeline(
-        stack, senders=1, backoff_base_s=str(BASE_S), backoff_cap_s="10", backoff_jitter=str(JITTER)
+        stack,
+        senders=1,
+        backoff_base_s=str(BASE_S),
+        backoff_cap_s="10",
+        backoff_jitter=str(JITTER),
+        failover_after="100",
     )
     await stack.start()
     # When four such logs with 4 attempts each are sent

@@ -15,16 +15,16 @@ from services.dlq.requeue import Verdict, plan_requeue
 from services.mock_provider.app import MockProvider
 from services.mock_provider.behaviour import FailureMix
 from services.mock_provider.ledger import Ledger
-from services.responder.plan import LogRow, plan_writes
+from services.responder.plan import Defaults, LogRow, plan_writes
 from services.sender.adapters import SendResult
 from services.sender.circuits import CircuitBoard
 from services.sender.indoubt import may_have_been_sent
 from services.sender.ratelimit import RateLimiter
 from services.sender.router import Router
 from services.sender.starts import StartCheck, StartRow, StartVerdict, verdicts
-from shared.backoff import BackoffPolicy
 from shared.circuit import CircuitPolicy
 from shared.models import DeadLetterReason, DispatchMessage, OutcomeClass, OutcomeMessage, Status
+from shared.retry import RetryPolicy
 from shared.routing import InDoubtPolicy, ProviderSpec, Route, RoutingConfig
 from tests.unit.test_routing_router import DryStore, FakeAdapters, NoPacing
 
@@ -253,7 +253,7 @@ def held(attempt: int = 2) -> OutcomeMessage:
 
 
 def test_an_in_doubt_outcome_holds_the_log_with_one_in_doubt_dead_letter() -> None:
-    plan = plan_writes([held(), held()], {7: row()}, BackoffPolicy(1, 10), {})
+    plan = plan_writes([held(), held()], {7: row()}, Defaults(RetryPolicy.exponential(1, 10)), {})
     (update,) = plan.updates
     assert (update.status, update.error_code) == (Status.IN_DOUBT, "IN_DOUBT")
     (letter,) = plan.dead_letters
@@ -270,13 +270,13 @@ def test_an_in_doubt_outcome_holds_the_log_with_one_in_doubt_dead_letter() -> No
     "current", [row(Status.SENT), row(Status.IN_DOUBT), row(attempts=3), row(Status.PENDING)]
 )
 def test_a_stale_or_repeated_in_doubt_outcome_changes_nothing(current: LogRow) -> None:
-    plan = plan_writes([held()], {7: current}, BackoffPolicy(1, 10), {})
+    plan = plan_writes([held()], {7: current}, Defaults(RetryPolicy.exponential(1, 10)), {})
     assert (plan.updates, plan.dead_letters, plan.attempts) == ([], [], [])
 
 
 def test_a_late_success_does_not_undo_a_hold() -> None:
     late = held().model_copy(update={"outcome": S, "error_code": None, "vendor_ref": "wamid.1"})
-    plan = plan_writes([late], {7: row(Status.IN_DOUBT)}, BackoffPolicy(1, 10), {})
+    plan = plan_writes([late], {7: row(Status.IN_DOUBT)}, Defaults(RetryPolicy.exponential(1, 10)), {})
     assert plan.updates == [] and plan.ignored[0][1] == "log is IN_DOUBT"
 
 

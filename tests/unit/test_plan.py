@@ -10,11 +10,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.responder.plan import LogRow, WritePlan, plan_writes, unique_outcomes
-from shared.backoff import BackoffPolicy
+from services.responder.plan import Defaults, LogRow, WritePlan, plan_writes, unique_outcomes
 from shared.models import DeadLetterReason, FallbackReason, OutcomeClass, OutcomeMessage, Status
+from shared.retry import RetryPolicy
 
-POLICY = BackoffPolicy(base_s=5, cap_s=300, jitter=0.2)
+POLICY = Defaults(RetryPolicy.exponential(base_s=5, cap_s=300, jitter=0.2))
 CHAINS = {"sms": ["alpha", "beta"]}
 CREATED = datetime(2024, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -230,7 +230,11 @@ def applied(p: WritePlan, logs: dict[int, LogRow]) -> dict[int, LogRow]:
     for update in p.updates:
         current = after[update.log_id]
         after[update.log_id] = replace(
-            current, status=update.status, provider=update.provider or current.provider
+            current,
+            status=update.status,
+            provider=update.provider or current.provider,
+            attempts=current.attempts if update.attempts is None else update.attempts,
+            deferrals=current.deferrals + update.deferred,
         )
     return after
 
@@ -263,6 +267,9 @@ outcome_lists = st.lists(
 def test_applying_the_same_batch_twice_changes_nothing_the_second_time(
     rows: list[LogRow], outcomes: list[OutcomeMessage]
 ) -> None:
+    # (A deferral hands the attempt number back, so a stale success of the attempt before it is then
+    # applied, rightly: the provider did send it. Deferrals are left out of this property.)
+    outcomes = [o for o in outcomes if o.outcome != OutcomeClass.DEFERRED]
     logs = {r.id: r for r in rows}
     first = plan_writes(outcomes, logs, POLICY, CHAINS, random.Random(1))
     second = plan_writes(outcomes, applied(first, logs), POLICY, CHAINS, random.Random(1))
@@ -278,18 +285,66 @@ def test_plan_is_consistent(rows: list[LogRow], outcomes: list[OutcomeMessage]) 
     updated = [u.log_id for u in p.updates]
     assert len(updated) == len(set(updated))  # at most one write per log per batch
     assert len(p.updates) + len(p.ignored) == len(unique_outcomes(outcomes))
-    assert len(p.attempts) == len(p.updates)
+    deferred = {o.log_id for o, _ in p.deferrals}
+    assert len(p.attempts) == len(p.updates) - len(deferred)  # a deferral is no attempt
     given_up = [u for u in p.updates if u.status in (Status.FAILED, Status.BOUNCED, Status.IN_DOUBT)]
     assert sorted(d.log_id for d in p.dead_letters) == sorted(u.log_id for u in given_up)
     assert len(p.receipts) == sum(u.status == Status.SENT for u in p.updates)
-    assert len(p.retries) == sum(u.status == Status.PENDING for u in p.updates)
+    assert len(p.retries) == sum(u.status == Status.PENDING and not u.deferred for u in p.updates)
     for update in p.updates:
-        if update.status == Status.PENDING:
+        if update.deferred:
+            assert update.attempts == logs[update.log_id].attempts - 1
+        elif update.status == Status.PENDING:
             assert logs[update.log_id].attempts < logs[update.log_id].max_attempts
-            assert 0 <= update.delay_s <= POLICY.cap_s
+            assert 0 <= update.delay_s <= POLICY.retry.max_s
     for campaign, (sent, failed, bounced, retries) in p.campaign_deltas.items():
         mine = [u for u in p.updates if logs[u.log_id].campaign_id == campaign]
         assert sent == sum(u.status == Status.SENT for u in mine)
         assert failed == sum(u.status in (Status.FAILED, Status.IN_DOUBT) for u in mine)  # held: failed
         assert bounced == sum(u.status == Status.BOUNCED for u in mine)
-        assert retries == sum(u.status == Status.PENDING for u in mine)
+        assert retries == sum(u.status == Status.PENDING and not u.deferred for u in mine)
+
+
+def test_deferral_puts_the_log_back_with_its_attempt_count_unchanged_and_no_attempt_row() -> None:
+    deferred = outcome(OutcomeClass.DEFERRED, attempt=2, retry_after_s=4.0).model_copy(
+        update={"error_code": "RATE_LIMITED_LOCALLY"}
+    )
+    p = plan([deferred], row(attempts=2))
+    (update,) = p.updates
+    assert (update.status, update.delay_s, update.attempts, update.deferred) == (Status.PENDING, 4.0, 1, True)
+    assert (p.attempts, p.retries, p.dead_letters, p.campaign_deltas) == ([], [], [], {})
+    assert [(o.log_id, d.code) for o, d in p.deferrals] == [(1, "RATE_LIMITED_LOCALLY")]
+
+
+def test_success_of_a_copy_after_a_deferral_waits_for_the_repeated_attempt() -> None:
+    p = plan([outcome(OutcomeClass.SUCCESS, attempt=2)], row(status=Status.PENDING, attempts=1))
+    assert (p.updates, [why for _, why in p.ignored]) == ([], ["log is PENDING"])
+
+
+def test_unknown_outcome_keeps_the_key_and_records_an_unknown_attempt() -> None:
+    unknown = outcome(OutcomeClass.UNKNOWN).model_copy(update={"error_code": "TIMEOUT"})
+    p = plan([unknown], row())
+    (update,) = p.updates
+    assert (update.status, update.provider, update.key_attempt) == (Status.PENDING, "alpha", 1)
+    assert [a.outcome.outcome for a in p.attempts] == [OutcomeClass.UNKNOWN]
+    success = plan([outcome(OutcomeClass.SUCCESS, attempt=2)], replace(row(attempts=2), key_attempt=1))
+    assert success.updates[0].key_attempt == 0  # cleared
+
+
+def test_refusal_on_whatsapp_moves_the_log_to_its_fallback_channel() -> None:
+    wa = replace(row(), channel="whatsapp", fallback_channels=("sms",))
+    refused = outcome(OutcomeClass.PERMANENT, bounced=True).model_copy(
+        update={"error_code": "UNDELIVERABLE", "channel": "whatsapp"}
+    )
+    p = plan([refused], wa)
+    (update,) = p.updates
+    assert (update.status, update.delivery_channel, update.channel_attempts_from) == (
+        Status.PENDING,
+        "sms",
+        1,
+    )
+    assert p.dead_letters == []
+    # the next attempt, on sms, says why it is there
+    moved = replace(wa, attempts=2, delivery_channel="sms", channel_attempts_from=1, prev_channel="whatsapp")
+    sent = plan([outcome(OutcomeClass.SUCCESS, attempt=2)], moved)
+    assert [a.fallback_reason for a in sent.attempts] == ["channel_fallback"]

@@ -24,9 +24,8 @@ from services.receipts.parse import (
     parse_whatsapp,
     reference,
 )
-from services.responder.plan import EarlyReceipt, LogRow, WritePlan, plan_writes
-from services.responder.receipts import Deliver, RecordOnly, SentAttempt, Undeliverable, decide_receipt
-from shared.backoff import BackoffPolicy
+from services.responder.decision import Deliver, RecordOnly, SentAttempt, Undeliverable, decide_receipt
+from services.responder.plan import Defaults, EarlyReceipt, LogRow, WritePlan, plan_writes
 from shared.models import (
     DeadLetterReason,
     OutcomeClass,
@@ -35,6 +34,7 @@ from shared.models import (
     ReceiptStatus,
     Status,
 )
+from shared.retry import RetryPolicy
 from shared.signatures import HUB_HEADER, SWITCHBOARD_HEADER, sign_hub, sign_timestamped
 
 SECRET = "shh"
@@ -211,7 +211,7 @@ def test_stale_failures_and_future_attempts_only_record() -> None:
     assert isinstance(decide_receipt(Status.SENT, 1, receipt(Q)), RecordOnly)
 
 
-POLICY = BackoffPolicy(5, 300, 0.2)
+POLICY = Defaults(RetryPolicy.exponential(5, 300, 0.2))
 CREATED = datetime(2024, 1, 1, tzinfo=UTC)
 
 

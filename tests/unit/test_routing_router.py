@@ -132,13 +132,13 @@ async def test_open_circuit_falls_back_with_provider_unavailable() -> None:
     assert (outcome.provider, outcome.fallback_reason) == ("b", FallbackReason.PROVIDER_UNAVAILABLE)
 
 
-async def test_every_circuit_open_is_a_transient_refusal_without_a_call() -> None:
+async def test_every_circuit_open_is_a_deferral_until_the_probe_without_a_call() -> None:
     r, adapters, board = router(routing())
     for name in "abc":
         for n in range(4):
             board.record(name, True, None, key=str(n))
     outcome = await r.attempt(message())
-    assert (outcome.outcome, outcome.error_code) == (OutcomeClass.TRANSIENT, "ALL_PROVIDERS_UNAVAILABLE")
+    assert (outcome.outcome, outcome.error_code) == (OutcomeClass.DEFERRED, "ALL_PROVIDERS_UNAVAILABLE")
     assert outcome.retry_after_s is not None and 50 < outcome.retry_after_s <= 60
     assert adapters.requests == []
 
@@ -149,11 +149,12 @@ async def test_rate_limited_provider_falls_back_with_rate_limit_exceeded() -> No
     assert (outcome.provider, outcome.fallback_reason) == ("b", FallbackReason.RATE_LIMIT_EXCEEDED)
 
 
-async def test_only_provider_rate_limited_waits_then_refuses_transiently() -> None:
+async def test_only_provider_rate_limited_waits_then_defers() -> None:
     r, adapters, _ = router(routing(Strategy.PRIMARY, limited="a"))
     outcome = await r.attempt(message())
+    assert outcome.retry_after_s is not None and outcome.retry_after_s >= 1.0
     assert (outcome.outcome, outcome.error_code, outcome.provider) == (
-        OutcomeClass.TRANSIENT,
+        OutcomeClass.DEFERRED,
         "RATE_LIMITED_LOCALLY",
         "a",
     )

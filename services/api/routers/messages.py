@@ -65,6 +65,7 @@ def _new_log(context: ApiContext, message: SendMessage) -> store.NewLog:
         max_attempts=message.max_attempts or context.shared.max_attempts,
         send_at=message.send_at,
         ordering_key=message.ordering_key,
+        fallback_channels=tuple(c.value for c in message.fallback_channels),
     )
 
 

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from services.api.schemas.common import Id, Page, Priority, Text, Timestamp, check_json
 from shared.errors import InvalidRecipient
 from shared.models import Channel, Status
-from shared.recipients import normalise
+from shared.recipients import normalise, reachable_on
 
 MAX_PAYLOAD_BYTES = 64 * 1024
 
@@ -54,6 +54,12 @@ class SendMessage(BaseModel):
             " form a group of their own per recipient (docs/ordering.md)."
         ),
     )
+    fallback_channels: list[Channel] = Field(
+        default_factory=list,
+        max_length=4,
+        description="Channels to try, in order, when the message cannot be delivered on its own (e.g. "
+        '["sms"] for a WhatsApp message: same phone number). Empty: your tenant\'s channel fallback.',
+    )
 
     @field_validator("payload")
     @classmethod
@@ -70,6 +76,14 @@ class SendMessage(BaseModel):
             self.recipient = normalise(self.channel.value, self.recipient)
         except InvalidRecipient as exc:
             raise ValueError(f"recipient: {exc.message}") from exc
+        for fallback in self.fallback_channels:
+            if fallback == self.channel or self.fallback_channels.count(fallback) > 1:
+                raise ValueError(f"fallback_channels: {fallback.value} is named twice")
+            if not reachable_on(self.channel.value, fallback.value):
+                raise ValueError(
+                    f"fallback_channels: a {self.channel.value} recipient cannot be reached"
+                    f" on {fallback.value}"
+                )
         return self
 
 
@@ -129,8 +143,9 @@ class BatchAccepted(BaseModel):
 
 class Attempt(BaseModel):
     attempt: int
+    channel: str | None = Field(description="The channel this attempt went out on.")
     provider: str | None
-    outcome: str = Field(description="success, transient, recoverable, permanent or in_doubt.")
+    outcome: str = Field(description="success, transient, recoverable, permanent, unknown or in_doubt.")
     error_code: str | None
     error_message: str | None
     fallback_reason: str | None = Field(
@@ -175,6 +190,10 @@ class MessageOut(BaseModel):
     updated_at: datetime
     sent_at: datetime | None
     delivered_at: datetime | None
+    fallback_channels: list[str]
+    delivered_channel: str | None = Field(
+        description="The channel that delivered it (a fallback channel, or its own); null until SENT."
+    )
 
 
 class MessageDetail(MessageOut):

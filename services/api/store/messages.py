@@ -14,12 +14,12 @@ from services.api.schemas.messages import MessageFilters
 # The insert in pieces: the single send's keyed statement (store/idempotency.py) is built from them too.
 INSERT_INTO = """
 INSERT INTO communication_logs (tenant, channel, recipient, payload, priority, max_attempts, next_attempt_at,
-                                campaign_id, idempotency_key, ordering_key)
+                                campaign_id, idempotency_key, ordering_key, fallback_channels)
 """
 INSERT_ROWS = """
-SELECT $1, ch, r, p, pr, m, COALESCE(n, now()), c, k, o
+SELECT $1, ch, r, p, pr, m, COALESCE(n, now()), c, k, o, string_to_array(f, ',')
 FROM unnest($2::text[], $3::text[], $4::jsonb[], $5::smallint[], $6::int[], $7::timestamptz[], $8::bigint[],
-            $9::text[], $10::text[]) WITH ORDINALITY AS x(ch, r, p, pr, m, n, c, k, o, ord)
+            $9::text[], $10::text[], $11::text[]) WITH ORDINALITY AS x(ch, r, p, pr, m, n, c, k, o, f, ord)
 """
 INSERT_ON_CONFLICT = "ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"
 INSERT_RETURNING = "RETURNING id, created_at, next_attempt_at"
@@ -30,7 +30,9 @@ l.id, l.campaign_id, l.channel, l.recipient, l.payload, l.priority, l.ordering_k
 l.max_attempts,
 COALESCE(p.next_attempt_at, l.next_attempt_at) AS next_attempt_at, p.log_id IS NOT NULL AS paused,
 l.provider, l.vendor_ref, l.last_error_code, l.last_error, l.created_at, l.updated_at, l.sent_at,
-l.delivered_at
+l.delivered_at, l.fallback_channels,
+CASE WHEN l.status IN ('SENT', 'DELIVERED') THEN coalesce(l.delivery_channel, l.channel) END
+    AS delivered_channel
 """
 
 GET_SQL = f"""
@@ -39,9 +41,11 @@ WHERE l.tenant = $1 AND l.id = $2
 """
 
 ATTEMPTS_SQL = """
-SELECT attempt, provider, outcome, error_code, error_message, fallback_reason, vendor_ref, replay, details,
-       latency_ms, cost::float8 AS cost, finished_at
-FROM delivery_attempts WHERE log_id = $1 ORDER BY attempt
+SELECT a.attempt, coalesce(a.channel, l.channel) AS channel, a.provider, a.outcome, a.error_code,
+       a.error_message, a.fallback_reason, a.vendor_ref, a.replay, a.details, a.latency_ms,
+       a.cost::float8 AS cost, a.finished_at
+FROM delivery_attempts a JOIN communication_logs l ON l.id = a.log_id
+WHERE a.log_id = $1 ORDER BY a.attempt
 """
 
 RECEIPTS_SQL = """
@@ -79,10 +83,11 @@ class NewLog:
     campaign_id: int | None = None
     idempotency_key: str | None = None
     ordering_key: str | None = None
+    fallback_channels: tuple[str, ...] = ()
 
 
 def insert_arguments(tenant: str, logs: Sequence[NewLog]) -> list[Any]:
-    """$1..$10 of :data:`INSERT_SQL` (and of every statement built from its pieces)."""
+    """$1..$11 of :data:`INSERT_SQL` (and of every statement built from its pieces)."""
     return [
         tenant,
         [x.channel for x in logs],
@@ -94,6 +99,7 @@ def insert_arguments(tenant: str, logs: Sequence[NewLog]) -> list[Any]:
         [x.campaign_id for x in logs],
         [x.idempotency_key for x in logs],
         [x.ordering_key for x in logs],
+        [",".join(x.fallback_channels) for x in logs],  # text[][] must be rectangular: joined here
     ]
 
 

@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from services.sender.adapters.transport import TransportError
 from shared.classification import classify_http, default_code
 from shared.errors import ConfigurationError, PermanentProviderError, ProviderError
 from shared.models import OutcomeClass
@@ -90,8 +91,13 @@ def error_row(table: dict[int, ErrorClass], code: object, status: int) -> ErrorC
 
 
 def outcome_of(error: ProviderError) -> OutcomeClass:
-    """A provider call that raised instead of answering: permanent only if retrying cannot help."""
-    return OutcomeClass.PERMANENT if isinstance(error, PermanentProviderError) else OutcomeClass.TRANSIENT
+    """A provider call that raised instead of answering: permanent only if retrying cannot help;
+    unknown when the request may have reached the provider (no answer once it was written)."""
+    if isinstance(error, PermanentProviderError):
+        return OutcomeClass.PERMANENT
+    if isinstance(error, TransportError) and error.written:
+        return OutcomeClass.UNKNOWN
+    return OutcomeClass.TRANSIENT
 
 
 @dataclass

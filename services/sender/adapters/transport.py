@@ -47,10 +47,17 @@ class HttpResponse:
 
 
 class TransportError(TransientProviderError):
-    """No HTTP answer at all: ``code`` is TIMEOUT (the request may have reached the provider),
-    CONNECTION_ERROR (no connection, nothing sent) or CONNECTION_LOST (lost once connected: the
-    request may have reached the provider). An address the outbound policy refuses at connect time
-    is a :class:`DestinationRefused` (``ADDRESS_NOT_ALLOWED``) instead."""
+    """No HTTP answer at all: ``code`` is TIMEOUT, CONNECTION_ERROR (no connection, nothing sent) or
+    CONNECTION_LOST (lost once connected). An address the outbound policy refuses at connect time is a
+    :class:`DestinationRefused` (``ADDRESS_NOT_ALLOWED``) instead.
+
+    ``written`` is True when the request may have reached the provider (connected, and no answer came
+    or the connection broke): the outcome is unknown, not a failure (see docs/design-notes.md).
+    """
+
+    def __init__(self, code: str, message: str = "", written: bool = False) -> None:
+        super().__init__(code, message)
+        self.written = written
 
 
 class HttpTransport(Protocol):
@@ -121,15 +128,17 @@ class AiohttpTransport:
                 content, truncated = await read_capped(response.content, self.max_response_bytes)
                 headers = {k.lower(): v for k, v in response.headers.items()}
                 return HttpResponse(response.status, content, headers, truncated)
+        except aiohttp.ConnectionTimeoutError as exc:  # no connection in time: nothing was sent
+            raise TransportError("TIMEOUT", "no connection to the provider in time") from exc
         except TimeoutError as exc:
-            raise TransportError("TIMEOUT", "provider did not answer in time") from exc
+            raise TransportError("TIMEOUT", "provider did not answer in time", written=True) from exc
         except (aiohttp.ClientError, OSError) as exc:
             if _refused_by_policy(exc):
                 raise DestinationRefused("ADDRESS_NOT_ALLOWED", str(exc)[:300]) from exc
             if isinstance(exc, aiohttp.ClientError) and not isinstance(
                 exc, aiohttp.ClientConnectorError | aiohttp.InvalidURL
             ):  # connected, then lost: the request may have been written
-                raise TransportError("CONNECTION_LOST", repr(exc)[:300]) from exc
+                raise TransportError("CONNECTION_LOST", repr(exc)[:300], written=True) from exc
             raise TransportError("CONNECTION_ERROR", repr(exc)[:300]) from exc
 
     async def close(self) -> None:
