@@ -45,7 +45,7 @@ def normalise(channel: str, recipient: str) -> str:
 
 def reachable_on(recipient_channel: str, channel: str) -> bool:
     """Whether a recipient address of ``recipient_channel`` is an address on ``channel`` too: a phone
-    number serves sms, mms and whatsapp; an email address or a URL only its own channel."""
+    number serves sms, mms, whatsapp and signal; an email address or a URL only its own channel."""
     return recipient_channel == channel or (recipient_channel in PHONE_CHANNELS and channel in PHONE_CHANNELS)
 
 

@@ -37,9 +37,9 @@ def answer(status: int, body: object = None, **headers: str) -> MockTransport:
     )
 
 
-def raising(code: str) -> MockTransport:
+def raising(code: str, written: bool = False) -> MockTransport:
     def handler(_: HttpRequest) -> HttpResponse:
-        raise TransportError(code, "boom")
+        raise TransportError(code, "boom", written=written)
 
     return MockTransport(handler)
 
@@ -132,6 +132,18 @@ async def test_an_address_the_outbound_policy_refuses_at_connect_time_is_permane
     ):
         result = await adapter.send(request(recipient="https://hooks.example/x"))
         assert (result.outcome, result.error_code) == (OutcomeClass.PERMANENT, "ADDRESS_NOT_ALLOWED")
+
+
+@pytest.mark.parametrize("code", ["TIMEOUT", "CONNECTION_LOST"])
+async def test_no_answer_to_a_request_that_was_written_is_an_unknown_outcome(code: str) -> None:
+    for adapter in (
+        SmsGatewayAdapter("http://gw", {}, raising(code, written=True)),
+        WhatsAppCloudAdapter("http://wa", {}, raising(code, written=True)),
+        WebhookAdapter({}, raising(code, written=True)),
+        MockJsonAdapter("http://mock", raising(code, written=True)),
+    ):
+        result = await adapter.send(request(recipient="https://hooks.example/x"))
+        assert (result.outcome, result.error_code) == (OutcomeClass.UNKNOWN, code)
 
 
 # ---- WhatsApp Cloud API -------------------------------------------------------------------------------

@@ -149,3 +149,9 @@ def test_a_welcomed_send_is_accepted_unless_its_recipient_is_magic() -> None:
     mix = FailureMix(transient_rate=0.5, permanent_rate=0.5, rate_limit_rate=0)
     assert {decide(mix, "sms", RECIPIENT, k, welcome=True).verdict for k in KEYS[:500]} == {Verdict.ACCEPT}
     assert decide(mix, "sms", "+9991234567", "1-1", welcome=True).code == "INVALID_NUMBER"
+
+
+def test_channel_magic_refuses_on_its_channel_only() -> None:
+    refused = decide(FailureMix(0, 0, 0), "whatsapp", "+5550001234", "1-1")
+    assert (refused.verdict, refused.status, refused.code) == (Verdict.PERMANENT, 400, "UNDELIVERABLE")
+    assert decide(FailureMix(0, 0, 0), "sms", "+5550001234", "1-1").verdict == Verdict.ACCEPT
