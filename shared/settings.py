@@ -109,7 +109,7 @@ class Settings(BaseSettings):
     circuit_open_s: float = Field(30.0, gt=0)
     circuit_probe_grace_s: float = Field(5.0, ge=0)
     # A message waits this long at most for its provider's rate limit or pacing (then: another
-    # provider, or a transient RATE_LIMITED_LOCALLY outcome retried later).
+    # provider, or a deferral RATE_LIMITED_LOCALLY: back to PENDING, no attempt used).
     rate_limit_max_wait_s: float = Field(30.0, ge=0)
     rate_limit_lease_s: float = Field(0.05, gt=0)
     # Failover (channel_policies may override the first two per channel): after this many consecutive
