@@ -47,7 +47,7 @@ ALTER TABLE channel_policies
 -- channels, in order (a message's own fallback_channels win).
 CREATE TABLE tenant_channel_fallbacks (
     tenant            text        NOT NULL,
-    channel           text        NOT NULL CHECK (channel IN ('sms', 'mms', 'email', 'whatsapp', 'webhook')),
+    channel           text        NOT NULL,  -- checked by the API (its list of channels)
     fallback_channels text[]      NOT NULL,
     updated_at        timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (tenant, channel)
