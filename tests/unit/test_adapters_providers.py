@@ -137,8 +137,8 @@ async def test_an_address_the_outbound_policy_refuses_at_connect_time_is_permane
 @pytest.mark.parametrize("code", ["TIMEOUT", "CONNECTION_LOST"])
 async def test_no_answer_to_a_request_that_was_written_is_an_unknown_outcome(code: str) -> None:
     for adapter in (
-        SmsGatewayAdapter("http://gw", {}, raising(code, written=True)),
-        WhatsAppCloudAdapter("http://wa", {}, raising(code, written=True)),
+        SmsGatewayAdapter("http://gw", {"account_sid": "AC1"}, raising(code, written=True)),
+        WhatsAppCloudAdapter("http://wa", {"phone_number_id": "1"}, raising(code, written=True)),
         WebhookAdapter({}, raising(code, written=True)),
         MockJsonAdapter("http://mock", raising(code, written=True)),
     ):
