@@ -7,11 +7,12 @@ recipient. In order:
 
 1. warm-up (2 s, not reported);
 2. saturation: ``--api-connections`` connections as fast as the API answers: requests/s, latency;
-3. refused: the same with a wrong key (401 on a cached key row): the cost of a request that does
-   nothing, as a baseline in the same run;
-4. fixed rates: half of the saturation rate and each of ``--api-rates`` below saturation. wrk has no
+3. fixed rates: half of the saturation rate and each of ``--api-rates`` below saturation. wrk has no
    fixed-rate mode: the script keeps a schedule per thread (see tools/wrk_send.lua); the rate
-   reached is reported beside the one asked for.
+   reached is reported beside the one asked for;
+4. refused: the same with a wrong key (401 on a cached key row): the cost of a request that does
+   nothing, as a baseline in the same run (last, and with the authentication-failure throttle set
+   out of reach, so that it measures 401s and leaves the other runs alone).
 
 CPU of the API process and of the database backends per accepted request comes from psutil, wrk's
 own CPU from the children's rusage: wrk runs one thread so that it takes as little as it can from the
@@ -205,10 +206,6 @@ async def run_api_single(
                     result["profile"] = profiler.stop()
             result["saturation"] = saturation
             progress(2, steps)
-            result["refused_401"] = await measured(
-                wrk, min(options.api_seconds, 5), wrong_key, pids, environment.database_url
-            )
-            progress(3, steps)
             ceiling = saturation["requests_per_s"]
             targets = sorted({round(ceiling / 2, 1), *(r for r in options.api_rates if r < 0.95 * ceiling)})
             result["fixed_rate"] = {}
@@ -219,7 +216,11 @@ async def run_api_single(
                 figures["target_per_s"] = target
                 figures["half_of_saturation"] = target == round(ceiling / 2, 1)
                 result["fixed_rate"][f"{target:g}"] = figures
-                progress(4 + n, steps)
+                progress(3 + n, steps)
+            result["refused_401"] = await measured(
+                wrk, min(options.api_seconds, 5), wrong_key, pids, environment.database_url
+            )
+            progress(steps, steps)
             result["rows_in_database"] = await pool.fetchval(
                 "SELECT count(*) FROM communication_logs WHERE tenant = 'bench'"
             )

@@ -180,6 +180,8 @@ def api_settings(log_level: str) -> dict[str, str]:
         "api_key_pepper": API_PEPPER,
         "api_rate_limit_per_s": "1000000",
         "api_rate_limit_burst": "1000000",
+        # the refused run sends wrong keys from one source: measure 401s, not the failure throttle
+        "api_auth_failures_per_window": "1000000000",
         "log_level": log_level,
     }
 

@@ -27,8 +27,12 @@ async def authenticated(
     request: Request, context: Context, key: Annotated[str | None, Security(API_KEY_HEADER)]
 ) -> Principal:
     """The caller, without charging the rate limit (send endpoints charge it knowing the priority)."""
-    source = request.client.host if request.client is not None else "unknown"
-    return await context.authenticate(key, source)
+    return await context.authenticate(key, caller_source(request))
+
+
+def caller_source(request: Request) -> str:
+    """Where a request comes from, as authentication failures are counted and throttled."""
+    return request.client.host if request.client is not None else "unknown"
 
 
 async def limited(context: Context, principal: Annotated[Principal, Depends(authenticated)]) -> Principal:

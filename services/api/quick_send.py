@@ -5,9 +5,9 @@ docs/benchmark.md). The route keeps its FastAPI declaration (OpenAPI, validation
 handler first tries the plain way: no query string, a JSON body that the same model validates, at
 most one well-formed Idempotency-Key. Anything else goes through the full FastAPI handler, which
 answers exactly as before (the request body is read once and kept on the request, so the full
-handler sees the same bytes). The caller is authenticated the same way in both (a bad key is a 401
-from :meth:`ApiContext.authenticate`, which both paths call before any side effect), and the send
-itself is one function for both.
+handler sees the same bytes). The caller is authenticated the same way in both (the same
+:meth:`ApiContext.authenticate` with the same source, so failures count toward the same throttle,
+before any side effect), and the send itself is one function for both.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from services.api.context import ApiContext, Principal
+from services.api.deps import caller_source
 from services.api.schemas.messages import SendMessage
 
 IDEMPOTENCY_HEADER = "idempotency-key"
@@ -64,9 +65,10 @@ def quick_route(send: Send) -> type[APIRoute]:
                 if plain is None:
                     return await full(request)
                 context: ApiContext = request.app.state.context
-                principal = await context.authenticate(request.headers.get(API_KEY_HEADER) or None)
-                body, key = plain
-                return await send(context, principal, body, key)
+                key = request.headers.get(API_KEY_HEADER) or None
+                principal = await context.authenticate(key, caller_source(request))
+                body, idempotency_key = plain
+                return await send(context, principal, body, idempotency_key)
 
             return handler
 

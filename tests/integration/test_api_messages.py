@@ -188,6 +188,27 @@ async def test_the_quick_path_and_the_full_handler_answer_alike(api: Api, pool: 
     assert answers[0][0] == 401 and answers[0][2] == 422
 
 
+async def test_failed_keys_on_the_quick_path_count_toward_the_callers_throttle(
+    environment: Environment,
+) -> None:
+    async with api_for(environment, api_auth_failures_per_window=3) as api:
+        good = await api.key("acme")
+        # When one source sends plain (quick-path) sends with wrong keys
+        guesses = [
+            (
+                await api.client.post(
+                    "/v1/messages", json=sms(), headers={"X-API-Key": f"sbk_guess{n:04d}_{'x' * 32}"}
+                )
+            ).status_code
+            for n in range(4)
+        ]
+        # Then they are refused, and after 3 the same source is throttled on every path, a valid key too
+        quick = await api.client.post("/v1/messages", json=sms(), headers=good)
+        full = await api.client.get("/v1/messages", headers=good)
+    assert guesses == [401, 401, 401, 429]
+    assert quick.status_code == full.status_code == 429
+
+
 async def test_status_shows_attempts_and_receipts(api: Api, pool: asyncpg.Pool) -> None:
     headers = await api.key("acme")
     log_id = (await api.client.post("/v1/messages", json=sms(), headers=headers)).json()["id"]
