@@ -80,11 +80,12 @@ class Settings(BaseSettings):
 
     provider_timeout_s: float = Field(10.0, gt=0)
     provider_concurrency: int = Field(256, ge=1)
-    # Providers with a bulk API (the mock's JSON API): sends go out as one request of up to this
-    # many messages (1: one request per message), at most one request per provider and channel every
-    # linger ms; a send to an idle provider goes at once (services/sender/adapters/batching.py).
+    # Providers with a bulk API (the mock's JSON API): sends go out as one request of up to this many
+    # messages (1: one request per message). Per provider and channel at most provider_batch_in_flight
+    # requests are in flight; a send that finds a free slot goes at once, the others gather until a
+    # request returns (services/sender/adapters/batching.py). An urgent send always goes at once.
     provider_batch_max: int = Field(100, ge=1, le=1000)
-    provider_batch_linger_ms: float = Field(50.0, ge=0, le=1000)
+    provider_batch_in_flight: int = Field(4, ge=1, le=256)
     max_payload_bytes: int = Field(64 * 1024, ge=1)
     # channel -> ordered fallback chain of provider names
     provider_chains: dict[str, list[str]] = Field(

@@ -255,6 +255,7 @@ class Router:
             message.log_id,
             message.attempt,
             message.tenant,
+            urgent=message.priority == 0,
         )
         circuit = circuit_key(choice.spec, message.recipient)
         try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Hashable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import orjson
 import pytest
@@ -77,6 +77,37 @@ class FakeBulk:
         self.closed = True
 
 
+@dataclass
+class SlowBulk:
+    """Answers after a few event-loop turns, counting how many bulk (non-urgent) calls overlap."""
+
+    batches: list[list[str]] = field(default_factory=list)
+    bulk_in_flight: int = 0
+    most_bulk_in_flight: int = 0
+
+    def batch_key(self, r: SendRequest) -> Hashable:
+        return r.provider, r.channel
+
+    async def _call(self, requests: list[SendRequest]) -> list[SendResult]:
+        bulk = not (len(requests) == 1 and requests[0].urgent)
+        self.batches.append([r.idempotency_key for r in requests])
+        self.bulk_in_flight += bulk
+        self.most_bulk_in_flight = max(self.most_bulk_in_flight, self.bulk_in_flight)
+        for _ in range(3):
+            await asyncio.sleep(0)
+        self.bulk_in_flight -= bulk
+        return [ok(r) for r in requests]
+
+    async def send(self, r: SendRequest) -> SendResult:
+        return (await self._call([r]))[0]
+
+    async def send_batch(self, requests: list[SendRequest]) -> list[SendResult]:
+        return await self._call(requests)
+
+    async def close(self) -> None:
+        return None
+
+
 async def send_all(adapter: BatchingAdapter, requests: list[SendRequest]) -> list[SendResult]:
     return await asyncio.gather(*(adapter.send(r) for r in requests))
 
@@ -86,7 +117,7 @@ async def send_all(adapter: BatchingAdapter, requests: list[SendRequest]) -> lis
 
 async def test_sends_in_one_turn_to_one_key_become_one_bulk_call_with_results_in_order() -> None:
     inner = FakeBulk()
-    adapter = BatchingAdapter(inner, max_batch=100, linger_s=10)
+    adapter = BatchingAdapter(inner, max_batch=100, max_in_flight=4)
     requests = [request(n, provider="batch-one-turn") for n in range(1, 6)]
     results = await asyncio.wait_for(send_all(adapter, requests), 1)
     assert [c.kind for c in inner.calls] == ["send_batch"]
@@ -99,7 +130,7 @@ async def test_sends_in_one_turn_to_one_key_become_one_bulk_call_with_results_in
 
 async def test_different_keys_go_in_separate_calls() -> None:
     inner = FakeBulk()
-    adapter = BatchingAdapter(inner, max_batch=100, linger_s=10)
+    adapter = BatchingAdapter(inner, max_batch=100, max_in_flight=4)
     requests = [request(1), request(2, channel="email"), request(3), request(4, provider="other")]
     results = await asyncio.wait_for(send_all(adapter, requests), 1)
     assert sorted((c.kind, tuple(c.keys)) for c in inner.calls) == [
@@ -112,32 +143,93 @@ async def test_different_keys_go_in_separate_calls() -> None:
 
 async def test_a_lone_request_goes_at_once_through_send() -> None:
     inner = FakeBulk()
-    adapter = BatchingAdapter(inner, max_batch=100, linger_s=10)
-    loop = asyncio.get_running_loop()
-    started = loop.time()
+    adapter = BatchingAdapter(inner, max_batch=100, max_in_flight=4)
     result = await asyncio.wait_for(adapter.send(request(7)), 1)
-    assert loop.time() - started < 1  # nowhere near the 10 s linger
     assert result.vendor_ref == "7-1"
     assert [(c.kind, c.keys) for c in inner.calls] == [("send", ["7-1"])]
 
 
-async def test_under_a_stream_requests_within_linger_wait_and_go_together() -> None:
-    linger = 0.05
-    inner = FakeBulk()
-    adapter = BatchingAdapter(inner, max_batch=100, linger_s=linger)
-    await adapter.send(request(1))  # the key was idle: it went at once
-    first = inner.calls[0].at
+async def test_while_every_slot_is_busy_requests_gather_and_go_together_when_a_call_returns() -> None:
+    # Given a key with one slot, busy with a call the provider has not answered yet
+    inner = FakeBulk(gate=asyncio.Event())
+    adapter = BatchingAdapter(inner, max_batch=100, max_in_flight=1)
+    first = asyncio.ensure_future(adapter.send(request(1)))
+    await asyncio.wait_for(inner.entered.wait(), 1)
+    # When two more requests come, one event-loop turn apart
     second = asyncio.ensure_future(adapter.send(request(2)))
     await asyncio.sleep(0.01)
     third = asyncio.ensure_future(adapter.send(request(3)))
-    assert [r.vendor_ref for r in await asyncio.wait_for(asyncio.gather(second, third), 1)] == ["2-1", "3-1"]
+    await asyncio.sleep(0.01)
+    # Then they wait for the slot, and go in one call as soon as the first call returns
+    assert [(c.kind, c.keys) for c in inner.calls] == [("send", ["1-1"])]
+    assert adapter.in_flight(("gw", "sms")) == 1
+    assert inner.gate is not None
+    inner.gate.set()
+    results = await asyncio.wait_for(asyncio.gather(first, second, third), 1)
+    assert [r.vendor_ref for r in results] == ["1-1", "2-1", "3-1"]
     assert [(c.kind, c.keys) for c in inner.calls] == [("send", ["1-1"]), ("send_batch", ["2-1", "3-1"])]
-    assert inner.calls[1].at - first >= linger * 0.8  # at most one flush per key every linger_s
+    assert adapter.in_flight(("gw", "sms")) == 0
+
+
+async def test_a_free_slot_means_no_waiting_for_a_call_in_flight() -> None:
+    inner = FakeBulk(gate=asyncio.Event())
+    adapter = BatchingAdapter(inner, max_batch=100, max_in_flight=2)
+    calls = [asyncio.ensure_future(adapter.send(request(1)))]
+    await asyncio.wait_for(inner.entered.wait(), 1)
+    calls.append(asyncio.ensure_future(adapter.send(request(2))))
+    await asyncio.sleep(0.01)
+    assert [c.keys for c in inner.calls] == [["1-1"], ["2-1"]]  # the second went while the first was out
+    assert inner.gate is not None
+    inner.gate.set()
+    await asyncio.wait_for(asyncio.gather(*calls), 1)
+
+
+async def test_an_urgent_request_never_waits_for_a_slot() -> None:
+    inner = FakeBulk(gate=asyncio.Event())
+    adapter = BatchingAdapter(inner, max_batch=100, max_in_flight=1)
+    calls = [asyncio.ensure_future(adapter.send(request(1)))]
+    await asyncio.wait_for(inner.entered.wait(), 1)
+    calls.append(asyncio.ensure_future(adapter.send(request(2))))
+    calls.append(asyncio.ensure_future(adapter.send(replace(request(3), urgent=True))))
+    await asyncio.sleep(0.01)
+    # the bulk request 2 waits for the slot; the urgent one went on a call of its own
+    assert [c.keys for c in inner.calls] == [["1-1"], ["3-1"]]
+    assert inner.gate is not None
+    inner.gate.set()
+    results = await asyncio.wait_for(asyncio.gather(*calls), 1)
+    assert [r.vendor_ref for r in results] == ["1-1", "2-1", "3-1"]
+
+
+@given(
+    arrivals=st.lists(st.tuples(st.integers(0, 3), st.booleans()), min_size=1, max_size=40),
+    max_in_flight=st.integers(1, 4),
+    max_batch=st.integers(2, 6),
+)
+@settings(max_examples=60, deadline=None)
+def test_every_request_gets_its_own_result_and_no_call_exceeds_the_limits(
+    arrivals: list[tuple[int, bool]], max_in_flight: int, max_batch: int
+) -> None:
+    async def run() -> None:
+        inner = SlowBulk()
+        adapter = BatchingAdapter(inner, max_batch=max_batch, max_in_flight=max_in_flight)
+        tasks = []
+        for n, (pause, urgent) in enumerate(arrivals, start=1):
+            for _ in range(pause):
+                await asyncio.sleep(0)
+            tasks.append(asyncio.ensure_future(adapter.send(replace(request(n), urgent=urgent))))
+        results = await asyncio.wait_for(asyncio.gather(*tasks), 5)
+        assert [r.vendor_ref for r in results] == [f"{n}-1" for n in range(1, len(arrivals) + 1)]
+        assert all(len(keys) <= max_batch for keys in inner.batches)
+        # bulk calls never overlap beyond the limit (urgent ones go on their own, beside them)
+        assert inner.most_bulk_in_flight <= max_in_flight
+        assert sorted(k for keys in inner.batches for k in keys) == sorted(r.vendor_ref for r in results)
+
+    asyncio.run(run())
 
 
 async def test_a_full_group_goes_at_once() -> None:
     inner = FakeBulk()
-    adapter = BatchingAdapter(inner, max_batch=3, linger_s=10)
+    adapter = BatchingAdapter(inner, max_batch=3, max_in_flight=4)
     requests = [request(n) for n in range(1, 7)]
     results = await asyncio.wait_for(send_all(adapter, requests), 1)  # nowhere near the 10 s linger
     assert [r.vendor_ref for r in results] == [r.idempotency_key for r in requests]
@@ -149,7 +241,7 @@ async def test_a_full_group_goes_at_once() -> None:
 
 async def test_no_group_exceeds_max_batch() -> None:
     inner = FakeBulk()
-    adapter = BatchingAdapter(inner, max_batch=4, linger_s=0.02)
+    adapter = BatchingAdapter(inner, max_batch=4, max_in_flight=4)
     requests = [request(n) for n in range(1, 12)]
     results = await asyncio.wait_for(send_all(adapter, requests), 1)
     assert [r.vendor_ref for r in results] == [r.idempotency_key for r in requests]
@@ -159,7 +251,7 @@ async def test_no_group_exceeds_max_batch() -> None:
 
 async def test_an_exception_from_the_bulk_call_reaches_every_caller() -> None:
     boom = ConnectionResetError("boom")
-    adapter = BatchingAdapter(FakeBulk(error=boom), max_batch=10, linger_s=0.05)
+    adapter = BatchingAdapter(FakeBulk(error=boom), max_batch=10, max_in_flight=4)
     results = await asyncio.wait_for(
         asyncio.gather(*(adapter.send(request(n)) for n in range(3)), return_exceptions=True), 1
     )
@@ -167,13 +259,13 @@ async def test_an_exception_from_the_bulk_call_reaches_every_caller() -> None:
 
 
 async def test_an_exception_from_a_single_send_reaches_its_caller() -> None:
-    adapter = BatchingAdapter(FakeBulk(error=ValueError("bad")), max_batch=10, linger_s=0.05)
+    adapter = BatchingAdapter(FakeBulk(error=ValueError("bad")), max_batch=10, max_in_flight=4)
     with pytest.raises(ValueError, match="bad"):
         await asyncio.wait_for(adapter.send(request(1)), 1)
 
 
 async def test_a_wrong_number_of_results_is_a_runtime_error_for_every_caller() -> None:
-    adapter = BatchingAdapter(FakeBulk(drop=1), max_batch=10, linger_s=0.05)
+    adapter = BatchingAdapter(FakeBulk(drop=1), max_batch=10, max_in_flight=4)
     results = await asyncio.wait_for(
         asyncio.gather(*(adapter.send(request(n)) for n in range(3)), return_exceptions=True), 1
     )
@@ -183,7 +275,7 @@ async def test_a_wrong_number_of_results_is_a_runtime_error_for_every_caller() -
 
 async def test_a_caller_cancelled_during_the_call_does_not_break_the_others() -> None:
     inner = FakeBulk(gate=asyncio.Event())
-    adapter = BatchingAdapter(inner, max_batch=10, linger_s=0.05)
+    adapter = BatchingAdapter(inner, max_batch=10, max_in_flight=4)
     tasks = [asyncio.ensure_future(adapter.send(request(n))) for n in range(1, 4)]
     await asyncio.wait_for(inner.entered.wait(), 1)
     tasks[1].cancel()
@@ -196,7 +288,7 @@ async def test_a_caller_cancelled_during_the_call_does_not_break_the_others() ->
 
 async def test_a_caller_cancelled_before_its_group_goes_does_not_break_the_others() -> None:
     inner = FakeBulk()
-    adapter = BatchingAdapter(inner, max_batch=10, linger_s=0.05)
+    adapter = BatchingAdapter(inner, max_batch=10, max_in_flight=4)
     tasks = [asyncio.ensure_future(adapter.send(request(n))) for n in range(1, 4)]
     await asyncio.sleep(0)  # every task joined the group; it goes at the end of the turn
     assert inner.calls == []
@@ -204,12 +296,12 @@ async def test_a_caller_cancelled_before_its_group_goes_does_not_break_the_other
     done = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 1)
     assert isinstance(done[0], asyncio.CancelledError)
     assert [done[1].vendor_ref, done[2].vendor_ref] == ["2-1", "3-1"]  # type: ignore[union-attr]
-    assert [c.keys for c in inner.calls] == [["1-1", "2-1", "3-1"]]
+    assert [c.keys for c in inner.calls] == [["2-1", "3-1"]]  # a caller that gave up is not sent
 
 
 async def test_close_waits_for_a_call_in_flight_then_closes_the_inner_adapter() -> None:
     inner = FakeBulk(gate=asyncio.Event())
-    adapter = BatchingAdapter(inner, max_batch=10, linger_s=0.05)
+    adapter = BatchingAdapter(inner, max_batch=10, max_in_flight=4)
     sending = asyncio.ensure_future(adapter.send(request(1)))
     await asyncio.wait_for(inner.entered.wait(), 1)
     closing = asyncio.ensure_future(adapter.close())
@@ -232,9 +324,9 @@ def test_max_batch_below_two_is_refused(max_batch: int) -> None:
 async def test_build_adapter_wraps_the_mock_json_adapter_only_when_batching_is_on() -> None:
     spec = ProviderSpec("m", "mock_json")
     transport = MockTransport(lambda _: HttpResponse(200))
-    batching = build_adapter(spec, Settings(provider_batch_max=50, provider_batch_linger_ms=20), transport)
+    batching = build_adapter(spec, Settings(provider_batch_max=50, provider_batch_in_flight=3), transport)
     assert isinstance(batching, BatchingAdapter) and isinstance(batching.inner, MockJsonAdapter)
-    assert (batching.max_batch, batching.linger_s) == (50, 0.02)
+    assert (batching.max_batch, batching.max_in_flight) == (50, 3)
     assert isinstance(build_adapter(spec, Settings(provider_batch_max=1), transport), MockJsonAdapter)
 
 
@@ -245,10 +337,10 @@ async def test_build_adapter_wraps_the_mock_json_adapter_only_when_batching_is_o
         ProviderSpec("m", "mock_json", pacing_gap_s=1.0),
     ],
 )
-def test_a_paced_provider_gets_bulk_requests_without_lingering(spec: ProviderSpec) -> None:
+def test_a_paced_provider_gets_bulk_requests_without_holding_any_back(spec: ProviderSpec) -> None:
     transport = MockTransport(lambda _: HttpResponse(200))
-    adapter = build_adapter(spec, Settings(provider_batch_max=50, provider_batch_linger_ms=20), transport)
-    assert isinstance(adapter, BatchingAdapter) and adapter.linger_s == 0.0
+    adapter = build_adapter(spec, Settings(provider_batch_max=50, provider_batch_in_flight=3), transport)
+    assert isinstance(adapter, BatchingAdapter) and adapter.max_in_flight is None
 
 
 # ---- results_from_batch / result_from_answer -----------------------------------------------------------

@@ -92,7 +92,7 @@ def _mock_json(
 ) -> ProviderAdapter:
     adapter = MockJsonAdapter(str(options.get("base_url") or settings.provider_url), http)
     if settings.provider_batch_max > 1:
-        return BatchingAdapter(adapter, settings.provider_batch_max, batch_linger_s(spec, settings))
+        return BatchingAdapter(adapter, settings.provider_batch_max, batch_in_flight(spec, settings))
     return adapter
 
 
@@ -129,12 +129,12 @@ def build_adapter(
     return factory(spec, adapter_options(kind, spec, settings), settings, transport, webhooks or transport)
 
 
-def batch_linger_s(spec: ProviderSpec, settings: Settings) -> float:
-    """No lingering for a provider whose pace we keep (a rate limit or a per-identity gap): holding
-    sends back would let up to ``linger`` of them arrive at once, beyond the limit they were paced to."""
+def batch_in_flight(spec: ProviderSpec, settings: Settings) -> int | None:
+    """No holding back for a provider whose pace we keep (a rate limit or a per-identity gap): sends
+    held while its calls are in flight would go together, beyond the pace they were let through at."""
     if spec.rate_per_s is not None or spec.pacing_gap_s > 0:
-        return 0.0
-    return settings.provider_batch_linger_ms / 1000
+        return None
+    return settings.provider_batch_in_flight
 
 
 class AdapterPool:

@@ -22,6 +22,7 @@ class SendRequest:
     log_id: int
     attempt: int
     tenant: str = ""
+    urgent: bool = False  # priority 0: never held back to share a bulk request
 
 
 @dataclass(frozen=True, slots=True)
