@@ -77,7 +77,9 @@ class ChaosLog:
 
 
 def make_logs(config: ChaosConfig, rng: random.Random) -> list[dict[str, Any]]:
-    """Many recipients with several messages each, across channels and priorities, plus bad input."""
+    """Many recipients with several messages each, across channels and priorities (a fifth urgent, so
+    both lanes are in use, some to recipients with bulk messages queued), a few sharing an ordering key
+    across recipients, plus bad input."""
     rows: list[dict[str, Any]] = []
     for i in range(config.logs):
         r = rng.randrange(config.recipients)
@@ -98,14 +100,16 @@ def make_logs(config: ChaosConfig, rng: random.Random) -> list[dict[str, Any]]:
                 "recipient": recipient,
                 "priority": rng.choice((0, 1, 1, 1, 2)),
                 "payload": {"body": f"chaos message {i}", "n": i},
+                # an explicit ordering group spanning recipients (docs/ordering.md)
+                "ordering_key": f"chaos-order-{rng.randrange(100)}" if rng.random() < 0.02 else None,
             }
         )
     return rows
 
 
 INSERT_SQL = """
-INSERT INTO communication_logs (channel, recipient, payload, priority)
-SELECT * FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::smallint[])
+INSERT INTO communication_logs (channel, recipient, payload, priority, ordering_key)
+SELECT * FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::smallint[], $5::text[])
 """
 
 
@@ -118,6 +122,7 @@ async def insert(pool: asyncpg.Pool, rows: list[dict[str, Any]], chunk: int = 5_
             [r["recipient"] for r in part],
             [r["payload"] for r in part],
             [r["priority"] for r in part],
+            [r["ordering_key"] for r in part],
         )
 
 

@@ -54,7 +54,7 @@ class Poller:
             for lane in LANES
         }
         self.depths: dict[Lane, int] = dict.fromkeys(LANES, 0)
-        self.depths_at = -DEPTH_REFRESH_S
+        self.depths_at: dict[Lane, float] = dict.fromkeys(LANES, -DEPTH_REFRESH_S)
 
     async def open_channels(self) -> None:
         self.publish_channel = await self.broker.channel()
@@ -72,18 +72,17 @@ class Poller:
             total += count
         return total
 
-    async def measure(self) -> None:
+    async def measure(self, lane: Lane) -> None:
         now = time.monotonic()
-        if now - self.depths_at < DEPTH_REFRESH_S:
+        if now - self.depths_at[lane] < DEPTH_REFRESH_S:
             return
-        for lane in LANES:
-            depth = await self.lane_depth(lane)
-            budget = self.budgets[lane]
-            budget.observe(depth, now)
-            self.depths[lane] = depth
-            metrics.LANE_DRAIN_RATE.labels(lane=lane.value).set(round(budget.rate, 1))
-            metrics.LANE_BACKLOG_ALLOWED.labels(lane=lane.value).set(budget.allowed())
-        self.depths_at = now
+        depth = await self.lane_depth(lane)
+        budget = self.budgets[lane]
+        budget.observe(depth, now)
+        self.depths[lane] = depth
+        self.depths_at[lane] = now
+        metrics.LANE_DRAIN_RATE.labels(lane=lane.value).set(round(budget.rate, 1))
+        metrics.LANE_BACKLOG_ALLOWED.labels(lane=lane.value).set(budget.allowed())
 
     async def publish(self, rows: list[ClaimedLog]) -> int:
         """Publish ``rows`` into their lanes; those the broker does not confirm get their lease expired."""
@@ -123,57 +122,60 @@ class Poller:
         metrics.MESSAGES_OUT.labels(stage="poller").inc(published)
         return published
 
-    async def poll_once(self) -> bool:
-        """One cycle; True when a lane had more due work than it took (poll again at once)."""
+    async def poll_once(self, lane: Lane) -> bool:
+        """One cycle of ``lane``; True when it had more due work than it took (poll again at once).
+
+        The bulk lane's cycle also re-publishes rows whose lease ran out, into their own lanes.
+        """
         s = self.settings
-        await self.measure()
-        rooms = {lane: min(self.budgets[lane].room(self.depths[lane]), s.batch_size) for lane in LANES}
-        metrics.BACKPRESSURE.set(1 if not any(rooms.values()) else 0)
-        claimed: list[ClaimedLog] = []
-        more = False
+        await self.measure(lane)
+        room = min(self.budgets[lane].room(self.depths[lane]), s.batch_size)
+        if lane is Lane.BULK:
+            metrics.BACKPRESSURE.set(1 if room <= 0 else 0)
+        reclaimed: list[ClaimedLog] = []
+        rows: list[ClaimedLog] = []
         async with self.pool.acquire() as conn:
-            reclaimed = await reclaim_expired(conn, batch_size=s.batch_size, lease_s=s.lease_s)
-            for row in reclaimed:
-                rooms[lane_of(row.priority)] -= 1
-            for lane in LANES:
-                if rooms[lane] <= 0:
-                    continue
+            if lane is Lane.BULK:
+                reclaimed = await reclaim_expired(conn, batch_size=s.batch_size, lease_s=s.lease_s)
+                room -= sum(1 for row in reclaimed if lane_of(row.priority) is lane)
+            if room > 0:
                 rows = await claim(
                     conn,
                     lane=lane,
-                    batch_size=rooms[lane],
+                    batch_size=room,
                     lease_s=s.lease_s,
                     ordering=s.ordering,
                     starvation_after_s=s.starvation_after_s,
                     starvation_share=s.starvation_share,
                 )
-                more = more or len(rows) >= rooms[lane]
-                claimed.extend(rows)
         if reclaimed:
             metrics.RECLAIMED.inc(len(reclaimed))
             log.info("leases_reclaimed", count=len(reclaimed), log_ids=[r.id for r in reclaimed[:20]])
-            more = more or len(reclaimed) >= s.batch_size
-        metrics.CLAIM_BATCH.observe(len(claimed))
-        metrics.MESSAGES_IN.labels(stage="poller").inc(len(claimed))
-        batch = reclaimed + claimed
+        metrics.CLAIM_BATCH.observe(len(rows))
+        metrics.MESSAGES_IN.labels(stage="poller").inc(len(rows))
+        batch = reclaimed + rows
         if batch:
             await self.publish(batch)
-        return more
+        return (room > 0 and len(rows) >= room) or len(reclaimed) >= s.batch_size
 
     async def run(self, stop: asyncio.Event) -> None:
+        """One loop per lane, side by side: a long bulk claim never delays an urgent one."""
+        await asyncio.gather(*(self.run_lane(lane, stop) for lane in LANES))
+
+    async def run_lane(self, lane: Lane, stop: asyncio.Event) -> None:
         backoff = Backoff()
         while not stop.is_set():
             started = time.monotonic()
-            if self.signal is not None:
+            if self.signal is not None and lane is Lane.BULK:
                 await self.signal.ensure_listening()
             try:
-                more = await self.poll_once()
+                more = await self.poll_once(lane)
                 backoff.reset()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 delay = backoff.next()
-                log.warning("poll_failed", error=repr(exc), retry_in_s=round(delay, 2))
+                log.warning("poll_failed", lane=lane.value, error=repr(exc), retry_in_s=round(delay, 2))
                 if await sleep_or_stop(stop, delay):
                     break
                 await self._reopen_if_needed()
@@ -186,13 +188,11 @@ class Poller:
                 stop, self.settings.poll_min_interval_s - elapsed
             ):
                 break
+            remaining = self.settings.poll_interval_s - (time.monotonic() - started)
             if self.signal is not None:
-                remaining = self.settings.poll_interval_s - (time.monotonic() - started)
-                await self.signal.wait(remaining, stop)
+                await self.signal.wait(lane, remaining, stop)
             else:
-                await sleep_or_stop(
-                    stop, max(self.settings.poll_interval_s - (time.monotonic() - started), 0.0)
-                )
+                await sleep_or_stop(stop, max(remaining, 0.0))
 
     async def _reopen_if_needed(self) -> None:
         for channel in (self.publish_channel, self.depth_channel):

@@ -11,6 +11,7 @@ import asyncio
 import asyncpg
 
 from shared.logs import get_logger
+from shared.topology import LANES, Lane, lane_of
 
 CHANNEL = "switchboard_due"
 
@@ -18,19 +19,27 @@ log = get_logger("poller")
 
 
 class DueSignal:
-    """Set when PostgreSQL announces due logs; a dedicated connection, re-opened when it is lost."""
+    """Per lane, set when PostgreSQL announces due logs of that lane; a dedicated connection, re-opened
+    when it is lost. The payload is the most urgent priority inserted: ``0`` wakes both lanes (a
+    statement may insert bulk logs too), ``1``/``2`` the bulk lane."""
 
     def __init__(self, dsn: str) -> None:
         self.dsn = dsn
-        self.event = asyncio.Event()
+        self.events = {lane: asyncio.Event() for lane in LANES}
         self.connection: asyncpg.Connection | None = None
 
-    def _on_notify(self, _conn: object, _pid: int, _channel: str, _payload: str) -> None:
-        self.event.set()
+    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        try:
+            most_urgent = lane_of(int(payload))
+        except ValueError:
+            most_urgent = Lane.URGENT
+        for lane in LANES[LANES.index(most_urgent) :]:
+            self.events[lane].set()
 
     def _on_lost(self, _conn: object) -> None:
         self.connection = None
-        self.event.set()  # poll now: notifications may have been missed
+        for event in self.events.values():  # poll now: notifications may have been missed
+            event.set()
 
     async def ensure_listening(self) -> None:
         if self.connection is not None and not self.connection.is_closed():
@@ -44,16 +53,17 @@ class DueSignal:
             return
         self.connection = connection
 
-    async def wait(self, timeout: float, stop: asyncio.Event) -> None:
-        """Until a notification arrives, ``stop`` is set or ``timeout`` passes; then clear it."""
-        if timeout > 0 and not self.event.is_set() and not stop.is_set():
-            waiters = [asyncio.ensure_future(self.event.wait()), asyncio.ensure_future(stop.wait())]
+    async def wait(self, lane: Lane, timeout: float, stop: asyncio.Event) -> None:
+        """Until a notification for ``lane`` arrives, ``stop`` is set or ``timeout`` passes; then clear it."""
+        event = self.events[lane]
+        if timeout > 0 and not event.is_set() and not stop.is_set():
+            waiters = [asyncio.ensure_future(event.wait()), asyncio.ensure_future(stop.wait())]
             try:
                 await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 for waiter in waiters:
                     waiter.cancel()
-        self.event.clear()
+        event.clear()
 
     async def close(self) -> None:
         if self.connection is not None:

@@ -1,0 +1,87 @@
+"""services/poller/budget.py (a lane's backlog in seconds of work) and services/poller/wakeup.py (which
+lanes a notification wakes)."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from services.poller.budget import LaneBudget
+from services.poller.wakeup import DueSignal
+from shared.topology import Lane
+
+
+def steady(budget: LaneBudget, drain_per_s: float, seconds: float, step_s: float = 0.1) -> None:
+    """Simulate a poller that tops the lane up every ``step_s`` while consumers drain it steadily."""
+    depth, now = 0.0, 0.0
+    budget.observe(0, now)
+    while now < seconds:
+        room = budget.room(int(depth))
+        budget.published(room)
+        depth += room
+        now += step_s
+        depth = max(depth - drain_per_s * step_s, 0.0)
+        budget.observe(int(depth), now)
+
+
+@given(drain=st.floats(50, 5_000), budget_s=st.floats(0.5, 5))
+def test_under_a_steady_drain_the_lane_holds_about_budget_seconds_of_work(
+    drain: float, budget_s: float
+) -> None:
+    budget = LaneBudget(budget_s=budget_s, floor=10, ceiling=1_000_000)
+    steady(budget, drain, seconds=30)
+    assert abs(budget.rate - drain) / drain < 0.1
+    assert abs(budget.allowed() - drain * budget_s) <= max(0.1 * drain * budget_s, 10)
+
+
+@given(
+    budget_s=st.floats(0.1, 10),
+    floor=st.integers(1, 1_000),
+    ceiling=st.integers(1_000, 100_000),
+    samples=st.lists(st.tuples(st.integers(0, 50_000), st.integers(0, 50_000)), max_size=30),
+)
+def test_the_allowance_stays_within_floor_and_ceiling_and_room_is_never_negative(
+    budget_s: float, floor: int, ceiling: int, samples: list[tuple[int, int]]
+) -> None:
+    budget = LaneBudget(budget_s=budget_s, floor=floor, ceiling=ceiling)
+    for n, (depth, published) in enumerate(samples):
+        budget.observe(depth, n * 0.1)
+        budget.published(published)
+        assert floor <= budget.allowed() <= ceiling
+        assert budget.room(depth) >= 0
+        assert budget.rate >= 0
+
+
+def test_consumers_that_stop_shrink_the_allowance_to_the_floor_and_an_idle_lane_keeps_its_rate() -> None:
+    budget = LaneBudget(budget_s=2, floor=100, ceiling=20_000)
+    steady(budget, 1_000, seconds=20)
+    assert budget.allowed() > 1_500
+    # Given the senders stop: the depth stays where it is, nothing drains
+    for n in range(1, 200):
+        budget.observe(2_000, 20 + n * 0.1)
+    assert budget.allowed() == 100
+    # Given instead an idle lane (nothing offered, nothing drained): the rate it had is kept
+    idle = LaneBudget(budget_s=2, floor=100, ceiling=20_000)
+    steady(idle, 1_000, seconds=20)
+    depth, now = idle.allowed(), 20.0
+    while depth > 0:  # the campaign is over: the consumers drain what is left at their pace
+        depth, now = max(depth - 100, 0), now + 0.1
+        idle.observe(depth, now)
+    rate = idle.rate
+    assert abs(rate - 1_000) < 100
+    for n in range(1, 100):
+        idle.observe(0, now + n * 0.1)
+    assert idle.rate == rate
+
+
+def test_a_notification_wakes_the_lanes_of_its_priority() -> None:
+    signal = DueSignal("postgresql://unused")
+    signal._on_notify(None, 1, "switchboard_due", "1")
+    assert not signal.events[Lane.URGENT].is_set() and signal.events[Lane.BULK].is_set()
+    signal.events[Lane.BULK].clear()
+    signal._on_notify(None, 1, "switchboard_due", "0")  # urgent among them: both lanes look
+    assert signal.events[Lane.URGENT].is_set() and signal.events[Lane.BULK].is_set()
+    for event in signal.events.values():
+        event.clear()
+    signal._on_lost(None)  # notifications may have been missed: every lane polls
+    assert all(event.is_set() for event in signal.events.values())
