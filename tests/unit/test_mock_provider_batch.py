@@ -225,7 +225,7 @@ async def test_the_batching_adapter_sends_concurrent_messages_as_one_request(
     mock: MockProvider, client: TestClient[Any, Any]
 ) -> None:
     transport = AiohttpTransport(5, 8)
-    adapter = BatchingAdapter(MockJsonAdapter(str(client.make_url("/")), transport), 100, 0.05)
+    adapter = BatchingAdapter(MockJsonAdapter(str(client.make_url("/")), transport), 100, max_in_flight=4)
     try:
         results = await asyncio.gather(*(adapter.send(send_request(n)) for n in range(1, 5)))
         await adapter.close()
