@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from shared.errors import BackendUnusable
+from shared.redact import mask_url_credentials
 from shared.settings import Settings
 from shared.startup import EXIT_CONFIGURATION, Endpoint, explain
 
@@ -41,20 +42,24 @@ def _backend_of(exc: BaseException, settings: Settings) -> Endpoint | None:
     return None
 
 
+def _management(settings: Settings) -> str:
+    return mask_url_credentials(settings.rabbitmq_management_url)
+
+
 def explain_line(exc: BaseException, settings: Settings) -> tuple[str, int] | None:
     """(one line, exit status) for a failure to reach a backend; ``None`` for anything else."""
     if isinstance(exc, BackendUnusable):
         return str(exc), EXIT_CONFIGURATION
     if isinstance(exc, httpx.HTTPStatusError) and exc.response.status_code == 401:
         return (
-            f"the RabbitMQ management API at {settings.rabbitmq_management_url} refused user "
+            f"the RabbitMQ management API at {_management(settings)} refused user "
             f"{settings.rabbitmq_management_user!r}: check SWITCHBOARD_RABBITMQ_MANAGEMENT_USER and "
             "SWITCHBOARD_RABBITMQ_MANAGEMENT_PASSWORD",
             EXIT_CONFIGURATION,
         )
     if isinstance(exc, httpx.TransportError):
         return (
-            f"the RabbitMQ management API at {settings.rabbitmq_management_url} does not answer: is the "
+            f"the RabbitMQ management API at {_management(settings)} does not answer: is the "
             "rabbitmq_management plugin enabled, and is SWITCHBOARD_RABBITMQ_MANAGEMENT_URL right?",
             EXIT_UNAVAILABLE,
         )
@@ -80,6 +85,6 @@ def one_line_errors(settings: Settings, console: Console | None = None) -> Itera
             raise
         line, status = explained
         (console or Console(stderr=True)).print(
-            f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True
+            f"[bold red]error:[/] {escape(mask_url_credentials(line))}", highlight=False, soft_wrap=True
         )
         raise typer.Exit(status) from None

@@ -13,6 +13,8 @@ from typing import Any, TextIO
 import orjson
 import structlog
 
+from shared.redact import mask_event
+
 LOG_FORMATS = ("auto", "json", "console")
 
 
@@ -56,6 +58,7 @@ def configure_logging(
                 structlog.stdlib.add_logger_name,
                 *shared[1:],
                 *([] if console else [structlog.processors.format_exc_info]),
+                mask_event,
             ],
         )
     )
@@ -64,7 +67,7 @@ def configure_logging(
     root.setLevel(max(numeric, logging.WARNING))
     if console:
         structlog.configure(
-            processors=[*shared, _console_renderer(isatty)],
+            processors=[*shared, mask_event, _console_renderer(isatty)],
             wrapper_class=structlog.make_filtering_bound_logger(numeric),
             logger_factory=structlog.PrintLoggerFactory(stream),
             cache_logger_on_first_use=True,
@@ -74,6 +77,7 @@ def configure_logging(
             processors=[
                 *shared,
                 structlog.processors.format_exc_info,
+                mask_event,
                 structlog.processors.JSONRenderer(serializer=orjson.dumps),
             ],
             wrapper_class=structlog.make_filtering_bound_logger(numeric),

@@ -7,8 +7,10 @@ import asyncio
 from aiohttp import web
 
 from services.dashboard.app import build_app
+from services.dashboard.auth import exposure_problem
 from services.dashboard.collect import Collector
 from services.dashboard.settings import DashboardSettings
+from shared.errors import ConfigurationError
 from shared.logs import get_logger
 from shared.probes import DatabaseProbe
 from shared.runtime import Health, run_service
@@ -19,8 +21,12 @@ log = get_logger("dashboard")
 
 async def main(_: Settings, health: Health, stop: asyncio.Event) -> None:
     settings = DashboardSettings()
+    token = settings.dashboard_token.get_secret_value()
+    problem = exposure_problem(settings.dashboard_host, token)
+    if problem is not None:
+        raise ConfigurationError(problem)
     collector = Collector(settings)
-    runner = web.AppRunner(build_app(collector), access_log=None)
+    runner = web.AppRunner(build_app(collector, token), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, settings.dashboard_host, settings.dashboard_port)
     await site.start()

@@ -7,6 +7,7 @@ from pathlib import Path
 import asyncpg
 from aiohttp import web
 
+from services.dashboard.auth import require_token
 from services.dashboard.collect import Collector
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -35,8 +36,9 @@ async def search(request: web.Request) -> web.Response:
     return web.json_response(body, headers=NO_STORE)
 
 
-def build_app(collector: Collector) -> web.Application:
-    app = web.Application()
+def build_app(collector: Collector, token: str = "") -> web.Application:
+    """The page and its API; with ``token``, every request must carry it (services/dashboard/auth.py)."""
+    app = web.Application(middlewares=[require_token(token)] if token else [])
     app[COLLECTOR] = collector
     app.router.add_get("/", index)
     app.router.add_get("/api/snapshot", snapshot)

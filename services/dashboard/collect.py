@@ -15,6 +15,7 @@ from shared.db import create_pool
 from shared.logs import get_logger
 from shared.management import Management
 from shared.models import utcnow
+from shared.redact import mask_url_credentials
 
 log = get_logger("dashboard")
 WINDOW_S = 300
@@ -192,5 +193,5 @@ class Collector:
 
 
 def _describe(exc: BaseException) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else ""
+    text = mask_url_credentials(str(exc).splitlines()[0]) if str(exc) else ""
     return f"{type(exc).__name__}: {text}"[:200]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from shared.settings import Settings
 
@@ -10,6 +10,9 @@ from shared.settings import Settings
 class DashboardSettings(Settings):
     dashboard_host: str = "127.0.0.1"
     dashboard_port: int = Field(8090, ge=0, le=65535)
+    # Required whenever the dashboard listens beyond loopback: sent as "Authorization: Bearer <token>",
+    # or as the password of HTTP Basic auth (any user name; browsers ask for it).
+    dashboard_token: SecretStr = SecretStr("")
     # How often the page asks for a new snapshot; snapshots are cached for as long, so that any
     # number of open pages costs the database one set of queries per interval.
     dashboard_refresh_s: float = Field(2.0, gt=0, le=300)
