@@ -181,16 +181,16 @@ class Router:
             return None
         try:
             check = await self.starts.begin(message.log_id, message.attempt, provider)
-        except Exception as exc:  # no record, no call: a second copy could not be told from the first
+        except Exception as exc:  # no record, no call (a second copy could not be told from the first)
             log.warning("attempt_start_failed", log_id=message.log_id, error=repr(exc)[:300])
             LOCAL_REFUSALS.labels(code="START_NOT_RECORDED").inc()
             return refuse(
                 message,
                 "START_NOT_RECORDED",
                 "could not record the attempt's start before calling a provider without idempotency keys",
-                OutcomeClass.TRANSIENT,
+                OutcomeClass.DEFERRED,  # nothing was sent: not an attempt
                 provider=provider,
-                retry_after_s=1.0,
+                retry_after_s=MIN_DEFERRAL_S,
             )
         if check.verdict == StartVerdict.FIRST:
             return None

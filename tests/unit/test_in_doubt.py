@@ -200,10 +200,14 @@ async def test_a_provider_honouring_keys_records_no_start_and_is_called() -> Non
     assert (outcome.outcome, starts.asked, len(adapters.requests)) == (S, [], 1)
 
 
-async def test_without_a_recorded_start_nothing_is_sent() -> None:
+async def test_without_a_recorded_start_nothing_is_sent_and_the_attempt_is_deferred() -> None:
     router, adapters = sender_router(config(), FakeStarts(StartVerdict.FIRST, fail=True))
     outcome = await router.attempt(dispatch())
-    assert (outcome.outcome, outcome.error_code, adapters.requests) == (T, "START_NOT_RECORDED", [])
+    assert (outcome.outcome, outcome.error_code, adapters.requests) == (
+        OutcomeClass.DEFERRED,
+        "START_NOT_RECORDED",
+        [],
+    )
 
 
 @pytest.mark.parametrize(
