@@ -22,6 +22,9 @@ from services.api.errors import FORBIDDEN_RESPONSES, Conflict, NotFound, Unproce
 from services.api.schemas.common import Text
 from services.api.schemas.routing import (
     PROVIDER_NAME_PATTERN,
+    ChannelFallbackIn,
+    ChannelFallbackList,
+    ChannelFallbackOut,
     ChannelList,
     ChannelOut,
     ChannelRouteIn,
@@ -41,7 +44,7 @@ from shared.errors import InvalidRecipient
 from shared.logs import get_logger
 from shared.models import Channel
 from shared.providers import KIND_CHANNELS, ProviderKind
-from shared.recipients import PHONE_CHANNELS, normalise
+from shared.recipients import PHONE_CHANNELS, normalise, reachable_on
 from shared.routing import ChannelPolicy, ProviderSpec, Route, RoutingConfig, Strategy, TenantRoute
 
 log = get_logger("api.routing")
@@ -409,4 +412,69 @@ async def delete_override(
     if not deleted:
         raise NotFound(f"no override of {provider!r} for {channel.value}")
     log.info("routing_override_deleted", tenant=principal.tenant, channel=channel.value, provider=provider)
+    return Response(status_code=204)
+
+
+# ---- the caller's tenant channel fallbacks ---------------------------------------------------------------
+
+
+def _fallback_out(row: Any) -> ChannelFallbackOut:
+    return ChannelFallbackOut(
+        channel=row["channel"], fallback_channels=list(row["fallback_channels"]), updated_at=row["updated_at"]
+    )
+
+
+@router.get(
+    "/channel-fallbacks", response_model=ChannelFallbackList, summary="Your tenant's channel fallbacks"
+)
+async def list_channel_fallbacks(context: Context, principal: Caller) -> ChannelFallbackList:
+    async with context.db.connection() as conn:
+        rows = await store.list_channel_fallbacks(conn, principal.tenant)
+    return ChannelFallbackList(items=[_fallback_out(r) for r in rows])
+
+
+@router.put(
+    "/channel-fallbacks/{channel}",
+    response_model=ChannelFallbackOut,
+    responses=_created(ChannelFallbackOut),
+    summary="Where your messages of a channel go when they cannot be delivered on it",
+)
+async def put_channel_fallback(
+    channel: Channel, body: ChannelFallbackIn, context: Context, principal: Caller, response: Response
+) -> ChannelFallbackOut:
+    seen: set[Channel] = set()
+    for fallback in body.fallback_channels:
+        if fallback == channel or fallback in seen:
+            raise Unprocessable(f"{fallback.value} is named twice", code="invalid_fallback")
+        if not reachable_on(channel.value, fallback.value):
+            raise Unprocessable(
+                f"a {channel.value} recipient cannot be reached on {fallback.value}", code="invalid_fallback"
+            )
+        seen.add(fallback)
+    async with context.db.transaction() as conn:
+        created, row = await store.upsert_channel_fallback(
+            conn, principal.tenant, channel.value, [c.value for c in body.fallback_channels]
+        )
+    response.status_code = 201 if created else 200
+    log.info(
+        "channel_fallback_saved",
+        tenant=principal.tenant,
+        channel=channel.value,
+        fallback_channels=[c.value for c in body.fallback_channels],
+    )
+    return _fallback_out(row)
+
+
+@router.delete(
+    "/channel-fallbacks/{channel}",
+    status_code=204,
+    response_class=Response,
+    summary="Remove your fallback of a channel",
+)
+async def delete_channel_fallback(channel: Channel, context: Context, principal: Caller) -> Response:
+    async with context.db.transaction() as conn:
+        deleted = await store.delete_channel_fallback(conn, principal.tenant, channel.value)
+    if not deleted:
+        raise NotFound(f"no channel fallback for {channel.value}")
+    log.info("channel_fallback_deleted", tenant=principal.tenant, channel=channel.value)
     return Response(status_code=204)

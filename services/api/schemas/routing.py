@@ -256,6 +256,22 @@ class PolicyIn(BaseModel):
     )
     max_cost: float | None = Field(None, ge=0, le=MAX_COST, strict=True)
     min_success_rate: float | None = Field(None, ge=0, le=1, strict=True)
+    failover_after: int | None = Field(
+        None,
+        ge=1,
+        le=100,
+        strict=True,
+        description="Consecutive transient failures of one message on one provider before its next"
+        " attempt goes to the next provider (null: SWITCHBOARD_FAILOVER_AFTER, default 2).",
+    )
+    retry_after_tolerance_s: float | None = Field(
+        None,
+        ge=0,
+        le=MAX_DELAY_S,
+        strict=True,
+        description="A 429 asking to wait longer than this moves to the next provider at once (null:"
+        " SWITCHBOARD_RETRY_AFTER_TOLERANCE_S, default 30).",
+    )
 
     @model_validator(mode="after")
     def _retry_fields_fit_the_mode(self) -> PolicyIn:
@@ -295,6 +311,8 @@ class PolicyOut(BaseModel):
     retry_delays_s: list[float] | None
     max_cost: float | None
     min_success_rate: float | None
+    failover_after: int | None = None
+    retry_after_tolerance_s: float | None = None
     configured: bool = Field(description="False: no row for this channel, the defaults shown apply.")
     updated_at: datetime | None
 
@@ -349,3 +367,28 @@ class OverrideOut(BaseModel):
 
 class OverrideList(BaseModel):
     items: list[OverrideOut]
+
+
+class ChannelFallbackIn(BaseModel):
+    """Where the caller's messages of a channel go when they cannot be delivered on it."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"fallback_channels": ["sms"]}]}
+    )
+
+    fallback_channels: list[Channel] = Field(
+        min_length=1,
+        max_length=4,
+        description="In order; each reachable with the same address (a phone number serves sms, mms,"
+        " whatsapp and signal). A message's own fallback_channels win over these.",
+    )
+
+
+class ChannelFallbackOut(BaseModel):
+    channel: Channel
+    fallback_channels: list[Channel]
+    updated_at: datetime
+
+
+class ChannelFallbackList(BaseModel):
+    items: list[ChannelFallbackOut]

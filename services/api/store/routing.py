@@ -21,7 +21,8 @@ coalesce(array(SELECT cr.channel FROM channel_routes cr WHERE cr.provider = p.na
 _ROUTE_COLUMNS = """r.channel, r.provider, p.kind, r.priority, r.weight, r.cost::float8 AS cost, r.active,
 r.destinations, p.active AS provider_active, r.updated_at"""
 _POLICY_COLUMNS = """channel, strategy, retry_mode, retry_initial_s, retry_max_s, retry_max_attempts,
-retry_delays_s, max_cost::float8 AS max_cost, min_success_rate, updated_at"""
+retry_delays_s, max_cost::float8 AS max_cost, min_success_rate, failover_after, retry_after_tolerance_s,
+updated_at"""
 _OVERRIDE_COLUMNS = """t.channel, t.provider, t.priority, t.active,
 EXISTS (SELECT 1 FROM channel_routes r WHERE r.channel = t.channel AND r.provider = t.provider) AS routed"""
 
@@ -121,12 +122,14 @@ async def snapshot(conn: asyncpg.Connection, tenant: str, channel: str | None) -
 async def upsert_policy(conn: asyncpg.Connection, channel: str, body: PolicyIn) -> None:
     await conn.execute(
         "INSERT INTO channel_policies (channel, strategy, retry_mode, retry_initial_s, retry_max_s,"
-        " retry_max_attempts, retry_delays_s, max_cost, min_success_rate)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+        " retry_max_attempts, retry_delays_s, max_cost, min_success_rate, failover_after,"
+        " retry_after_tolerance_s) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
         " ON CONFLICT (channel) DO UPDATE SET strategy = EXCLUDED.strategy, retry_mode = EXCLUDED.retry_mode,"
         " retry_initial_s = EXCLUDED.retry_initial_s, retry_max_s = EXCLUDED.retry_max_s,"
         " retry_max_attempts = EXCLUDED.retry_max_attempts, retry_delays_s = EXCLUDED.retry_delays_s,"
-        " max_cost = EXCLUDED.max_cost, min_success_rate = EXCLUDED.min_success_rate, updated_at = now()",
+        " max_cost = EXCLUDED.max_cost, min_success_rate = EXCLUDED.min_success_rate,"
+        " failover_after = EXCLUDED.failover_after,"
+        " retry_after_tolerance_s = EXCLUDED.retry_after_tolerance_s, updated_at = now()",
         channel,
         body.strategy.value,
         body.retry_mode.value if body.retry_mode else None,
@@ -136,6 +139,8 @@ async def upsert_policy(conn: asyncpg.Connection, channel: str, body: PolicyIn) 
         body.retry_delays_s,
         _money(body.max_cost),
         body.min_success_rate,
+        body.failover_after,
+        body.retry_after_tolerance_s,
     )
 
 
@@ -250,5 +255,41 @@ async def delete_override(conn: asyncpg.Connection, tenant: str, channel: str, p
         tenant,
         channel,
         provider,
+    )
+    return bool(status == "DELETE 1")
+
+
+# ---- tenant channel fallbacks --------------------------------------------------------------------------
+
+_FALLBACK_COLUMNS = "channel, fallback_channels, updated_at"
+
+
+async def list_channel_fallbacks(conn: asyncpg.Connection, tenant: str) -> list[asyncpg.Record]:
+    return list(
+        await conn.fetch(
+            f"SELECT {_FALLBACK_COLUMNS} FROM tenant_channel_fallbacks WHERE tenant = $1 ORDER BY channel",
+            tenant,
+        )
+    )
+
+
+async def upsert_channel_fallback(
+    conn: asyncpg.Connection, tenant: str, channel: str, fallbacks: list[str]
+) -> tuple[bool, asyncpg.Record]:
+    """Create or replace the tenant's fallback for ``channel``; (created, the row)."""
+    row: asyncpg.Record = await conn.fetchrow(
+        "INSERT INTO tenant_channel_fallbacks (tenant, channel, fallback_channels) VALUES ($1, $2, $3)"
+        " ON CONFLICT (tenant, channel) DO UPDATE SET fallback_channels = EXCLUDED.fallback_channels,"
+        f" updated_at = now() RETURNING xmax = 0 AS created, {_FALLBACK_COLUMNS}",
+        tenant,
+        channel,
+        fallbacks,
+    )
+    return bool(row["created"]), row
+
+
+async def delete_channel_fallback(conn: asyncpg.Connection, tenant: str, channel: str) -> bool:
+    status = await conn.execute(
+        "DELETE FROM tenant_channel_fallbacks WHERE tenant = $1 AND channel = $2", tenant, channel
     )
     return bool(status == "DELETE 1")
