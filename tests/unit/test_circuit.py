@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import itertools
+import random
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from services.sender.circuits import is_failure
 from shared.circuit import Admission, CircuitBreaker, CircuitEvent, CircuitPolicy, CircuitState
+from shared.models import OutcomeClass
 
 POLICY = CircuitPolicy(
     window=10, failure_ratio=0.5, min_calls=10, open_s=30, probe_grace_s=5, probe_timeout_s=15
@@ -222,3 +225,25 @@ def test_never_more_than_one_probe_in_flight(steps: list[tuple[str, float]]) -> 
         b.record(action == "call_fail", now, probe, key=str(n))
         if probe is not None:
             in_flight = []
+
+
+@pytest.mark.parametrize(
+    ("outcome", "counts"),
+    [
+        (OutcomeClass.SUCCESS, False),
+        (OutcomeClass.PERMANENT, False),  # the recipient's fault, not the provider's
+        (OutcomeClass.DEFERRED, False),  # no call was made
+        (OutcomeClass.TRANSIENT, True),  # 5xx, 429, a refused connection
+        (OutcomeClass.RECOVERABLE, True),
+        (OutcomeClass.UNKNOWN, True),  # a timeout
+    ],
+)
+def test_what_counts_against_a_providers_breaker(outcome: OutcomeClass, counts: bool) -> None:
+    assert is_failure(outcome) is counts
+
+
+def test_five_percent_random_failures_never_open_a_window_of_twenty() -> None:
+    rng = random.Random(7)
+    breaker = CircuitBreaker("p", CircuitPolicy(window=20, failure_ratio=0.5, min_calls=10), "me")
+    for n in range(20_000):
+        assert breaker.record(rng.random() < 0.05, float(n), key=str(n)) is None
