@@ -12,6 +12,8 @@ import sys
 from collections import Counter
 from typing import Any
 
+import httpx
+import orjson
 import pytest
 
 from tests.helpers import all_terminal, insert_logs, ledger, wait_until
@@ -95,13 +97,24 @@ async def test_senders_killed_in_a_loop_never_send_a_log_twice_to_a_provider_wit
     # Given a provider that ignores idempotency keys (and says so), slow enough that kills catch calls
     # in flight, two senders and a short lease so that the poller republishes what a dead sender held
     await configure(pool, {"providers": [LOOSE], "routes": [route("sms", "loose")]})
-    start(stack, senders=2, mock_latency_ms="150", mock_latency_jitter_ms="50", lease_s="2")
+    start(stack, senders=2, mock_latency_ms="300", mock_latency_jitter_ms="50", lease_s="2")
     await stack.start()
-    ids = await insert_logs(pool, [{"channel": "sms", "recipient": f"+1415666{n:04d}"} for n in range(600)])
+    mock = stack.url("mock_provider")
+    ids: list[int] = []
 
-    # When a sender is killed with SIGKILL and restarted every 0.8 s, eight times
+    # When logs arrive in eight waves, and a sender is killed with SIGKILL (then restarted) as soon as
+    # its wave's first request reached the provider and before the provider answered it (the kill is
+    # timed on the provider's request count, not on the clock, so a fast machine cannot outrun it)
     for round_ in range(8):
-        await asyncio.sleep(0.8)
+        before = await _provider_requests(mock)
+        wave = [{"channel": "sms", "recipient": f"+1415666{round_}{n:03d}"} for n in range(75)]
+        ids += await insert_logs(pool, wave)
+        await wait_until(
+            lambda before=before: _requests_after(mock, before),
+            timeout=30,
+            interval=0.01,
+            what="a request in flight",
+        )
         victim = f"sender-{round_ % 2}"
         stack.kill(victim)
         await stack.restart(victim)
@@ -150,3 +163,12 @@ async def test_a_sender_frozen_longer_than_the_provider_timeout_sends_no_log_twi
 
 async def _some_accepted(stack: Stack) -> bool:
     return len(await ledger(stack.url("mock_provider"))) >= 20
+
+
+async def _provider_requests(mock: str) -> int:
+    async with httpx.AsyncClient() as client:
+        return int(orjson.loads((await client.get(f"{mock}/ledger/stats")).content).get("requests", 0))
+
+
+async def _requests_after(mock: str, before: int) -> bool:
+    return await _provider_requests(mock) > before
