@@ -92,6 +92,21 @@ async def _check_webhooks(
         )
 
 
+async def reserve_or_replay(
+    conn: Any, context: ApiContext, tenant: str, key: str, request_hash: str
+) -> JSONResponse | None:
+    """Reserve ``key`` for this request inside its transaction (``None``: go on), or answer what an
+    earlier request with the same key stored; the same key with another request is a 409."""
+    stored = await idem_store.reserve(conn, tenant, key, request_hash, context.settings.api_idempotency_ttl_s)
+    verdict = judge(stored, request_hash)
+    if verdict is Verdict.CONFLICT:
+        raise Conflict("this Idempotency-Key was used with a different request", code="idempotency_conflict")
+    if verdict is Verdict.REPLAY and stored is not None:
+        metrics.IDEMPOTENT_REPLAYS.inc()
+        return JSONResponse(stored.body, stored.status_code, headers={"Idempotent-Replayed": "true"})
+    return None
+
+
 async def _ingest(
     context: ApiContext,
     principal: Principal,
@@ -106,17 +121,9 @@ async def _ingest(
     request_hash = fingerprint("POST", path, request.model_dump(mode="json"))
     async with context.db.transaction() as conn:
         if key is not None:
-            stored = await idem_store.reserve(
-                conn, principal.tenant, key, request_hash, context.settings.api_idempotency_ttl_s
-            )
-            verdict = judge(stored, request_hash)
-            if verdict is Verdict.CONFLICT:
-                raise Conflict(
-                    "this Idempotency-Key was used with a different request", code="idempotency_conflict"
-                )
-            if verdict is Verdict.REPLAY and stored is not None:
-                metrics.IDEMPOTENT_REPLAYS.inc()
-                return JSONResponse(stored.body, stored.status_code, headers={"Idempotent-Replayed": "true"})
+            replay = await reserve_or_replay(conn, context, principal.tenant, key, request_hash)
+            if replay is not None:
+                return replay
         rows = await store.insert_logs(conn, principal.tenant, [_new_log(context, m) for m in messages])
         response = build(rows)
         if key is not None:

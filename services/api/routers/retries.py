@@ -5,13 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse
 
-from services.api import metrics
 from services.api.deps import Context, Sender
-from services.api.errors import Conflict
-from services.api.idempotency import Verdict, fingerprint, judge
-from services.api.routers.messages import IdempotencyKey
+from services.api.idempotency import fingerprint
+from services.api.routers.messages import IdempotencyKey, reserve_or_replay
 from services.api.schemas.messages import RetryFailed, RetryFailedResult
 from services.api.store import idempotency as idem_store
 from services.api.store import retries as store
@@ -42,17 +39,9 @@ async def retry_failed(
     request_hash = fingerprint("POST", PATH, body.model_dump(mode="json"))
     async with context.db.transaction() as conn:
         if idempotency_key is not None:
-            stored = await idem_store.reserve(
-                conn, principal.tenant, idempotency_key, request_hash, context.settings.api_idempotency_ttl_s
-            )
-            verdict = judge(stored, request_hash)
-            if verdict is Verdict.CONFLICT:
-                raise Conflict(
-                    "this Idempotency-Key was used with a different request", code="idempotency_conflict"
-                )
-            if verdict is Verdict.REPLAY and stored is not None:
-                metrics.IDEMPOTENT_REPLAYS.inc()
-                return JSONResponse(stored.body, stored.status_code, headers={"Idempotent-Replayed": "true"})
+            replay = await reserve_or_replay(conn, context, principal.tenant, idempotency_key, request_hash)
+            if replay is not None:
+                return replay
         found = await store.select_failed(conn, principal.tenant, wanted, body.limit + 1)
         chosen, more = found[: body.limit], len(found) > body.limit
         if body.dry_run:
