@@ -2,7 +2,8 @@
 # Run one Switchboard process: `switchboard <service> [arguments...]` -> `python -m services.<service>`
 # (`mock-provider` is `mock_provider`); `switchboard api-keys ...` runs the key commands of the CLI.
 set -eu
-APP_DIR=${APP_DIR:-/app}
+# The directory holding the services package: the installed project in the image (a checkout in tests).
+APP_DIR=${APP_DIR:-$(python -c 'import pathlib, services; print(pathlib.Path(services.__file__).parent.parent)')}
 
 services() {
   for main in "$APP_DIR"/services/*/__main__.py; do
@@ -15,6 +16,10 @@ if [ "$#" -eq 0 ] || [ "$1" = "--help" ] || [ "$1" = "-h" ]; then
   echo "usage: switchboard <service> [arguments...]" >&2
   echo "services:$(services)" >&2
   exit 0
+fi
+
+if [ "$1" = "--version" ]; then
+  exec python -m services.cli --version
 fi
 
 service=$(printf '%s' "$1" | tr - _)

@@ -390,6 +390,63 @@ def test_the_dockerfile_is_multi_stage_slim_pinned_and_health_checked() -> None:
     assert "pip install" not in final, "the runtime stage installs nothing"
 
 
+def test_the_image_installs_the_project_as_a_package_so_its_version_is_known() -> None:
+    # Given the Dockerfile's stages
+    build, final = "\n".join(dockerfile_stages()[0]), "\n".join(dockerfile_stages()[-1])
+    # Then the build stage pip-installs the project itself (its metadata carries the version)...
+    copied_to_src = re.findall(r"^COPY (\S+) /src/", build, re.M)
+    assert {"pyproject.toml", "shared", "services"} <= set(copied_to_src), copied_to_src
+    assert re.search(r"pip install --no-deps [^\n]*/src\b", build), "pip install the project in the build stage"
+    # ... and the runtime runs that installed copy, not a second source tree put in front of it
+    assert "PYTHONPATH" not in final and not re.search(r"^COPY (shared|services)\b", final, re.M)
+    # ... and the entrypoint answers --version from that metadata
+    entrypoint = (DEPLOY / "docker" / "entrypoint.sh").read_text()
+    assert "services.cli --version" in entrypoint
+
+
+def test_the_package_carries_every_data_file_of_shared_and_services() -> None:
+    # Given pyproject's package-data (what a non-editable install, as in the image, brings along)
+    package_data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    patterns = [
+        (ROOT / package.replace(".", "/"), pattern) for package, globs in package_data.items() for pattern in globs
+    ]
+    # When every file that is not Python source is looked for in it
+    data = [
+        path
+        for top in ("shared", "services")
+        for path in sorted((ROOT / top).rglob("*"))
+        if path.is_file() and path.suffix not in {".py", ".pyc"} and "__pycache__" not in path.parts
+    ]
+    # Then each is covered (a migration or a dashboard asset missing from the image breaks it at run time)
+    missing = [
+        str(path.relative_to(ROOT))
+        for path in data
+        if not any(path.is_relative_to(base) and path.relative_to(base).match(glob) for base, glob in patterns)
+    ]
+    assert data and not missing, f"add these to [tool.setuptools.package-data] in pyproject.toml: {missing}"
+
+
+def test_the_version_comes_from_the_package_metadata(tmp_path: Path) -> None:
+    # Given the version in pyproject.toml
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    # When `switchboard --version` runs, as installed and through the container's entrypoint
+    script = Path(sys.executable).parent / "switchboard"
+    direct = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=60)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    env.pop("APP_DIR", None)
+    entry = subprocess.run(
+        ["sh", str(DEPLOY / "docker" / "entrypoint.sh"), "--version"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    # Then both print it
+    assert direct.returncode == 0 and direct.stdout.strip() == f"switchboard {declared}", direct
+    assert entry.returncode == 0 and entry.stdout.strip() == f"switchboard {declared}", entry
+
+
 def test_the_dockerfile_passes_hadolint() -> None:
     hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
     if not Path(hadolint).exists():
