@@ -396,7 +396,7 @@ def test_the_image_installs_the_project_as_a_package_so_its_version_is_known() -
     # Then the build stage pip-installs the project itself (its metadata carries the version)...
     copied_to_src = re.findall(r"^COPY (\S+) /src/", build, re.M)
     assert {"pyproject.toml", "shared", "services"} <= set(copied_to_src), copied_to_src
-    assert re.search(r"pip install --no-deps [^\n]*/src\b", build), "pip install the project in the build stage"
+    assert re.search(r"pip install --no-deps [^\n]*/src\b", build), "pip install the project when building"
     # ... and the runtime runs that installed copy, not a second source tree put in front of it
     assert "PYTHONPATH" not in final and not re.search(r"^COPY (shared|services)\b", final, re.M)
     # ... and the entrypoint answers --version from that metadata
@@ -408,7 +408,7 @@ def test_the_package_carries_every_data_file_of_shared_and_services() -> None:
     # Given pyproject's package-data (what a non-editable install, as in the image, brings along)
     package_data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
     patterns = [
-        (ROOT / package.replace(".", "/"), pattern) for package, globs in package_data.items() for pattern in globs
+        (ROOT / name.replace(".", "/"), glob) for name, globs in package_data.items() for glob in globs
     ]
     # When every file that is not Python source is looked for in it
     data = [
@@ -421,7 +421,7 @@ def test_the_package_carries_every_data_file_of_shared_and_services() -> None:
     missing = [
         str(path.relative_to(ROOT))
         for path in data
-        if not any(path.is_relative_to(base) and path.relative_to(base).match(glob) for base, glob in patterns)
+        if not any(path.is_relative_to(base) and path.relative_to(base).match(g) for base, g in patterns)
     ]
     assert data and not missing, f"add these to [tool.setuptools.package-data] in pyproject.toml: {missing}"
 
