@@ -42,6 +42,7 @@ class DatabaseRole(StrEnum):
     API = "api"
     DLQ = "dlq"
     DASHBOARD = "dashboard"
+    RECEIPTS = "receipts"
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +78,8 @@ GRANTS: dict[DatabaseRole, tuple[Grant, ...]] = {
         Grant("delivery_attempts", READ),
         Grant("delivery_receipts", READ),
     ),
+    # The internet-facing receiver: the reports it has taken (replays), nothing else.
+    DatabaseRole.RECEIPTS: (Grant("receipt_reports", WRITE),),
     DatabaseRole.API: (Grant(ALL_TABLES, WRITE),),
     DatabaseRole.DASHBOARD: (Grant(ALL_TABLES, READ),),
 }

@@ -133,10 +133,9 @@ class Settings(BaseSettings):
     default_receipt_secret: SecretStr = SecretStr(DEV_RECEIPT_SECRET)
     # Provider name -> the WhatsApp subscription handshake's verify token (not the signing secret).
     receipt_verify_tokens: dict[str, SecretStr] = Field(default_factory=dict)
-    # Reports of schemes without a signed time (SMS gateway) are remembered this long, and WhatsApp
+    # Reports taken are remembered this long (in PostgreSQL, shared by the replicas), and WhatsApp
     # statuses older than this are refused: a captured report cannot be played again.
     receipts_replay_window_s: float = Field(24 * 3600.0, gt=0)
-    receipts_replay_memory: int = Field(200_000, ge=1000)
 
     # Outgoing webhooks: the key they are signed with (never the receipts' verification key), and the
     # outbound policy's per-tenant allowlist of internal networks (shared/outbound.py), e.g.

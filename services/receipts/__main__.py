@@ -5,7 +5,8 @@ secret (``SWITCHBOARD_RECEIPT_SECRETS``; a provider without one is a 404, except
 where the development default serves), the report is mapped (services/receipts/parse.py) and each
 receipt is published to ``responses`` with a confirm before the answer is 200; any failure to publish
 is a 503, so that the provider sends it again (receipts are applied idempotently). A report already
-taken is not published again (services/receipts/replay.py).
+taken, by this replica or another, is not published again (services/receipts/replay.py, in PostgreSQL
+as the ``switchboard_receipts`` role, which can touch nothing but that table).
 """
 
 from __future__ import annotations
@@ -13,40 +14,40 @@ from __future__ import annotations
 import asyncio
 import hmac
 import time
-from collections.abc import Mapping
 
+import asyncpg
+from aio_pika.abc import AbstractRobustConnection
 from aiohttp import web
 
 from services.receipts.metrics import RECEIPTS
 from services.receipts.parse import Parsed, ReceiptError, parse_email, parse_json, parse_sms, parse_whatsapp
-from services.receipts.replay import ReplayGuard
+from services.receipts.replay import ReplayStore, ReplayVerdict, report_id
 from shared.bus import wire
 from shared.bus.amqp import AmqpBroker
 from shared.bus.transport import Channel
 from shared.logs import get_logger
 from shared.models import ReceiptMessage
-from shared.resilience import retry_until_stopped
-from shared.runtime import Health, open_broker, run_service
+from shared.resilience import retry_until_stopped, sleep_or_stop
+from shared.runtime import Health, backends, run_service
 from shared.settings import Settings
-from shared.signatures import GATEWAY_HEADER, HUB_HEADER, SWITCHBOARD_HEADER
 from shared.topology import RESPONSES, Lane, Topology, lane_exchange
 
 log = get_logger("receipts")
 MAX_BODY = 1024 * 1024
+PRUNE_EVERY_S = 60.0
+# What a replay check may raise when PostgreSQL is away: the provider is asked to retry (503).
+DATABASE_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 
 
-SIGNATURE_HEADERS = {"sms": GATEWAY_HEADER, "whatsapp": HUB_HEADER}
-
-
-def signature_of(kind: str, headers: Mapping[str, str]) -> str:
-    return headers.get(SIGNATURE_HEADERS.get(kind, SWITCHBOARD_HEADER), "")
+def try_again_later() -> web.Response:
+    return web.json_response({"error": "try again later"}, status=503, headers={"Retry-After": "2"})
 
 
 class Receiver:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, replays: ReplayStore) -> None:
         self.settings = settings
         self.channel: Channel | None = None
-        self.replays = ReplayGuard(settings.receipts_replay_window_s, settings.receipts_replay_memory)
+        self.replays = replays
 
     async def publish(self, receipts: list[ReceiptMessage]) -> bool:
         if self.channel is None:
@@ -68,7 +69,6 @@ class Receiver:
             return web.json_response({"error": "unknown provider"}, status=404)
         now, skew = time.time(), self.settings.receipts_max_skew_s
         body = await request.read()
-        replay_key = ReplayGuard.key(kind, provider, signature_of(kind, request.headers))
         try:
             if kind == "sms":
                 form = {k: str(v) for k, v in (await request.post()).items()}
@@ -84,17 +84,31 @@ class Receiver:
             RECEIPTS.labels(format=kind, result=exc.result).inc()
             log.warning("receipt_refused", format=kind, provider=provider, reason=str(exc))
             return web.json_response({"error": str(exc)}, status=exc.status)
-        if self.replays.seen(replay_key):
+        report = report_id(kind, request.headers)
+        try:
+            verdict = await self.replays.claim(provider, report)
+        except DATABASE_ERRORS as exc:
+            RECEIPTS.labels(format=kind, result="unavailable").inc(max(len(parsed.receipts), 1))
+            log.warning("receipt_replay_check_failed", format=kind, provider=provider, error=repr(exc)[:300])
+            return try_again_later()
+        if verdict is ReplayVerdict.REPLAYED:
             RECEIPTS.labels(format=kind, result="replayed").inc()
             log.warning("receipt_replayed", format=kind, provider=provider)
             return web.json_response({"accepted": 0, "unmatched": 0, "replayed": True})
+        if verdict is ReplayVerdict.IN_FLIGHT:
+            RECEIPTS.labels(format=kind, result="in_flight").inc()
+            return try_again_later()
         if parsed.unmatched:
             RECEIPTS.labels(format=kind, result="unmatched").inc(parsed.unmatched)
         if parsed.receipts and not await self.publish(parsed.receipts):
             RECEIPTS.labels(format=kind, result="unavailable").inc(len(parsed.receipts))
-            return web.json_response({"error": "try again later"}, status=503, headers={"Retry-After": "2"})
+            await self._forget(provider, report)
+            return try_again_later()
         RECEIPTS.labels(format=kind, result="published").inc(len(parsed.receipts))
-        self.replays.remember(replay_key)
+        try:
+            await self.replays.published(provider, report)
+        except DATABASE_ERRORS as exc:  # published all the same; the claim is taken over after a while
+            log.warning("receipt_mark_failed", format=kind, provider=provider, error=repr(exc)[:300])
         for receipt in parsed.receipts:
             log.info(
                 "receipt",
@@ -105,6 +119,23 @@ class Receiver:
                 provider_status=receipt.provider_status,
             )
         return web.json_response({"accepted": len(parsed.receipts), "unmatched": parsed.unmatched})
+
+    async def _forget(self, provider: str, report: bytes) -> None:
+        try:
+            await self.replays.release(provider, report)
+        except DATABASE_ERRORS as exc:  # the claim is taken over once it is old enough
+            log.warning("receipt_release_failed", provider=provider, error=repr(exc)[:300])
+
+    async def prune(self, stop: asyncio.Event) -> None:
+        """Forget reports older than the replay window (every replica prunes; they skip each other's rows)."""
+        while not await sleep_or_stop(stop, PRUNE_EVERY_S):
+            try:
+                pruned = await self.replays.prune()
+            except DATABASE_ERRORS as exc:  # next time
+                log.warning("receipt_prune_failed", error=repr(exc)[:300])
+                continue
+            if pruned:
+                log.info("receipt_reports_pruned", count=pruned)
 
     async def verify(self, request: web.Request) -> web.Response:
         """The WhatsApp Cloud API's subscription handshake (``hub.challenge``), with the provider's verify
@@ -132,10 +163,19 @@ def build_app(receiver: Receiver) -> web.Application:
 
 
 async def main(settings: Settings, health: Health, stop: asyncio.Event) -> None:
-    connection = await open_broker(settings, "receipts", stop)
-    if connection is None:
-        return
-    receiver = Receiver(settings)
+    async with backends(settings, "receipts", stop, health, pool_size=8) as opened:
+        if opened is not None:
+            await serve(settings, health, stop, *opened)
+
+
+async def serve(
+    settings: Settings,
+    health: Health,
+    stop: asyncio.Event,
+    pool: asyncpg.Pool,
+    connection: AbstractRobustConnection,
+) -> None:
+    receiver = Receiver(settings, ReplayStore(pool, settings.receipts_replay_window_s))
 
     async def start() -> None:
         channel = await AmqpBroker(connection).channel()
@@ -143,16 +183,17 @@ async def main(settings: Settings, health: Health, stop: asyncio.Event) -> None:
         receiver.channel = channel
 
     runner = web.AppRunner(build_app(receiver), access_log=None)
+    pruning = asyncio.create_task(receiver.prune(stop))
     try:
         await retry_until_stopped("topology", start, stop)
-        health.add("rabbitmq", lambda: not connection.is_closed and receiver.channel is not None)
+        health.add("topology", lambda: receiver.channel is not None)
         await runner.setup()
         await web.TCPSite(runner, settings.receipts_host, settings.receipts_port).start()
         log.info("receipts_ready", port=settings.receipts_port)
         await stop.wait()
     finally:
         await runner.cleanup()
-        await connection.close()
+        pruning.cancel()
 
 
 if __name__ == "__main__":

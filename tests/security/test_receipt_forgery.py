@@ -4,20 +4,27 @@ again; the verify token doubles as the signing secret; development secrets work 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
+import asyncpg
 import httpx
 import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from services.receipts.__main__ import Receiver, build_app
+from services.receipts.replay import ReplayStore, report_id
+from shared.db import create_pool
+from shared.dbroles import DatabaseRole, url_for
 from shared.models import ReceiptMessage
 from shared.settings import DEV_RECEIPT_SECRET, DEV_WEBHOOK_SECRET, Settings
 from shared.signatures import (
@@ -30,7 +37,7 @@ from shared.signatures import (
 )
 from shared.startup import EXIT_CONFIGURATION
 from tests.helpers import insert_logs, wait_until
-from tools.stack import ROOT, Stack, free_port
+from tools.stack import ROOT, Environment, Stack, free_port
 
 SECRETS = {"alpha": "alpha-secret-1", "beta": "beta-secret-2"}
 RECIPIENT = "+14155550100"
@@ -39,23 +46,37 @@ RECIPIENT = "+14155550100"
 class Recording(Receiver):
     """The real receiver with RabbitMQ replaced by a list: what it would publish."""
 
-    def __init__(self, settings: Settings) -> None:
-        super().__init__(settings)
+    def __init__(self, settings: Settings, replays: ReplayStore) -> None:
+        super().__init__(settings, replays)
         self.published: list[ReceiptMessage] = []
+        self.broker_up = True
 
     async def publish(self, receipts: list[ReceiptMessage]) -> bool:
-        self.published += receipts
-        return True
+        if self.broker_up:
+            self.published += receipts
+        return self.broker_up
+
+
+PRODUCTION = Settings(
+    env="production", receipt_secrets=SECRETS, receipt_verify_tokens={"alpha": "alpha-verify"}
+)
 
 
 @pytest.fixture
-async def production() -> AsyncIterator[tuple[TestClient[Any, Any], Recording]]:
-    settings = Settings(
-        env="production",
-        receipt_secrets=SECRETS,
-        receipt_verify_tokens={"alpha": "alpha-verify"},
-    )
-    receiver = Recording(settings)
+async def receipts_pool(environment: Environment) -> AsyncIterator[asyncpg.Pool]:
+    """PostgreSQL as the receipts role (the replay memory is all it may touch)."""
+    pool = await create_pool(url_for(environment.database_url, DatabaseRole.RECEIPTS), max_size=4)
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+@pytest.fixture
+async def production(
+    receipts_pool: asyncpg.Pool,
+) -> AsyncIterator[tuple[TestClient[Any, Any], Recording]]:
+    receiver = Recording(PRODUCTION, ReplayStore(receipts_pool, PRODUCTION.receipts_replay_window_s))
     async with TestClient(TestServer(build_app(receiver), host="127.0.0.1")) as client:
         yield client, receiver
 
@@ -117,21 +138,141 @@ async def test_a_replayed_sms_report_is_taken_once(
     assert len(receiver.published) == 1
 
 
-async def test_a_stale_whatsapp_status_is_not_applied(
-    production: tuple[TestClient[Any, Any], Recording],
-) -> None:
-    client, receiver = production
-    stale = int(time.time()) - 3 * 24 * 3600
-    status = {
+PUBLIC_HOST = "receipts.example.com"  # the load balancer's name, in front of every replica
+
+
+def sms_report(status: str = "delivered", sid: str = "SM1") -> dict[str, Any]:
+    """An SMS gateway report (its scheme signs no time) as the gateway posts it to the public URL."""
+    form = {"MessageSid": sid, "MessageStatus": status, "To": RECIPIENT, "Reference": "7-1"}
+    headers = {
+        "Host": PUBLIC_HOST,
+        "Content-Type": "application/x-www-form-urlencoded",
+        GATEWAY_HEADER: sign_gateway(SECRETS["alpha"], f"http://{PUBLIC_HOST}/receipts/sms/alpha", form),
+    }
+    return {"data": urlencode(form), "headers": headers}
+
+
+def whatsapp_report(status: str = "delivered", age_s: float = 0) -> dict[str, Any]:
+    row = {
         "id": "wamid.1",
-        "status": "failed",
-        "timestamp": str(stale),
+        "status": status,
+        "timestamp": str(int(time.time() - age_s)),
         "recipient_id": "14155550100",
         "biz_opaque_callback_data": "8-1",
     }
-    body = orjson.dumps({"entry": [{"changes": [{"value": {"statuses": [status]}}]}]})
+    body = orjson.dumps({"entry": [{"changes": [{"value": {"statuses": [row]}}]}]})
     headers = {"Content-Type": "application/json", HUB_HEADER: sign_hub(SECRETS["alpha"], body)}
-    answer = await client.post("/receipts/whatsapp/alpha", data=body, headers=headers)
+    return {"data": body, "headers": headers}
+
+
+@asynccontextmanager
+async def replicas(pool: asyncpg.Pool, count: int, window_s: float = 3600) -> AsyncIterator[list[Replica]]:
+    """``count`` receipts replicas, each its own app and store, sharing one database (as in compose/k8s)."""
+    started = []
+    for _ in range(count):
+        receiver = Recording(PRODUCTION, ReplayStore(pool, window_s))
+        client: TestClient[Any, Any] = TestClient(TestServer(build_app(receiver), host="127.0.0.1"))
+        await client.start_server()
+        started.append(Replica(client, receiver))
+    try:
+        yield started
+    finally:
+        for replica in started:
+            await replica.client.close()
+
+
+@dataclass
+class Replica:
+    client: TestClient[Any, Any]
+    receiver: Recording
+
+    async def post(self, path: str, report: dict[str, Any]) -> tuple[int, Any]:
+        answer = await self.client.post(path, **report)
+        return answer.status, await answer.json()
+
+
+ACCEPTED = (200, {"accepted": 1, "unmatched": 0})
+REPLAYED = (200, {"accepted": 0, "unmatched": 0, "replayed": True})
+
+
+async def test_a_report_replayed_to_another_replica_is_refused(receipts_pool: asyncpg.Pool) -> None:
+    async with replicas(receipts_pool, 2) as (first, second):
+        # Given an SMS report and a WhatsApp status taken by the first replica
+        sms, whatsapp = sms_report(), whatsapp_report()
+        taken = [
+            await first.post("/receipts/sms/alpha", sms),
+            await first.post("/receipts/whatsapp/alpha", whatsapp),
+        ]
+        # When both are played again to the second replica (and the SMS one to the first again)
+        again = [
+            await second.post("/receipts/sms/alpha", sms),
+            await second.post("/receipts/whatsapp/alpha", whatsapp),
+            await first.post("/receipts/sms/alpha", sms),
+        ]
+        # ... while the same message's next status (another report) still gets through
+        undelivered = await second.post("/receipts/sms/alpha", sms_report("undelivered"))
+    # Then each report was published once, by the first replica only
+    assert taken == [ACCEPTED, ACCEPTED] and again == [REPLAYED] * 3 and undelivered == ACCEPTED
+    assert len(first.receiver.published) == 2 and len(second.receiver.published) == 1
+
+
+async def test_a_timestamped_header_padded_with_extra_parts_is_still_a_replay(
+    receipts_pool: asyncpg.Pool,
+) -> None:
+    async with replicas(receipts_pool, 1) as (replica,):
+        httpx_style = signed(SECRETS["alpha"], json_report("9-1", "delivered"))
+        report = {"data": httpx_style["content"], "headers": httpx_style["headers"]}
+        padded = {**report, "headers": {**report["headers"]}}
+        padded["headers"][SWITCHBOARD_HEADER] += ",x=1"  # the verifier ignores unknown parts
+        assert await replica.post("/receipts/json/alpha", report) == ACCEPTED
+        assert await replica.post("/receipts/json/alpha", padded) == REPLAYED
+
+
+async def test_a_failed_publish_forgets_the_report_and_a_claim_in_flight_asks_for_a_retry(
+    receipts_pool: asyncpg.Pool,
+) -> None:
+    async with replicas(receipts_pool, 2) as (first, second):
+        report = sms_report(sid="SM2")
+        # Given the broker refuses the first replica's publish: the provider is asked to retry...
+        first.receiver.broker_up = False
+        assert (await first.post("/receipts/sms/alpha", report))[0] == 503
+        # ... and its retry, to the other replica, is taken (not mistaken for a replay)
+        assert await second.post("/receipts/sms/alpha", report) == ACCEPTED
+        # When a replica has claimed a report and not published it yet (a concurrent copy, or a crash)
+        claimed = sms_report(sid="SM3")
+        store = ReplayStore(receipts_pool, 3600)
+        await store.claim("alpha", report_id("sms", claimed["headers"]))
+        # Then a copy is asked to come back later: neither published nor acknowledged as a replay
+        assert (await second.post("/receipts/sms/alpha", claimed))[0] == 503
+    assert len(second.receiver.published) == 1
+
+
+async def test_reports_older_than_the_window_are_pruned_in_batches(
+    receipts_pool: asyncpg.Pool, pool: asyncpg.Pool
+) -> None:
+    store = ReplayStore(receipts_pool, window_s=3600)
+    # Given 7 reports taken two hours ago and one taken now
+    for n in range(8):
+        await store.claim("alpha", hashlib.sha256(str(n).encode()).digest())
+    await pool.execute(
+        "UPDATE receipt_reports SET seen_at = now() - interval '2 hours' WHERE report_id <> $1",
+        hashlib.sha256(b"7").digest(),
+    )
+    # When the prune runs with batches of 3
+    pruned = await store.prune(batch=3)
+    # Then the old ones are gone, the recent one is kept
+    assert pruned == 7
+    assert await pool.fetchval("SELECT count(*) FROM receipt_reports") == 1
+
+
+async def test_a_stale_whatsapp_status_is_not_applied_even_if_never_seen(
+    production: tuple[TestClient[Any, Any], Recording],
+) -> None:
+    # Given a signed status older than the replay window (its id forgotten by now)
+    client, receiver = production
+    report = whatsapp_report("failed", age_s=3 * 24 * 3600)
+    answer = await client.post("/receipts/whatsapp/alpha", **report)
+    # Then it is refused as stale: nothing published
     assert (answer.status, await answer.json()) == (200, {"accepted": 0, "unmatched": 1})
     assert receiver.published == []
 
