@@ -11,13 +11,14 @@ role keeps its password and a new role gets the documented development password.
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import asyncpg
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ROLE_PREFIX = "switchboard_"
 ALL_TABLES = "*"
@@ -94,12 +95,27 @@ def dev_password(role: DatabaseRole) -> str:
     return f"switchboard-dev-{role.value}"
 
 
-def passwords_from_environment(environ: Mapping[str, str] | None = None) -> dict[DatabaseRole, str]:
-    environ = os.environ if environ is None else environ
-    found = {
-        role: environ.get(f"SWITCHBOARD_POSTGRES_{role.value.upper()}_PASSWORD", "") for role in DatabaseRole
-    }
-    return {role: password for role, password in found.items() if password}
+class RolePasswords(BaseSettings):
+    """``SWITCHBOARD_POSTGRES_<ROLE>_PASSWORD``, read by ``admin migrate``/``setup`` (never by a service)."""
+
+    model_config = SettingsConfigDict(env_prefix="SWITCHBOARD_POSTGRES_", extra="ignore")
+
+    poller_password: SecretStr | None = None
+    sender_password: SecretStr | None = None
+    responder_password: SecretStr | None = None
+    api_password: SecretStr | None = None
+    dlq_password: SecretStr | None = None
+    dashboard_password: SecretStr | None = None
+    receipts_password: SecretStr | None = None
+
+    def by_role(self) -> dict[DatabaseRole, str]:
+        """The passwords that are set."""
+        found: dict[DatabaseRole, str] = {}
+        for role in DatabaseRole:
+            secret: SecretStr | None = getattr(self, f"{role.value}_password")
+            if secret is not None and secret.get_secret_value():
+                found[role] = secret.get_secret_value()
+        return found
 
 
 def url_for(dsn: str, role: DatabaseRole, password: str | None = None) -> str:
@@ -147,7 +163,7 @@ async def ensure_database_roles(
     dsn: str, passwords: Mapping[DatabaseRole, str] | None = None
 ) -> list[RoleOutcome]:
     """Create or update each service's role and grant it exactly its tables in ``dsn``'s database."""
-    passwords = passwords_from_environment() if passwords is None else passwords
+    passwords = RolePasswords().by_role() if passwords is None else passwords
     outcomes: list[RoleOutcome] = []
     conn = await asyncpg.connect(dsn)
     try:

@@ -24,6 +24,7 @@ import pytest
 import yaml
 from pydantic_settings import BaseSettings
 
+from shared.dbroles import ROLE_PREFIX, DatabaseRole, RolePasswords, role_name
 from shared.settings import Settings
 from shared.topology import DISPATCH, RESPONSES, STAGES, shard_queues
 
@@ -110,8 +111,9 @@ def k8s_deployments() -> dict[str, dict[str, Any]]:
 
 @cache
 def settings_classes() -> list[type[BaseSettings]]:
-    """The shared Settings and every settings class under services/<name>/settings.py."""
-    classes: list[type[BaseSettings]] = [Settings]
+    """The shared Settings, the database roles' passwords (given to the migrate job) and every settings
+    class under services/<name>/settings.py."""
+    classes: list[type[BaseSettings]] = [Settings, RolePasswords]
     for path in (ROOT / "services").glob("*/settings.py"):
         module = importlib.import_module(f"services.{path.parent.name}.settings")
         classes += [
@@ -635,6 +637,63 @@ def test_broker_accounts_exist_in_the_definitions() -> None:
         assert user in users, f"{user} (management API) is not a user in rabbitmq/definitions.json"
         assert users[user] & {"monitoring", "administrator"}, f"{user} needs the monitoring tag"
         assert any((user, vhost) in permitted for vhost in vhosts), f"{user} has no permissions on the vhost"
+
+
+def database_users() -> dict[str, str]:
+    """The PostgreSQL user of every process compose and Kubernetes connect, by where it is given."""
+    users: dict[str, str] = {}
+    for app in compose_apps().values():
+        url = (app.get("environment") or {}).get("SWITCHBOARD_DATABASE_URL")
+        if url is not None:
+            users[f"compose {app['name']}"] = (
+                urlsplit(re.sub(r"\$\{[^}]*\}", "secret", str(url))).username or ""
+            )
+    secret = next(iter(k8s_kind("Secret")))["stringData"]
+    for command, container in k8s_containers().items():
+        for entry in container.get("env", []):
+            if entry["name"] == "SWITCHBOARD_DATABASE_URL":
+                key = entry["valueFrom"]["secretKeyRef"]["key"]
+                users[f"k8s {command}"] = urlsplit(secret[key]).username or ""
+    return users
+
+
+def test_each_process_connects_to_postgresql_as_its_own_role() -> None:
+    # Given the database user of every process in compose and Kubernetes
+    users = database_users()
+    owner = compose()["services"]["postgres"]["environment"]["POSTGRES_USER"]
+    roles = {role_name(role) for role in DatabaseRole}
+    # Then only the migrate job is the owner, every other process is a role of shared/dbroles.py...
+    for where, user in users.items():
+        if where.endswith("admin migrate") or where == "compose migrate":
+            assert user == owner, f"{where} runs migrations and creates the roles: it needs the owner"
+        else:
+            assert user in roles, f"{where} connects as {user!r}, not as a service role"
+    # ... named after the process itself, and no two processes share one
+    for deployment in ("compose", "k8s"):
+        services = {w: u for w, u in users.items() if w.startswith(deployment) and u != owner}
+        for where, user in services.items():
+            assert user == f"{ROLE_PREFIX}{where.split()[1]}", f"{where} connects as {user}"
+        assert len(set(services.values())) == len(services), f"{deployment}: a role is shared: {services}"
+    # ... and every long-running process that uses PostgreSQL is covered on both sides
+    assert {w.split()[1] for w in users if w.startswith("k8s")} >= {"poller", "sender", "responder", "api"}
+
+
+def test_the_migrate_job_sets_the_password_of_every_role_the_processes_use() -> None:
+    # Given the role passwords the migrate job gets (admin migrate creates or updates the roles)
+    migrate = compose_apps()["admin"]
+    given = {n for n in compose_env(migrate) if n.startswith("SWITCHBOARD_POSTGRES_")}
+    in_k8s = {n for n in k8s_env(k8s_containers()["admin migrate"]) if n.startswith("SWITCHBOARD_POSTGRES_")}
+    expected = {f"SWITCHBOARD_POSTGRES_{role.value.upper()}_PASSWORD" for role in DatabaseRole}
+    # Then it gets one per role, as a secret, on both sides
+    assert given == in_k8s == expected
+    assert expected <= secret_settings()
+    # ... and in compose each process's URL carries the very password the job sets for its role
+    for app in compose_apps().values():
+        url = str((app.get("environment") or {}).get("SWITCHBOARD_DATABASE_URL", ""))
+        user = urlsplit(re.sub(r"\$\{[^}]*\}", "secret", url)).username or ""
+        if user.startswith(ROLE_PREFIX):
+            variable = f"SWITCHBOARD_POSTGRES_{user.removeprefix(ROLE_PREFIX).upper()}_PASSWORD"
+            assert f"${{{variable}:" in url, f"{app['name']}: its URL's password is not {variable}"
 
 
 # ---- Kubernetes --------------------------------------------------------------------------------------
