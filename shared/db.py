@@ -11,6 +11,8 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import orjson
 
+from shared.identity import application_name
+
 MIGRATIONS_PACKAGE = "shared.migrations"
 _MIGRATION_LOCK = 0x5357_4244  # advisory lock id: concurrent migrators wait for each other
 
@@ -24,8 +26,11 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     )
 
 
-async def create_pool(dsn: str, min_size: int = 1, max_size: int = 10, **kwargs: Any) -> asyncpg.Pool:
-    """A pool whose connections plan every prepared statement for its actual parameters.
+async def create_pool(
+    dsn: str, min_size: int = 1, max_size: int = 10, process: str | None = None, **kwargs: Any
+) -> asyncpg.Pool:
+    """A pool whose connections plan every prepared statement for its actual parameters, named
+    ``<process>-<host>-<pid>`` (``application_name``) when ``process`` is given.
 
     PostgreSQL switches a prepared statement to a generic plan after five runs; for the claim
     query that plan is chosen on statistics that a burst of inserts has made stale, and its
@@ -33,6 +38,8 @@ async def create_pool(dsn: str, min_size: int = 1, max_size: int = 10, **kwargs:
     500-row claim instead of milliseconds). Custom plans cost a little planning each time.
     """
     server_settings = {"plan_cache_mode": "force_custom_plan", **kwargs.pop("server_settings", {})}
+    if process is not None:
+        server_settings["application_name"] = application_name(process)
     pool = await asyncpg.create_pool(
         dsn,
         min_size=min_size,

@@ -11,6 +11,7 @@ import asyncio
 
 import asyncpg
 
+from shared.identity import application_name
 from shared.logs import get_logger
 
 log = get_logger("probes")
@@ -19,8 +20,9 @@ log = get_logger("probes")
 class DatabaseProbe:
     """``SELECT 1`` on a connection of the probe's own; True when PostgreSQL answered in time."""
 
-    def __init__(self, dsn: str, timeout_s: float) -> None:
+    def __init__(self, dsn: str, timeout_s: float, process: str | None = None) -> None:
         self.dsn = dsn
+        self.server_settings = {"application_name": application_name(process)} if process else None
         self.timeout_s = timeout_s
         self._conn: asyncpg.Connection | None = None
         self._lock = asyncio.Lock()
@@ -31,7 +33,9 @@ class DatabaseProbe:
             try:
                 async with asyncio.timeout(self.timeout_s):
                     if self._conn is None or self._conn.is_closed():
-                        self._conn = await asyncpg.connect(self.dsn, timeout=self.timeout_s)
+                        self._conn = await asyncpg.connect(
+                            self.dsn, timeout=self.timeout_s, server_settings=self.server_settings
+                        )
                     await self._conn.fetchval("SELECT 1")
             except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 if self.last_error is None:

@@ -202,7 +202,7 @@ async def backends(
     connection open) and closed on the way out."""
     pool = await retry_until_stopped(
         "postgres",
-        lambda: create_pool(settings.database_dsn(), max_size=pool_size),
+        lambda: create_pool(settings.database_dsn(), max_size=pool_size, process=name),
         stop,
         endpoint=Endpoint.of_database(settings.database_dsn()),
     )
@@ -214,7 +214,7 @@ async def backends(
         if connection is None:
             yield None
             return
-        probe = DatabaseProbe(settings.database_dsn(), health.timeout_s)
+        probe = DatabaseProbe(settings.database_dsn(), health.timeout_s, process=name)
         health.add("postgres", probe)
         health.add("rabbitmq", lambda: broker_connected(connection))
         try:

@@ -54,6 +54,7 @@ class Database:
                         self.dsn,
                         min_size=0,
                         max_size=self.settings.api_db_pool_size,
+                        process="api",
                         timeout=self.settings.api_db_connect_timeout_s,
                         max_inactive_connection_lifetime=60,
                         reset=_no_session_state,

@@ -30,7 +30,7 @@ async def main(_: Settings, health: Health, stop: asyncio.Event) -> None:
     await runner.setup()
     site = web.TCPSite(runner, settings.dashboard_host, settings.dashboard_port)
     await site.start()
-    probe = DatabaseProbe(settings.database_dsn(), health.timeout_s)
+    probe = DatabaseProbe(settings.database_dsn(), health.timeout_s, process="dashboard")
     health.add("postgres", probe)
     log.info(
         "dashboard_ready",

@@ -67,6 +67,7 @@ class Collector:
         database["providers"] = (
             panels.providers(attempts, database["circuits"]) if attempts is not None else None
         )
+        processes = panels.processes(broker.pop("connections"), database.pop("sessions"))
         errors = {
             "postgres": database.pop("error", None),
             "rabbitmq": broker.pop("error", None),
@@ -78,6 +79,7 @@ class Collector:
             "vhost": self.settings.vhost(),
             **database,
             **broker,
+            "processes": processes,
             "errors": {source: error for source, error in errors.items() if error},
         }
 
@@ -93,7 +95,9 @@ class Collector:
 
     async def _pool(self) -> asyncpg.Pool:
         if self.pool is None:
-            self.pool = await create_pool(self.settings.database_dsn(), min_size=1, max_size=2)
+            self.pool = await create_pool(
+                self.settings.database_dsn(), min_size=1, max_size=2, process="dashboard"
+            )
         return self.pool
 
     async def from_database(self) -> dict[str, Any]:
@@ -113,6 +117,7 @@ class Collector:
                 attempts = await queries.providers(conn, WINDOW_S)
                 campaign_rows, campaign_rates = await queries.campaigns(conn, CAMPAIGNS_SHOWN)
                 reasons = await self.dead_letter_reasons(conn)
+                sessions = [dict(r) for r in await queries.sessions(conn)]
         except Exception as exc:
             log.warning("dashboard_database_unavailable", error=repr(exc))
             return {
@@ -125,6 +130,7 @@ class Collector:
                 "provider_attempts": None,
                 "campaigns": None,
                 "dead_letters": None,
+                "sessions": None,
                 "error": _describe(exc),
             }
         return {
@@ -137,6 +143,7 @@ class Collector:
             "provider_attempts": [dict(r) for r in attempts],
             "campaigns": panels.campaigns(campaign_rows, campaign_rates),
             "dead_letters": reasons,
+            "sessions": sessions,
         }
 
     async def dead_letter_reasons(self, conn: asyncpg.Connection) -> list[dict[str, Any]]:
@@ -159,7 +166,7 @@ class Collector:
                 "queue_totals": None,
                 "dlq_size": None,
                 "lanes": None,
-                "processes": None,
+                "connections": None,
                 "error": _describe(exc),
             }
         totals = snapshot.queue_totals(depths)
@@ -168,7 +175,7 @@ class Collector:
             "queue_totals": totals,
             "dlq_size": totals["dlq"],
             "lanes": panels.lanes(depths),
-            "processes": panels.processes(connections),
+            "connections": connections,
         }
 
     async def search(self, query: str) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 Providers (calls, error rate, latency, breaker state), lanes (the shard queues of each exchange, with
 their depth and consumers), campaigns (progress and ETA), dead-lettered logs by reason with the
-command that requeues them, the processes connected to the broker, and one message's timeline.
+command that requeues them, the processes connected to the broker or PostgreSQL, and one message's timeline.
 """
 
 from __future__ import annotations
@@ -133,26 +133,65 @@ def dead_letter_reasons(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any
     return sorted(result, key=lambda r: (-r["count"], r["reason"], r["error_code"] or ""))
 
 
-def processes(connections: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Management API connections -> one row per process (named ``<process>-<host>-<pid>``)."""
-    result = []
-    for connection in connections:
+def processes(
+    connections: Iterable[Mapping[str, Any]] | None, sessions: Iterable[Mapping[str, Any]] | None
+) -> list[dict[str, Any]] | None:
+    """Broker connections (management API) and PostgreSQL sessions (``pg_stat_activity``) -> one row
+    per process, both named ``<process>-<host>-<pid>``; ``None`` when neither source answered.
+
+    A process on both is one row. PostgreSQL keeps 63 bytes of a name (shared/identity.py shortens the
+    host), so a host that is a prefix of the other's counts as the same. Broker connections without
+    such a name are shown as ``unnamed``; database sessions without one (psql, other tools) are left out.
+    """
+    if connections is None and sessions is None:
+        return None
+    rows: list[dict[str, Any]] = []
+
+    def row_for(process: str, host: str, pid: int | None) -> dict[str, Any]:
+        for row in rows:
+            same_host = row["host"].startswith(host) or host.startswith(row["host"])
+            if pid is not None and (row["process"], row["pid"]) == (process, pid) and same_host:
+                row["host"] = max(row["host"], host, key=len)
+                return row
+        row = {
+            "process": process,
+            "host": host,
+            "pid": pid,
+            "name": "",
+            "user": None,
+            "broker_connections": 0,
+            "channels": 0,
+            "state": None,
+            "connected_at": None,
+            "database_connections": 0,
+            "database_since": None,
+        }
+        rows.append(row)
+        return row
+
+    for connection in connections or []:
         properties = connection.get("client_properties") or {}
         name = str(properties.get("connection_name") or connection.get("name") or "")
         match = _CONNECTION_NAME.match(name)
-        result.append(
-            {
-                "process": match["process"] if match else "unnamed",
-                "host": match["host"] if match else str(connection.get("peer_host") or ""),
-                "pid": int(match["pid"]) if match else None,
-                "name": name,
-                "user": connection.get("user"),
-                "channels": int(connection.get("channels") or 0),
-                "state": connection.get("state"),
-                "connected_at": connection.get("connected_at"),
-            }
-        )
-    return sorted(result, key=lambda p: (p["process"], p["host"], p["pid"] or 0))
+        if match:
+            row = row_for(match["process"], match["host"], int(match["pid"]))
+        else:
+            row = row_for("unnamed", str(connection.get("peer_host") or ""), None)
+        row["name"] = row["name"] or name
+        row["user"] = row["user"] or connection.get("user")
+        row["broker_connections"] += 1
+        row["channels"] += int(connection.get("channels") or 0)
+        row["state"] = connection.get("state") or row["state"]
+        row["connected_at"] = row["connected_at"] or connection.get("connected_at")
+    for session in sessions or []:
+        match = _CONNECTION_NAME.match(str(session["name"] or ""))
+        if match is None:
+            continue
+        row = row_for(match["process"], match["host"], int(match["pid"]))
+        row["name"] = row["name"] or str(session["name"])
+        row["database_connections"] += int(session["connections"])
+        row["database_since"] = iso(session["since"])
+    return sorted(rows, key=lambda p: (p["process"], p["host"], p["pid"] or 0))
 
 
 def timeline(

@@ -126,6 +126,15 @@ ORDER BY n DESC
 LIMIT 50
 """
 
+# This database's sessions by application_name (shared/identity.py names them after their process).
+# application_name is visible for every role's sessions; backend_start only with pg_read_all_stats.
+SESSIONS = """
+SELECT application_name AS name, count(*) AS connections, min(backend_start) AS since
+FROM pg_stat_activity
+WHERE datname = current_database() AND application_name <> ''
+GROUP BY application_name
+"""
+
 LOG_COLUMNS = (
     "id, tenant, campaign_id, channel, recipient, priority, status, attempts, max_attempts, provider,"
     " last_error_code, last_error, created_at, updated_at"
@@ -159,6 +168,10 @@ async def campaigns(conn: asyncpg.Connection, limit: int) -> tuple[list[asyncpg.
 
 async def dead_letter_reasons(conn: asyncpg.Connection, window_s: int) -> list[asyncpg.Record]:
     return list(await conn.fetch(DEAD_LETTER_REASONS, float(window_s)))
+
+
+async def sessions(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    return list(await conn.fetch(SESSIONS))
 
 
 async def find_logs(

@@ -264,7 +264,7 @@ def show_command(
             log_ids.add(int(ident))
         if not log_ids:
             return report, None, []
-        pool = await create_pool(settings.database_dsn(), min_size=1, max_size=1)
+        pool = await create_pool(settings.database_dsn(), min_size=1, max_size=1, process="dlq")
         try:
             story, attempts = await log_story(pool, min(log_ids))
         finally:
@@ -358,7 +358,7 @@ def requeue_command(
 
     async def work(dry: bool) -> ScanReport:
         await _guarded(settings)
-        pool = await create_pool(settings.database_dsn(), min_size=1, max_size=2)
+        pool = await create_pool(settings.database_dsn(), min_size=1, max_size=2, process="dlq")
         connection = await connect(settings)
         try:
             with render.RichProgress(console, "checking" if dry else "requeueing") as progress:
@@ -419,7 +419,7 @@ def settle_command(
 
     async def work() -> ScanReport:
         await _guarded(settings)
-        pool = await create_pool(settings.database_dsn(), min_size=1, max_size=2)
+        pool = await create_pool(settings.database_dsn(), min_size=1, max_size=2, process="dlq")
         connection = await connect(settings)
         try:
             with render.RichProgress(console, "checking" if dry_run else "settling") as progress:

@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
 from collections.abc import Sequence
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -25,15 +23,11 @@ from pamqp.commands import Basic
 from shared.bus.transport import Channel, Delivery, OnDelivery
 from shared.bus.wire import Envelope, Received
 from shared.errors import ChannelGone, PublishError, PublishRefused, PublishUnconfirmed
+from shared.identity import connection_name
 from shared.topology import Topology
 
 # What a settle on a channel that went away raises (aio-pika checks first, aiormq on the wire).
 CHANNEL_LOST = (ChannelInvalidStateError, aiormq.exceptions.AMQPError, ConnectionError)
-
-
-def connection_name(process: str) -> str:
-    """``<process>-<host>-<pid>``: what the management UI shows for a connection."""
-    return f"{process}-{socket.gethostname()}-{os.getpid()}"
 
 
 def named_url(url: str, process: str) -> str:

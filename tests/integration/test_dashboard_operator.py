@@ -2,7 +2,7 @@
 dashboard process, headless Chromium. Providers with breaker state, error rate and latency; lanes
 with depth and consumers; campaign progress and ETA; a message found by id and by recipient with its
 attempt timeline; dead letters by reason with the command that requeues them; the processes
-connected to the broker. Screenshots go to reports/."""
+connected to the broker or to PostgreSQL. Screenshots go to reports/."""
 
 from __future__ import annotations
 
@@ -37,6 +37,7 @@ async def test_the_operator_finds_providers_lanes_campaigns_dead_letters_process
     # numbers the provider calls invalid
     start_pipeline(stack, senders=1)
     url = add_dashboard(stack, dashboard_circuits_url=f"{stack.url('sender-0')}/metrics")
+    stack.add("api", api_scheduler_interval_s="0.5")  # on PostgreSQL only
     await stack.start()
     campaign_id = await pool.fetchval(
         "INSERT INTO campaigns (name, total_count) VALUES ('spring sale', 120) RETURNING id"
@@ -88,11 +89,16 @@ async def test_the_operator_finds_providers_lanes_campaigns_dead_letters_process
     invalid_numbers = reasons[("permanent_error", "INVALID_NUMBER")]
     assert invalid_numbers["count"] >= 6
     assert invalid_numbers["command"] == requeue_command("permanent_error", "INVALID_NUMBER")
-    # ... the processes connected to the broker, by name, host and pid
-    pids = {(p["process"], p["pid"]) for p in snap["processes"]}
+    # ... the processes connected to the broker or to PostgreSQL, by name, host and pid, one row each
+    seen = {(p["process"], p["pid"]): p for p in snap["processes"]}
     for name in ("poller", "sender-0", "responder"):
         process = stack.processes[name]
-        assert (process.service, process.pid) in pids
+        assert seen[(process.service, process.pid)]["broker_connections"] >= 1
+    for name in ("poller", "responder", "api", "dashboard"):
+        process = stack.processes[name]
+        assert seen[(process.service, process.pid)]["database_connections"] >= 1, (name, snap["processes"])
+    api = seen[("api", stack.processes["api"].pid)]
+    assert api["broker_connections"] == 0
     # ... and one message's timeline, by id and by recipient (typed with spaces)
     (log,) = found["results"]
     assert log["log_id"] == invalid and log["status"] == "FAILED"
@@ -111,6 +117,7 @@ async def test_the_operator_finds_providers_lanes_campaigns_dead_letters_process
             await page.wait_for_selector(f'#campaigns tr[data-campaign="{campaign_id}"]')
             await page.wait_for_selector(f'#lanes tr[data-lane="{BULK_DISPATCH}"]')
             await page.wait_for_selector('#processes tr[data-process="poller"]')
+            await page.wait_for_selector('#processes tr[data-process="api"]')
             await page.wait_for_selector('#dead-letters tr[data-reason="permanent_error"]')
             assert (
                 await page.text_content('#providers tr[data-provider="mocksms"] td:nth-child(2)') == "closed"

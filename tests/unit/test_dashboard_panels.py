@@ -129,9 +129,52 @@ def test_processes_are_read_from_connection_names() -> None:
         },
         {"client_properties": {}, "name": "127.0.0.1:5555 -> 127.0.0.1:5672", "peer_host": "10.0.0.9"},
     ]
-    named, unnamed = processes(connections)
+    named, unnamed = processes(connections, []) or []
     assert (named["process"], named["host"], named["pid"], named["channels"]) == ("sender", "web-1", 4242, 3)
     assert (unnamed["process"], unnamed["host"], unnamed["pid"]) == ("unnamed", "10.0.0.9", None)
+
+
+def test_processes_on_postgresql_join_their_broker_connections() -> None:
+    # Given a sender on both, an API and a dashboard on PostgreSQL only, and a psql session
+    since = T0.replace(hour=3)
+    connections = [
+        {"client_properties": {"connection_name": "sender-web-1-4242"}, "channels": 3},
+        {"client_properties": {"connection_name": "sender-web-1-4242"}, "channels": 1},
+    ]
+    sessions = [
+        {"name": "sender-web-1-4242", "connections": 4, "since": since},
+        {"name": "api-web-2-77", "connections": 2, "since": since},
+        {"name": "dashboard-web-2-78", "connections": 1, "since": None},
+        {"name": "psql", "connections": 1, "since": since},
+    ]
+    # When the panel is built
+    rows = processes(connections, sessions) or []
+    # Then each process is one row, with what it holds on each side; other sessions are left out
+    summary = [
+        (r["process"], r["host"], r["pid"], r["broker_connections"], r["channels"], r["database_connections"])
+        for r in rows
+    ]
+    assert summary == [
+        ("api", "web-2", 77, 0, 0, 2),
+        ("dashboard", "web-2", 78, 0, 0, 1),
+        ("sender", "web-1", 4242, 2, 4, 4),
+    ]
+    assert rows[0]["database_since"] == since.isoformat()
+
+
+def test_a_host_shortened_by_postgresql_still_matches_its_broker_connection() -> None:
+    host = "switchboard-sender-7d9f8b6c5d-x2k4z.pods.cluster.internal"
+    connections = [{"client_properties": {"connection_name": f"sender-{host}-12"}, "channels": 2}]
+    sessions = [{"name": f"sender-{host[:40]}-12", "connections": 3, "since": None}]
+    (row,) = processes(connections, sessions) or []
+    assert (row["host"], row["broker_connections"], row["database_connections"]) == (host, 1, 3)
+
+
+def test_processes_come_from_either_source_and_none_without_both() -> None:
+    sessions = [{"name": "api-h-1", "connections": 1, "since": None}]
+    assert [r["process"] for r in processes(None, sessions) or []] == ["api"]
+    assert [r["process"] for r in processes([{"name": "sender-h-2"}], None) or []] == ["sender"]
+    assert processes(None, None) is None
 
 
 def test_a_timeline_is_in_time_order_and_hides_the_recipient() -> None:

@@ -12,8 +12,9 @@ from hypothesis import strategies as st
 from pamqp.commands import Connection
 from pamqp.exceptions import AMQPInternalError
 
-from shared.bus.amqp import connection_name, named_url
+from shared.bus.amqp import named_url
 from shared.cli_errors import EXIT_UNAVAILABLE, explain_line
+from shared.identity import connection_name
 from shared.logs import resolve_format
 from shared.settings import Settings
 from shared.startup import EXIT_CONFIGURATION, SETUP_COMMAND, Endpoint, explain

@@ -164,12 +164,14 @@ function renderLanes(lanes) {
 
 function renderProcesses(processes) {
   const body = $("processes").tBodies[0];
-  if (!processes) { empty(body, "n/a: broker unavailable", 5); return; }
-  if (!processes.length) { empty(body, "no process connected", 5); return; }
+  if (!processes) { empty(body, "n/a: broker and database unavailable", 6); return; }
+  if (!processes.length) { empty(body, "no process connected", 6); return; }
   body.replaceChildren(...processes.map((p) => {
+    const since = p.connected_at || p.database_since;
     const tr = row([el("td", p.process), el("td", p.host), el("td", p.pid === null ? "" : String(p.pid), "num"),
-                    el("td", fmt(p.channels), "num"),
-                    el("td", p.connected_at ? new Date(p.connected_at).toLocaleTimeString() : "")]);
+                    el("td", p.broker_connections ? fmt(p.channels) : "–", "num"),
+                    el("td", p.database_connections ? fmt(p.database_connections) : "–", "num"),
+                    el("td", since ? new Date(since).toLocaleTimeString() : "")]);
     tr.dataset.process = p.process;
     return tr;
   }));
