@@ -3,7 +3,11 @@
 One place decides, and it is asked twice (docs/security.md):
 
 - at ingest (the API): the URL is parsed, credentials in it refused, the host resolved and every
-  address it resolves to checked (:func:`check_url`, :func:`resolve_and_check`);
+  address it resolves to checked (:func:`check_url`, :func:`resolve_and_check`). A name that does
+  not exist (NXDOMAIN, and every name under ``.invalid``, RFC 6761, refused without a lookup) is
+  refused; a lookup that fails for now (a resolver timeout or SERVFAIL) lets the URL through, to the
+  connect-time check. Lookups run in a small thread pool of their own (getaddrinfo blocks), each
+  given ``timeout_s``, so slow names can neither stall the event loop nor starve other threads;
 - at connect time (services/sender/adapters/guarded.py): the address a socket is about to connect to
   is checked again (:func:`connect_refusal`), so a name that resolved to a public address at ingest
   and resolves to 127.0.0.1 now (DNS rebinding) is refused before a byte is sent.
@@ -21,9 +25,11 @@ An operator may allow internal networks per tenant (``SWITCHBOARD_OUTBOUND_ALLOW
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import socket
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 
@@ -130,6 +136,9 @@ def check_url(url: str, allowed: Sequence[Network] = ()) -> Destination:
     address = numeric_host(host)
     if address is None and (host == "localhost" or host.endswith(".localhost")):
         address = IPv4Address("127.0.0.1")
+    if address is None and (host == "invalid" or host.endswith(".invalid")):
+        # RFC 6761 6.4: never resolves; refused without asking any resolver.
+        raise DestinationRefused("UNRESOLVABLE_HOST", "the host name does not exist")
     if address is not None:
         why = refusal(address, allowed)
         if why is not None:
@@ -137,22 +146,41 @@ def check_url(url: str, allowed: Sequence[Network] = ()) -> Destination:
     return Destination(scheme, host, port, address)
 
 
+# getaddrinfo blocks a thread for as long as the resolver takes (seconds, for a name whose servers do
+# not answer): lookups get threads of their own, so that they never hold the default pool's.
+_LOOKUPS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="outbound-dns")
+# getaddrinfo's answers that say the name does not exist (NXDOMAIN), as opposed to "not now".
+NO_SUCH_NAME = frozenset(
+    code for code in (getattr(socket, "EAI_NONAME", None), getattr(socket, "EAI_NODATA", None)) if code
+)
+
+
 async def system_resolve(host: str, port: int) -> list[str]:
-    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    infos = await asyncio.get_running_loop().run_in_executor(
+        _LOOKUPS, functools.partial(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
+    )
     return [str(info[4][0]) for info in infos]
+
+
+def unresolvable(exc: BaseException) -> bool:
+    """Whether a lookup failure says the name does not exist (permanent), not that it failed for now."""
+    return isinstance(exc, socket.gaierror) and exc.errno in NO_SUCH_NAME
 
 
 async def resolve_and_check(
     url: str, allowed: Sequence[Network] = (), resolve: Resolve = system_resolve, timeout_s: float = 2.0
 ) -> Destination:
-    """:func:`check_url`, then every address the host resolves to. A host that does not resolve now is
-    let through: the connect-time check decides when the message is sent."""
+    """:func:`check_url`, then every address the host resolves to. A name that does not exist is refused
+    (``UNRESOLVABLE_HOST``); one that cannot be resolved now (timeout, resolver failure) is let through:
+    the connect-time check decides when the message is sent."""
     destination = check_url(url, allowed)
     if destination.address is not None:
         return destination
     try:
         addresses = await asyncio.wait_for(resolve(destination.host, destination.port), timeout_s)
-    except (OSError, TimeoutError, UnicodeError):
+    except (OSError, TimeoutError, UnicodeError) as exc:
+        if unresolvable(exc):
+            raise DestinationRefused("UNRESOLVABLE_HOST", "the host name does not exist") from exc
         return destination
     for raw in addresses:
         address = numeric_host(raw.split("%", 1)[0])

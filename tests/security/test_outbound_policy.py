@@ -4,14 +4,25 @@ per-tenant allowlist opens exactly what it names, and a name is judged by what i
 
 from __future__ import annotations
 
+import asyncio
+import socket
+from concurrent.futures import ThreadPoolExecutor
 from ipaddress import ip_network
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from shared.errors import DestinationRefused
-from shared.outbound import allowed_for, check_url, connect_refusal, resolve_and_check
+from shared.outbound import (
+    Resolve,
+    allowed_for,
+    check_url,
+    connect_refusal,
+    resolve_and_check,
+    system_resolve,
+)
 from shared.recipients import normalise
 from shared.settings import Settings
 
@@ -131,11 +142,89 @@ async def test_a_name_is_judged_by_every_address_it_resolves_to() -> None:
             await resolve_and_check("https://evil.test/", resolve=await resolves_to(*addresses))
 
 
-async def test_a_name_that_does_not_resolve_now_is_left_to_the_connect_time_check() -> None:
-    async def fails(host: str, port: int) -> list[str]:
-        raise OSError("no such host")
+def failing_with(error: BaseException, delay_s: float = 0) -> Resolve:
+    async def resolve(host: str, port: int) -> list[str]:
+        await asyncio.sleep(delay_s)
+        raise error
 
-    assert (await resolve_and_check("https://later.test/", resolve=fails)).address is None
+    return resolve
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        socket.gaierror(socket.EAI_NONAME, "Name or service not known"),  # NXDOMAIN
+        socket.gaierror(socket.EAI_NODATA, "No address associated with hostname"),
+    ],
+)
+async def test_a_name_that_does_not_exist_is_refused_at_ingest(error: socket.gaierror) -> None:
+    with pytest.raises(DestinationRefused, match="does not exist") as refused:
+        await resolve_and_check("https://gone.test/", resolve=failing_with(error))
+    assert refused.value.code == "UNRESOLVABLE_HOST"
+
+
+@pytest.mark.parametrize(
+    "resolve",
+    [
+        failing_with(socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")),
+        failing_with(socket.gaierror(socket.EAI_FAIL, "Non-recoverable failure in name resolution")),
+        failing_with(OSError("network is unreachable")),
+        failing_with(TimeoutError(), delay_s=30),  # the resolver does not answer within timeout_s
+    ],
+)
+async def test_a_name_that_cannot_be_resolved_now_is_left_to_the_connect_time_check(
+    resolve: Resolve,
+) -> None:
+    destination = await resolve_and_check("https://later.test/", resolve=resolve, timeout_s=0.1)
+    assert (destination.host, destination.address) == ("later.test", None)
+
+
+@pytest.mark.parametrize("url", ["http://hooks.invalid/", "https://a.b.INVALID./x", "http://invalid/"])
+async def test_invalid_names_are_refused_without_asking_a_resolver(url: str) -> None:
+    asked: list[str] = []
+
+    async def resolve(host: str, port: int) -> list[str]:
+        asked.append(host)
+        return ["93.184.216.34"]
+
+    with pytest.raises(DestinationRefused, match="does not exist"):
+        await resolve_and_check(url, resolve=resolve)
+    assert asked == []
+
+
+def test_lookups_run_off_the_event_loop_in_threads_of_their_own() -> None:
+    # Given an event loop whose default thread pool is unusable (as if other work filled it)
+    class Refusing(ThreadPoolExecutor):
+        def submit(self, *args: object, **kwargs: object) -> Any:
+            raise AssertionError("a lookup used the default executor")
+
+    refusing = Refusing(max_workers=1)
+    loop = asyncio.new_event_loop()
+    loop.set_default_executor(refusing)
+    ticks = 0
+
+    async def ticking() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    async def resolve_while_ticking() -> list[str]:
+        ticker = asyncio.create_task(ticking())
+        try:
+            # When a name from the hosts file is resolved (no traffic leaves the machine)
+            return await system_resolve("localhost", 80)
+        finally:
+            ticker.cancel()
+
+    try:
+        addresses = loop.run_until_complete(resolve_while_ticking())
+    finally:
+        loop.close()
+        refusing.shutdown()
+    # Then it resolved in the lookups' own threads while the loop kept running
+    assert addresses and all(connect_refusal(a) == "loopback address" for a in addresses)
+    assert ticks > 0
 
 
 @given(st.integers(0, 2**32 - 1))

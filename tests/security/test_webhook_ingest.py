@@ -18,6 +18,7 @@ REFUSED = [
     "http://169.254.169.254/latest/meta-data/",
     "http://10.0.0.5/",
     "http://localhost/",
+    "https://hooks.example.invalid/",  # RFC 6761: never resolves (refused without a lookup)
 ]
 
 
@@ -86,3 +87,14 @@ async def test_a_contact_list_of_webhooks_rejects_the_internal_rows(environment:
     report = answer.json()
     assert (report["contact_count"], report["rejected_count"]) == (1, 2)
     assert [r["row"] for r in report["rejected"]] == [3, 4]
+
+
+async def test_the_error_says_why_a_webhook_url_is_refused(environment: Environment) -> None:
+    async with running_api(environment.settings) as api:
+        key = await api.key("mallory")
+        loopback = await api.client.post("/v1/messages", json=hook("http://localhost:8080/"), headers=key)
+        missing = await api.client.post("/v1/messages", json=hook("https://no.such.invalid/"), headers=key)
+    assert (
+        loopback.json()["error"]["details"][0]["message"] == "recipient: the URL points at a loopback address"
+    )
+    assert missing.json()["error"]["details"][0]["message"] == "recipient: the host name does not exist"
