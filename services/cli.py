@@ -16,7 +16,7 @@ from typing import Annotated
 import typer
 
 import services
-from shared.runtime import VersionOption, serve
+from shared.runtime.service import VersionOption, serve
 
 
 @dataclass(frozen=True, slots=True)

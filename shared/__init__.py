@@ -1,1 +1,2 @@
-"""Switchboard's common package: settings, database, topology, messages and the pure decisions."""
+"""Switchboard's common package: core (pure decisions, models), bus (RabbitMQ), db (PostgreSQL), net (outbound
+policy), runtime (process plumbing) and ops (operator tooling)."""

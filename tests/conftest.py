@@ -8,7 +8,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from shared.db import create_pool
+from shared.db.pool import create_pool
 from tools.stack import Environment, Stack, create_environment, destroy_environment
 
 

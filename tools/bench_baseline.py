@@ -14,7 +14,7 @@ import aio_pika
 import asyncpg
 import orjson
 
-from shared.topology import shard_queue
+from shared.bus.topology import shard_queue
 from tools.bench_common import BenchError, ProgressFn, bounded, no_progress, rounded, truncate
 from tools.bench_pipeline import insert_logs
 from tools.bench_procs import sampling

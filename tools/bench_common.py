@@ -12,7 +12,7 @@ from typing import Any
 import asyncpg
 import psutil
 
-from shared.db import database_name
+from shared.db.migrate import database_name
 from tools.stack import Environment
 
 # completed, total: phases call it as they go (the CLI draws a rich progress bar from it)

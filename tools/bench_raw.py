@@ -32,7 +32,7 @@ from pamqp.commands import Basic
 
 from shared.bus import wire
 from shared.bus.amqp import to_message
-from shared.topology import (
+from shared.bus.topology import (
     CONSISTENT_HASH,
     Topology,
     shard_queue,

@@ -12,7 +12,7 @@ import aio_pika
 import asyncpg
 import httpx
 
-from shared.topology import shard_queues
+from shared.bus.topology import shard_queues
 from tools.bench_common import BenchError, ProgressFn, rounded, sustained_rate
 from tools.stack import Environment, Stack
 

@@ -33,9 +33,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from shared.db import create_pool
-from shared.routing_store import write_config
-from shared.topology import DEAD_LETTER_QUEUE, shard_queues
+from shared.bus.topology import DEAD_LETTER_QUEUE, shard_queues
+from shared.db.pool import create_pool
+from shared.db.routing_store import write_config
 from tools.invariants import InvariantReport, check
 from tools.signals import run_harness
 from tools.stack import Environment, Stack, create_environment, destroy_environment

@@ -39,8 +39,9 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from shared.db import create_pool, database_name
-from shared.management import Management
+from shared.db.migrate import database_name
+from shared.db.pool import create_pool
+from shared.ops.management import Management
 from tools.demo_campaign import Campaign, build_campaign, create_campaign, insert_logs
 from tools.demo_env import DemoError, Routing, broker_view, demo_lock, dlq_depth, preflight, routing
 from tools.demo_outage import OutagePlan, OutageReport, Watchers, describe_plan, outage_report, outage_view

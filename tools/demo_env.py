@@ -18,9 +18,9 @@ import asyncpg
 import httpx
 from aio_pika.abc import AbstractConnection
 
-from shared.db import database_name
-from shared.management import Management
-from shared.topology import DEAD_LETTER_QUEUE, shard_queues
+from shared.bus.topology import DEAD_LETTER_QUEUE, shard_queues
+from shared.db.migrate import database_name
+from shared.ops.management import Management
 from tools.demo_outage import OutagePlan, plan_outage, provider_order, routing_config
 from tools.stack import Environment
 

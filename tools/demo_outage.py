@@ -18,9 +18,9 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from shared.routing import RoutingConfig
-from shared.routing_store import load_config
-from shared.settings import Settings
+from shared.core.routing import RoutingConfig
+from shared.db.routing_store import load_config
+from shared.runtime.settings import Settings
 from tools.demo_campaign import TENANT
 from tools.demo_providers import ProviderWatch
 from tools.demo_report import OPEN_STATUSES, _n

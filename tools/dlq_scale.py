@@ -27,8 +27,8 @@ from rich.table import Table
 
 from shared.bus import wire
 from shared.bus.amqp import AmqpChannel
-from shared.models import DeadLetter, DeadLetterReason, OutcomeClass, Status, utcnow
-from shared.topology import DEAD_LETTER_EXCHANGE, DEAD_LETTER_QUEUE
+from shared.bus.topology import DEAD_LETTER_EXCHANGE, DEAD_LETTER_QUEUE
+from shared.core.models import DeadLetter, DeadLetterReason, OutcomeClass, Status, utcnow
 from tools.stack import ROOT, Environment, create_environment, destroy_environment
 
 CHANNELS = ("sms", "email", "whatsapp")

@@ -18,10 +18,10 @@ from rich.console import Console
 
 from services.api.settings import ApiSettings
 from services.dashboard.settings import DashboardSettings
-from shared.db import database_name
-from shared.management import Management
-from shared.settings import Settings
-from shared.startup import SETUP_COMMAND
+from shared.db.migrate import database_name
+from shared.ops.management import Management
+from shared.runtime.settings import Settings
+from shared.runtime.startup import SETUP_COMMAND
 from tools.signals import run_harness
 from tools.stack import ROOT, ManagedProcess, Stack, default_environment
 

@@ -21,12 +21,12 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import httpx
 
-from shared.db import drop_database
-from shared.dbroles import DatabaseRole, url_for
-from shared.management import Management
-from shared.settings import Settings
-from shared.setup import dev_password, ensure_service_users, prepare_broker, prepare_database
-from shared.topology import ServiceRole, service_user
+from shared.bus.topology import ServiceRole, service_user
+from shared.db.migrate import drop_database
+from shared.db.roles import DatabaseRole, url_for
+from shared.ops.management import Management
+from shared.ops.setup import dev_password, ensure_service_users, prepare_broker, prepare_database
+from shared.runtime.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 

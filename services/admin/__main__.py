@@ -14,10 +14,10 @@ from rich.console import Console
 from rich.table import Table
 
 from services.admin.passwords import ServicePasswords
-from shared.cli_errors import one_line_errors
-from shared.management import Management
-from shared.settings import Settings, get_settings
-from shared.setup import (
+from shared.bus.topology import USER_PREFIX, ServiceRole
+from shared.ops.cli_errors import one_line_errors
+from shared.ops.management import Management
+from shared.ops.setup import (
     TopologyConflict,
     argument_conflicts,
     definitions_json,
@@ -29,7 +29,7 @@ from shared.setup import (
     rabbit_password_hash,
     topology_for,
 )
-from shared.topology import USER_PREFIX, ServiceRole
+from shared.runtime.settings import Settings, get_settings
 
 app = typer.Typer(
     add_completion=False,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.topology import ServiceRole
+from shared.bus.topology import ServiceRole
 
 
 class ServicePasswords(BaseSettings):

@@ -19,7 +19,7 @@ from services.api.routers import campaigns, contacts, health, messages, retries,
 from services.api.scheduler import run_scheduler
 from services.api.settings import ApiSettings
 from services.api.strict import query_names, reject_unknown_query
-from shared.settings import Settings
+from shared.runtime.settings import Settings
 
 DESCRIPTION = """Put messages into Switchboard and read their fate.
 

@@ -1,7 +1,7 @@
 """Pacing a campaign (pure): the due time of each of its messages, a random gap apart.
 
 A paced campaign's logs are not all due at once: each is due a gap after the previous one of the
-same sender identity, the gap drawn inside the preset's range (shared.routing.PACING_RANGES_S). The
+same sender identity, the gap drawn inside the preset's range (shared.core.routing.PACING_RANGES_S). The
 schedule starts at the identity's next free slot (``campaign_pacing``), so that two paced campaigns
 of one identity queue behind each other instead of interleaving. The last due time is the ETA.
 """
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from shared.routing import PACING_RANGES_S, Pacing, pacing_gap
+from shared.core.routing import PACING_RANGES_S, Pacing, pacing_gap
 
 
 @dataclass(frozen=True, slots=True)

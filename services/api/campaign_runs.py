@@ -21,7 +21,7 @@ from services.api.store import contacts as contact_store
 from services.api.store import templates as template_store
 from services.api.store.messages import NewLog, insert_logs
 from services.api.templating import Template, render
-from shared.routing import Pacing
+from shared.core.routing import Pacing
 
 CHUNK = 5000
 

@@ -21,12 +21,12 @@ from rich.table import Table
 from services.api.keys import generate_key, hash_key
 from services.api.settings import DEV_PEPPER, ApiSettings, get_api_settings
 from services.api.store import keys as store
-from shared.cli_errors import one_line_errors
-from shared.errors import BackendUnusable
-from shared.hardening import InsecureConfiguration, check_secrets
-from shared.logs import configure_logging, get_logger
-from shared.settings import get_settings
-from shared.startup import EXIT_CONFIGURATION, Endpoint, explain
+from shared.core.errors import BackendUnusable
+from shared.ops.cli_errors import one_line_errors
+from shared.runtime.hardening import InsecureConfiguration, check_secrets
+from shared.runtime.logs import configure_logging, get_logger
+from shared.runtime.settings import get_settings
+from shared.runtime.startup import EXIT_CONFIGURATION, Endpoint, explain
 
 T = TypeVar("T")
 app = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False, help="Switchboard HTTP API.")

@@ -14,8 +14,8 @@ import io
 from dataclasses import dataclass, field
 
 from services.api.templating import VARIABLE_NAME
-from shared.errors import InvalidRecipient
-from shared.recipients import normalise
+from shared.core.errors import InvalidRecipient
+from shared.core.recipients import normalise
 
 RECIPIENT_COLUMN = "recipient"
 MAX_CELL = 2000

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 from services.api.contacts_csv import MAX_CELL, Contact, Rejected
 from services.api.templating import VARIABLE_NAME
-from shared.errors import InvalidRecipient
-from shared.recipients import normalise
+from shared.core.errors import InvalidRecipient
+from shared.core.recipients import normalise
 
 RECIPIENT_FIELDS = ("phone", "email", "recipient")
 

@@ -14,8 +14,8 @@ from services.api.keys import key_id_of, verify_key
 from services.api.ratelimit import RateLimiter
 from services.api.settings import ApiSettings
 from services.api.store.keys import KeyRow, find_key
-from shared.logs import get_logger
-from shared.settings import Settings
+from shared.runtime.logs import get_logger
+from shared.runtime.settings import Settings
 
 log = get_logger("api.auth")
 

@@ -16,8 +16,8 @@ import asyncpg
 from services.api import metrics
 from services.api.errors import DatabaseUnavailable
 from services.api.settings import ApiSettings
-from shared.db import create_pool
-from shared.logs import get_logger
+from shared.db.pool import create_pool
+from shared.runtime.logs import get_logger
 
 log = get_logger("api.database")
 

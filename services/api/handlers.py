@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException
 
 from services.api.errors import ApiError, BadRequest, Conflict, ErrorDetail, Unprocessable
 from services.api.strict import allowed_methods
-from shared.logs import get_logger
+from shared.runtime.logs import get_logger
 
 log = get_logger("api.errors")
 

@@ -10,7 +10,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.api import metrics
 from services.api.errors import PayloadTooLarge
-from shared.logs import get_logger
+from shared.runtime.logs import get_logger
 
 log = get_logger("api.http")
 

@@ -1,4 +1,5 @@
-"""Webhook URLs checked at ingest by the outbound policy (shared/outbound.py), with the caller's allowlist.
+"""Webhook URLs checked at ingest by the outbound policy (shared/net/outbound.py), with the caller's
+allowlist.
 
 Each distinct URL is checked once, a few at a time (resolving a name is a thread-pool lookup); the sender
 checks again when it connects, so this is the early, clear refusal, not the only one.
@@ -9,9 +10,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 
-from shared.errors import DestinationRefused
-from shared.outbound import Resolve, allowed_for, resolve_and_check, system_resolve
-from shared.settings import Settings
+from shared.core.errors import DestinationRefused
+from shared.net.outbound import Resolve, allowed_for, resolve_and_check, system_resolve
+from shared.runtime.settings import Settings
 
 CONCURRENT_LOOKUPS = 16
 

@@ -25,8 +25,8 @@ from services.api.errors import DatabaseUnavailable
 from services.api.schedule import next_run
 from services.api.store import campaigns as store
 from services.api.store.idempotency import purge_expired
-from shared.logs import get_logger
-from shared.resilience import Backoff, sleep_or_stop
+from shared.runtime.logs import get_logger
+from shared.runtime.resilience import Backoff, sleep_or_stop
 
 if TYPE_CHECKING:
     from services.api.context import ApiContext

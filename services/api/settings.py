@@ -1,4 +1,4 @@
-"""The API's own settings (``SWITCHBOARD_API_*``); the database comes from :mod:`shared.settings`."""
+"""The API's own settings (``SWITCHBOARD_API_*``); the database comes from :mod:`shared.runtime.settings`."""
 
 from __future__ import annotations
 

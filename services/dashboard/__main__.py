@@ -10,11 +10,11 @@ from services.dashboard.app import build_app
 from services.dashboard.auth import exposure_problem
 from services.dashboard.collect import Collector
 from services.dashboard.settings import DashboardSettings
-from shared.errors import ConfigurationError
-from shared.logs import get_logger
-from shared.probes import DatabaseProbe
-from shared.runtime import Health, run_service
-from shared.settings import Settings
+from shared.core.errors import ConfigurationError
+from shared.runtime.logs import get_logger
+from shared.runtime.probes import DatabaseProbe
+from shared.runtime.service import Health, run_service
+from shared.runtime.settings import Settings
 
 log = get_logger("dashboard")
 

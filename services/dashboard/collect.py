@@ -11,11 +11,11 @@ import httpx
 
 from services.dashboard import panels, queries, snapshot
 from services.dashboard.settings import DashboardSettings
-from shared.db import create_pool
-from shared.logs import get_logger
-from shared.management import Management
-from shared.models import utcnow
-from shared.redact import mask_url_credentials
+from shared.core.models import utcnow
+from shared.core.redact import mask_url_credentials
+from shared.db.pool import create_pool
+from shared.ops.management import Management
+from shared.runtime.logs import get_logger
 
 log = get_logger("dashboard")
 WINDOW_S = 300

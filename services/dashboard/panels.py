@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from services.dashboard.snapshot import QueueDepth, iso
-from shared.recipients import recipient_hash
+from shared.core.recipients import recipient_hash
 
 _SHARD = re.compile(r"^(?P<lane>.+)\.(?P<shard>\d+)$")
 _CONNECTION_NAME = re.compile(r"^(?P<process>[a-z_]+)-(?P<host>.+)-(?P<pid>\d+)$")
@@ -139,7 +139,7 @@ def processes(
     """Broker connections (management API) and PostgreSQL sessions (``pg_stat_activity``) -> one row
     per process, both named ``<process>-<host>-<pid>``; ``None`` when neither source answered.
 
-    A process on both is one row. PostgreSQL keeps 63 bytes of a name (shared/identity.py shortens the
+    A process on both is one row. PostgreSQL keeps 63 bytes of a name (shared/runtime/identity.py shortens the
     host), so a host that is a prefix of the other's counts as the same. Broker connections without
     such a name are shown as ``unnamed``; database sessions without one (psql, other tools) are left out.
     """

@@ -6,7 +6,7 @@ from typing import Any
 
 import asyncpg
 
-from shared.overdue import OVERDUE_SQL, OVERDUE_WINDOW_S
+from shared.db.overdue import OVERDUE_SQL, OVERDUE_WINDOW_S
 
 COUNTS = "SELECT channel, status, count(*) AS n FROM communication_logs GROUP BY channel, status"
 
@@ -126,7 +126,7 @@ ORDER BY n DESC
 LIMIT 50
 """
 
-# This database's sessions by application_name (shared/identity.py names them after their process).
+# This database's sessions by application_name (shared/runtime/identity.py names them after their process).
 # application_name is visible for every role's sessions; backend_start only with pg_read_all_stats.
 SESSIONS = """
 SELECT application_name AS name, count(*) AS connections, min(backend_start) AS since

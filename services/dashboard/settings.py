@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, SecretStr
 
-from shared.settings import Settings
+from shared.runtime.settings import Settings
 
 
 class DashboardSettings(Settings):

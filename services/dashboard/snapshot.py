@@ -9,10 +9,10 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from shared.circuit import CircuitState
-from shared.models import Status
-from shared.recipients import recipient_hash
-from shared.topology import DEAD_LETTER_QUEUE, DISPATCH, RESPONSES
+from shared.bus.topology import DEAD_LETTER_QUEUE, DISPATCH, RESPONSES
+from shared.core.circuit import CircuitState
+from shared.core.models import Status
+from shared.core.recipients import recipient_hash
 
 STATUSES = [s.value for s in Status]
 SUCCEEDED = (Status.SENT.value, Status.DELIVERED.value)

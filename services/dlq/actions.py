@@ -17,11 +17,11 @@ from services.dlq.filters import EntryFilter
 from services.dlq.requeue import Tally, Verdict
 from services.dlq.store import requeue_letters
 from shared.bus.amqp import named_url
-from shared.management import Management
-from shared.models import utcnow
-from shared.settings import Settings
-from shared.setup import DLQ_FORBIDDEN_KEYS, effective_policy
-from shared.topology import DEAD_LETTER_QUEUE
+from shared.bus.topology import DEAD_LETTER_QUEUE
+from shared.core.models import utcnow
+from shared.ops.management import Management
+from shared.ops.setup import DLQ_FORBIDDEN_KEYS, effective_policy
+from shared.runtime.settings import Settings
 
 
 class Progress(Protocol):

@@ -41,8 +41,8 @@ from aio_pika.abc import AbstractChannel, AbstractConnection
 from pamqp.commands import Basic
 
 from services.dlq.entries import DlqEntry, parse_entry
-from shared.logs import get_logger
-from shared.topology import DEAD_LETTER_QUEUE
+from shared.bus.topology import DEAD_LETTER_QUEUE
+from shared.runtime.logs import get_logger
 
 log = get_logger("dlq.browse")
 # Return commands the broker may have in flight for this channel before we wait for them to apply

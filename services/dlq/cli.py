@@ -28,11 +28,11 @@ from services.dlq.filters import EntryFilter
 from services.dlq.requeue import Verdict
 from services.dlq.stats import DlqStats
 from services.dlq.store import log_story
-from shared.cli_errors import explain_line, one_line_errors
-from shared.db import create_pool
-from shared.logs import configure_logging, get_logger
-from shared.models import utcnow
-from shared.settings import Settings, get_settings
+from shared.core.models import utcnow
+from shared.db.pool import create_pool
+from shared.ops.cli_errors import explain_line, one_line_errors
+from shared.runtime.logs import configure_logging, get_logger
+from shared.runtime.settings import Settings, get_settings
 
 app = typer.Typer(
     add_completion=False,

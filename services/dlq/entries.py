@@ -2,7 +2,7 @@
 
 Three shapes reach the ``dlq``:
 
-* a dead letter from the responder: body = :class:`shared.models.DeadLetter` JSON, type
+* a dead letter from the responder: body = :class:`shared.core.models.DeadLetter` JSON, type
   ``switchboard.dead_letter.v1``, message id ``dl-<log id>-<attempt>``, ``x-switchboard-*`` headers;
 * a poison message a service copied to ``dlx`` itself: the original body, with the reason
   (``x-switchboard-reason: poison_message``), the error and the source queue in headers;
@@ -27,17 +27,17 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ConfigDict
 
-from shared.bus.wire import MESSAGE_TYPE_DEAD_LETTER
-from shared.errors import MessageError
-from shared.models import DeadLetter, decode
-from shared.recipients import mask
-from shared.topology import (
+from shared.bus.topology import (
     HEADER_ERROR,
     HEADER_LOG_ID,
     HEADER_REASON,
     HEADER_SOURCE,
     HEADER_SOURCE_QUEUE,
 )
+from shared.bus.wire import MESSAGE_TYPE_DEAD_LETTER
+from shared.core.errors import MessageError
+from shared.core.models import DeadLetter, decode
+from shared.core.recipients import mask
 
 HEADER_DELIVERY_COUNT = "x-delivery-count"
 

@@ -16,7 +16,7 @@ from services.dlq.actions import ScanReport
 from services.dlq.entries import DlqEntry, EntryKind, body_fields
 from services.dlq.requeue import Verdict
 from services.dlq.stats import DlqStats
-from shared.recipients import mask
+from shared.core.recipients import mask
 
 
 def when(value: datetime | None) -> str:

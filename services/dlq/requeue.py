@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
-from shared.models import Status
+from shared.core.models import Status
 
 # An IN_DOUBT log is requeued only by an operator who checked that the provider did not send it.
 REQUEUEABLE = frozenset({Status.FAILED, Status.BOUNCED, Status.IN_DOUBT})

@@ -8,7 +8,7 @@ from typing import Any
 import asyncpg
 
 from services.dlq.requeue import LogState, Verdict, plan_requeue
-from shared.models import Status
+from shared.core.models import Status
 
 LOCK_SQL = """
 SELECT id, status, attempts, max_attempts, campaign_id FROM communication_logs

@@ -14,9 +14,9 @@ from services.mock_provider.behaviour import FailureMix, ReceiptMix
 from services.mock_provider.callbacks import Callbacks
 from services.mock_provider.ledger import Ledger
 from services.mock_provider.smtp import start_smtp, tls_context
-from shared.logs import get_logger
-from shared.runtime import Health, run_service
-from shared.settings import Settings
+from shared.runtime.logs import get_logger
+from shared.runtime.service import Health, run_service
+from shared.runtime.settings import Settings
 
 log = get_logger("mock_provider")
 

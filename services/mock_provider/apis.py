@@ -24,7 +24,7 @@ from aiohttp import web
 from services.mock_provider.behaviour import Answer, Verdict
 from services.mock_provider.reports import Delivery, public_ref
 from services.mock_provider.results import Refused, json_response
-from shared.signatures import SWITCHBOARD_HEADER, verify_timestamped
+from shared.core.signatures import SWITCHBOARD_HEADER, verify_timestamped
 
 if TYPE_CHECKING:
     from services.mock_provider.app import MockProvider

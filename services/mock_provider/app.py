@@ -32,7 +32,7 @@ from services.mock_provider.results import (
     json_response,
     retry_after_header,
 )
-from shared.settings import DEV_WEBHOOK_SECRET
+from shared.runtime.settings import DEV_WEBHOOK_SECRET
 
 MAX_BODY = 256 * 1024
 MAX_BATCH_BODY = 16 * 1024 * 1024

@@ -12,7 +12,7 @@ import aiohttp
 
 from services.mock_provider.behaviour import ReceiptMix, receipt_verdict
 from services.mock_provider.reports import Delivery, build_report
-from shared.logs import get_logger
+from shared.runtime.logs import get_logger
 
 __all__ = ["Callbacks", "Delivery"]
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.providers import ProviderKind
-from shared.settings import Settings
+from shared.core.providers import ProviderKind
+from shared.runtime.settings import Settings
 
 MOCK_ACCOUNT_SID = "ACmock"
 MOCK_PHONE_NUMBER_ID = "1000000001"

@@ -11,7 +11,7 @@ from urllib.parse import urlencode
 import orjson
 
 from services.mock_provider.behaviour import ReceiptVerdict
-from shared.signatures import (
+from shared.core.signatures import (
     GATEWAY_HEADER,
     HUB_HEADER,
     SWITCHBOARD_HEADER,

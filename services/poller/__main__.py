@@ -13,16 +13,16 @@ from services.poller.budget import LaneBudget
 from services.poller.claims import ClaimedLog, claim, expire_leases, reclaim_expired
 from services.poller.dispatch import publish_order, to_dispatch
 from services.poller.wakeup import DueSignal
-from shared import metrics
 from shared.bus import wire
 from shared.bus.amqp import AmqpBroker
+from shared.bus.topology import DISPATCH, LANES, Lane, Topology, lane_exchange, lane_of, lane_queue
 from shared.bus.transport import Channel
-from shared.logs import get_logger
-from shared.models import utcnow
-from shared.resilience import Backoff, retry_until_stopped, sleep_or_stop
-from shared.runtime import Health, backends, run_service
-from shared.settings import Settings
-from shared.topology import DISPATCH, LANES, Lane, Topology, lane_exchange, lane_of, lane_queue
+from shared.core.models import utcnow
+from shared.runtime import metrics
+from shared.runtime.logs import get_logger
+from shared.runtime.resilience import Backoff, retry_until_stopped, sleep_or_stop
+from shared.runtime.service import Health, backends, run_service
+from shared.runtime.settings import Settings
 
 log = get_logger("poller")
 

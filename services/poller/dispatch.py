@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from services.poller.claims import ClaimedLog
-from shared.models import DispatchMessage
+from shared.core.models import DispatchMessage
 
 
 def to_dispatch(row: ClaimedLog, claimed_at: datetime) -> DispatchMessage:

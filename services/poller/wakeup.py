@@ -10,8 +10,8 @@ import asyncio
 
 import asyncpg
 
-from shared.logs import get_logger
-from shared.topology import LANES, Lane, lane_of
+from shared.bus.topology import LANES, Lane, lane_of
+from shared.runtime.logs import get_logger
 
 CHANNEL = "switchboard_due"
 

@@ -24,13 +24,13 @@ from services.receipts.parse import Parsed, ReceiptError, parse_email, parse_jso
 from services.receipts.replay import ReplayStore, ReplayVerdict, report_id
 from shared.bus import wire
 from shared.bus.amqp import AmqpBroker
+from shared.bus.topology import RESPONSES, Lane, Topology, lane_exchange
 from shared.bus.transport import Channel
-from shared.logs import get_logger
-from shared.models import ReceiptMessage
-from shared.resilience import retry_until_stopped, sleep_or_stop
-from shared.runtime import Health, backends, run_service
-from shared.settings import Settings
-from shared.topology import RESPONSES, Lane, Topology, lane_exchange
+from shared.core.models import ReceiptMessage
+from shared.runtime.logs import get_logger
+from shared.runtime.resilience import retry_until_stopped, sleep_or_stop
+from shared.runtime.service import Health, backends, run_service
+from shared.runtime.settings import Settings
 
 log = get_logger("receipts")
 MAX_BODY = 1024 * 1024

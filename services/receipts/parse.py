@@ -16,9 +16,9 @@ from typing import Any
 
 import orjson
 
-from shared.errors import SwitchboardError
-from shared.models import ReceiptMessage, ReceiptStatus
-from shared.signatures import (
+from shared.core.errors import SwitchboardError
+from shared.core.models import ReceiptMessage, ReceiptStatus
+from shared.core.signatures import (
     GATEWAY_HEADER,
     HUB_HEADER,
     SWITCHBOARD_HEADER,

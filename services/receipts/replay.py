@@ -22,7 +22,7 @@ from enum import StrEnum
 
 import asyncpg
 
-from shared.signatures import GATEWAY_HEADER, HUB_HEADER, SWITCHBOARD_HEADER
+from shared.core.signatures import GATEWAY_HEADER, HUB_HEADER, SWITCHBOARD_HEADER
 
 SIGNATURE_HEADERS = {"sms": GATEWAY_HEADER, "whatsapp": HUB_HEADER}
 # A publish waits at most 10 s for its confirm: a claim this old without "published" was abandoned.

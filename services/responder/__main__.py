@@ -13,23 +13,23 @@ from aio_pika.abc import AbstractRobustConnection
 from services.responder.plan import Defaults, WritePlan, plan_writes
 from services.responder.relay import letters_in_dlq, relay_dead_letters, resolve_in_doubt
 from services.responder.store import lock_logs, sent_attempts, write_plan
-from shared import metrics
 from shared.bus import wire
 from shared.bus.amqp import AmqpBroker
 from shared.bus.consumer import BatchConsumer
+from shared.bus.topology import LANES, RESPONSES, Lane, Topology, lane_exchange
 from shared.bus.transport import Broker, Channel
-from shared.errors import BatchRefused, MessageRefused
-from shared.logs import get_logger
-from shared.models import OutcomeMessage, ReceiptMessage
-from shared.overdue import watch_overdue
-from shared.recipients import recipient_hash
-from shared.resilience import Backoff, retry_until_stopped, sleep_or_stop
-from shared.retry import RetryPolicy
-from shared.routing import RoutingConfig
-from shared.routing_store import RoutingCache
-from shared.runtime import Health, backends, run_service
-from shared.settings import Settings
-from shared.topology import LANES, RESPONSES, Lane, Topology, lane_exchange
+from shared.core.errors import BatchRefused, MessageRefused
+from shared.core.models import OutcomeMessage, ReceiptMessage
+from shared.core.recipients import recipient_hash
+from shared.core.retry import RetryPolicy
+from shared.core.routing import RoutingConfig
+from shared.db.overdue import watch_overdue
+from shared.db.routing_store import RoutingCache
+from shared.runtime import metrics
+from shared.runtime.logs import get_logger
+from shared.runtime.resilience import Backoff, retry_until_stopped, sleep_or_stop
+from shared.runtime.service import Health, backends, run_service
+from shared.runtime.settings import Settings
 
 log = get_logger("responder")
 # What arrives on ``responses``: a sender's outcome, or a provider's delivery report (receipts).

@@ -29,7 +29,7 @@ import random
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
-from shared.models import (
+from shared.core.models import (
     FINAL_RECEIPTS,
     DeadLetterReason,
     OutcomeClass,
@@ -38,8 +38,8 @@ from shared.models import (
     ReceiptStatus,
     Status,
 )
-from shared.recipients import reachable_on
-from shared.retry import RetryPolicy
+from shared.core.recipients import reachable_on
+from shared.core.retry import RetryPolicy
 
 # Permanent refusals that concern the channel, not the recipient: another channel may reach them.
 CHANNEL_REFUSALS = frozenset({"UNDELIVERABLE", "REENGAGEMENT_REQUIRED", "NOT_ON_CHANNEL"})

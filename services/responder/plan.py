@@ -30,7 +30,7 @@ from services.responder.decision import (
     next_channel,
     sent_by,
 )
-from shared.models import (
+from shared.core.models import (
     DeadLetter,
     DeadLetterReason,
     FallbackReason,
@@ -41,8 +41,8 @@ from shared.models import (
     Status,
     utcnow,
 )
-from shared.retry import RetryPolicy
-from shared.routing import RoutingConfig
+from shared.core.retry import RetryPolicy
+from shared.core.routing import RoutingConfig
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,13 +20,13 @@ import asyncpg
 from aio_pika.abc import AbstractConnection
 
 from services.dlq.browse import DlqBrowser
-from shared import metrics
 from shared.bus import wire
+from shared.bus.topology import DEAD_LETTER_EXCHANGE
 from shared.bus.transport import Publisher
-from shared.errors import InDoubtUnresolved, PublishRefused
-from shared.logs import get_logger
-from shared.models import DeadLetter
-from shared.topology import DEAD_LETTER_EXCHANGE
+from shared.core.errors import InDoubtUnresolved, PublishRefused
+from shared.core.models import DeadLetter
+from shared.runtime import metrics
+from shared.runtime.logs import get_logger
 
 log = get_logger("responder.relay")
 

@@ -6,7 +6,7 @@ import asyncpg
 
 from services.responder.decision import SentAttempt
 from services.responder.plan import EarlyReceipt, LogRow, WritePlan
-from shared.models import ReceiptStatus, Status
+from shared.core.models import ReceiptStatus, Status
 
 # With each log: its previous attempt (for the "primary failed" fallback reason) and a final receipt
 # that arrived before the outcome it belongs to (a delivery of any attempt, or a failure of this one).

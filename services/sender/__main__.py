@@ -19,21 +19,10 @@ from services.sender.pacing import PostgresPacing
 from services.sender.ratelimit import PostgresBucketStore, RateLimiter
 from services.sender.router import Router
 from services.sender.starts import PostgresAttemptStarts
-from shared import metrics
 from shared.bus import wire
 from shared.bus.amqp import AmqpBroker
 from shared.bus.consumer import MessageConsumer, Settle
-from shared.bus.transport import Broker, Channel, Delivery
-from shared.circuit import CircuitEvent, CircuitPolicy
-from shared.logs import get_logger
-from shared.models import DispatchMessage, OutcomeMessage
-from shared.recipients import recipient_hash
-from shared.resilience import retry_until_stopped, sleep_or_stop
-from shared.routing import RoutingConfig
-from shared.routing_store import RoutingCache, load_success_rates
-from shared.runtime import Health, backends, run_service
-from shared.settings import Settings
-from shared.topology import (
+from shared.bus.topology import (
     CIRCUIT_EVENTS_EXCHANGE,
     DISPATCH,
     LANES,
@@ -44,6 +33,17 @@ from shared.topology import (
     lane_exchange,
     lane_of,
 )
+from shared.bus.transport import Broker, Channel, Delivery
+from shared.core.circuit import CircuitEvent, CircuitPolicy
+from shared.core.models import DispatchMessage, OutcomeMessage
+from shared.core.recipients import recipient_hash
+from shared.core.routing import RoutingConfig
+from shared.db.routing_store import RoutingCache, load_success_rates
+from shared.runtime import metrics
+from shared.runtime.logs import get_logger
+from shared.runtime.resilience import retry_until_stopped, sleep_or_stop
+from shared.runtime.service import Health, backends, run_service
+from shared.runtime.settings import Settings
 
 log = get_logger("sender")
 

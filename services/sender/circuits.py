@@ -1,7 +1,7 @@
 """Every provider's circuit breaker in one sender replica, its gauge, and its share of the broadcast.
 
 State changes go out on the ``circuit-events`` fanout exchange; each replica reads them from its
-own exclusive queue and adopts them (shared/circuit.py decides how), so a provider that fails for
+own exclusive queue and adopts them (shared/core/circuit.py decides how), so a provider that fails for
 one replica is avoided by all of them within milliseconds.
 """
 
@@ -12,9 +12,9 @@ import time
 from collections.abc import Awaitable, Callable
 
 from services.sender.metrics import CIRCUIT_STATE, CIRCUIT_TRANSITIONS
-from shared.circuit import Admission, CircuitBreaker, CircuitEvent, CircuitPolicy, CircuitState
-from shared.logs import get_logger
-from shared.models import OutcomeClass
+from shared.core.circuit import Admission, CircuitBreaker, CircuitEvent, CircuitPolicy, CircuitState
+from shared.core.models import OutcomeClass
+from shared.runtime.logs import get_logger
 
 log = get_logger("sender.circuits")
 

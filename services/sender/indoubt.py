@@ -4,7 +4,7 @@ the outcome the responder gets for an attempt that is held for an operator."""
 from __future__ import annotations
 
 from services.sender.adapters.base import SendResult
-from shared.models import DispatchMessage, OutcomeClass, OutcomeMessage
+from shared.core.models import DispatchMessage, OutcomeClass, OutcomeMessage
 
 IN_DOUBT_CODE = "IN_DOUBT"
 # Transport failures after which the request may have reached the provider: no answer in time, or the

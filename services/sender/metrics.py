@@ -1,4 +1,4 @@
-"""The sender's own metrics (the pipeline's are in shared/metrics.py); documented in docs/metrics.md."""
+"""The sender's own metrics (the pipeline's are in shared/runtime/metrics.py); see docs/metrics.md."""
 
 from __future__ import annotations
 

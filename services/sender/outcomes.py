@@ -5,9 +5,9 @@ from __future__ import annotations
 import orjson
 
 from services.sender.adapters import ProviderAdapter, SendRequest, SendResult
-from shared.errors import InvalidRecipient
-from shared.models import Channel, DispatchMessage, FallbackReason, OutcomeClass, OutcomeMessage
-from shared.recipients import normalise
+from shared.core.errors import InvalidRecipient
+from shared.core.models import Channel, DispatchMessage, FallbackReason, OutcomeClass, OutcomeMessage
+from shared.core.recipients import normalise
 
 
 def refuse(

@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 import asyncpg
 
-from shared.logs import get_logger
+from shared.runtime.logs import get_logger
 
 log = get_logger("sender.pacing")
 

@@ -19,7 +19,7 @@ import asyncpg
 
 from services.sender.bucket import Grant, Limit, wait_s
 from services.sender.metrics import STALE_TOKENS
-from shared.logs import get_logger
+from shared.runtime.logs import get_logger
 
 log = get_logger("sender.ratelimit")
 STORE_RETRY_S = 0.5

@@ -29,11 +29,10 @@ from services.sender.outcomes import refuse, to_outcome, validate
 from services.sender.pacing import PacingStore, identity, pace
 from services.sender.ratelimit import RateLimiter
 from services.sender.starts import AttemptStarts, StartVerdict
-from shared.circuit import Admission
-from shared.errors import ConfigurationError
-from shared.logs import get_logger
-from shared.models import DispatchMessage, FallbackReason, OutcomeClass, OutcomeMessage
-from shared.routing import (
+from shared.core.circuit import Admission
+from shared.core.errors import ConfigurationError
+from shared.core.models import DispatchMessage, FallbackReason, OutcomeClass, OutcomeMessage
+from shared.core.routing import (
     Candidate,
     InDoubtPolicy,
     ProviderSpec,
@@ -44,6 +43,7 @@ from shared.routing import (
     pacing_gap,
     rank,
 )
+from shared.runtime.logs import get_logger
 
 log = get_logger("sender")
 

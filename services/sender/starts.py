@@ -20,7 +20,7 @@ from typing import Protocol
 
 import asyncpg
 
-from shared.logs import get_logger
+from shared.runtime.logs import get_logger
 
 log = get_logger("sender.starts")
 

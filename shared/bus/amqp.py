@@ -20,11 +20,11 @@ from aio_pika.exceptions import ChannelInvalidStateError
 from aiormq.exceptions import DeliveryError
 from pamqp.commands import Basic
 
+from shared.bus.topology import Topology
 from shared.bus.transport import Channel, Delivery, OnDelivery
 from shared.bus.wire import Envelope, Received
-from shared.errors import ChannelGone, PublishError, PublishRefused, PublishUnconfirmed
-from shared.identity import connection_name
-from shared.topology import Topology
+from shared.core.errors import ChannelGone, PublishError, PublishRefused, PublishUnconfirmed
+from shared.runtime.identity import connection_name
 
 # What a settle on a channel that went away raises (aio-pika checks first, aiormq on the wire).
 CHANNEL_LOST = (ChannelInvalidStateError, aiormq.exceptions.AMQPError, ConnectionError)

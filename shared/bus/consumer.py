@@ -32,14 +32,14 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Generic, Protocol, TypeVar
 
-from shared import metrics
 from shared.bus import wire
+from shared.bus.topology import DEAD_LETTER_EXCHANGE, Topology, shard_queue
 from shared.bus.transport import Broker, Channel, Delivery
-from shared.errors import BatchRefused, ChannelGone, MessageError
-from shared.logs import get_logger
-from shared.resilience import retry_until_stopped, sleep_or_stop
-from shared.settings import Settings
-from shared.topology import DEAD_LETTER_EXCHANGE, Topology, shard_queue
+from shared.core.errors import BatchRefused, ChannelGone, MessageError
+from shared.runtime import metrics
+from shared.runtime.logs import get_logger
+from shared.runtime.resilience import retry_until_stopped, sleep_or_stop
+from shared.runtime.settings import Settings
 
 log = get_logger("bus.consumer")
 

@@ -14,10 +14,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
 
+from shared.bus.topology import CONSISTENT_HASH, Topology
 from shared.bus.transport import Channel, Delivery, OnDelivery
 from shared.bus.wire import Envelope, Received
-from shared.errors import ChannelGone, PublishError, PublishRefused, PublishUnconfirmed
-from shared.topology import CONSISTENT_HASH, Topology
+from shared.core.errors import ChannelGone, PublishError, PublishRefused, PublishUnconfirmed
 
 
 class Fault(Enum):

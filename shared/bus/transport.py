@@ -12,9 +12,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from shared.bus.topology import Topology
 from shared.bus.wire import Envelope, Received
-from shared.errors import PublishError
-from shared.topology import Topology
+from shared.core.errors import PublishError
 
 
 class Settler(Protocol):

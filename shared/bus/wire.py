@@ -18,11 +18,7 @@ from typing import Any
 
 import orjson
 
-from shared.circuit import CircuitEvent, CircuitState
-from shared.errors import MalformedMessage, PayloadTooLarge
-from shared.models import DeadLetter, DispatchMessage, OutcomeMessage, ReceiptMessage, decode, encode
-from shared.recipients import routing_key
-from shared.topology import (
+from shared.bus.topology import (
     HEADER_ATTEMPT,
     HEADER_ERROR,
     HEADER_ERROR_CLASS,
@@ -33,6 +29,10 @@ from shared.topology import (
     HEADER_SOURCE,
     HEADER_SOURCE_QUEUE,
 )
+from shared.core.circuit import CircuitEvent, CircuitState
+from shared.core.errors import MalformedMessage, PayloadTooLarge
+from shared.core.models import DeadLetter, DispatchMessage, OutcomeMessage, ReceiptMessage, decode, encode
+from shared.core.recipients import routing_key
 
 MESSAGE_TYPE_DISPATCH = "switchboard.dispatch.v1"
 MESSAGE_TYPE_OUTCOME = "switchboard.outcome.v1"

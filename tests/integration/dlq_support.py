@@ -16,8 +16,8 @@ from services.responder.relay import relay_dead_letters
 from services.responder.store import INSERT_OUTBOX_SQL
 from shared.bus import wire
 from shared.bus.amqp import AmqpChannel
-from shared.models import DeadLetter, DeadLetterReason, OutcomeClass, Status, utcnow
-from shared.topology import DEAD_LETTER_EXCHANGE, DEAD_LETTER_QUEUE
+from shared.bus.topology import DEAD_LETTER_EXCHANGE, DEAD_LETTER_QUEUE
+from shared.core.models import DeadLetter, DeadLetterReason, OutcomeClass, Status, utcnow
 from tests.helpers import insert_logs, publish_envelopes
 from tools.stack import ROOT, Environment
 

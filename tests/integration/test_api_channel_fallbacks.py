@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from shared.routing_store import load_config
+from shared.db.routing_store import load_config
 from tests.integration.test_api_support import api_for
 from tools.stack import Environment
 

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from shared.settings import Settings
+from shared.runtime.settings import Settings
 from tests.integration.test_api_support import Api, api_for, running_api, sms
 from tools.stack import Environment, free_port
 

@@ -15,7 +15,7 @@ from services.api.app import create_app
 from services.api.keys import generate_key, hash_key
 from services.api.settings import ApiSettings
 from services.api.store.keys import insert_key
-from shared.settings import Settings
+from shared.runtime.settings import Settings
 from tools.stack import Environment
 
 PEPPER = "test-pepper"

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.topology import DEAD_LETTER_QUEUE, DISPATCH, LANES, RESPONSES, lane_exchange
+from shared.bus.topology import DEAD_LETTER_QUEUE, DISPATCH, LANES, RESPONSES, lane_exchange
 from tests.helpers import all_terminal, drain_queue, insert_logs, wait_until
 from tests.integration.test_pipeline import start_pipeline
 from tools.stack import Stack

@@ -198,7 +198,7 @@ def test_shards_are_split_evenly_between_replicas() -> None:
 def test_profile_summary_attributes_time_to_functions_and_libraries() -> None:
     handle = "<module> (runpy.py:1);Sender.handle (services/sender/__main__.py:70)"
     raw = (
-        f"{handle};decode (shared/models.py:9) 3\n"
+        f"{handle};decode (shared/core/models.py:9) 3\n"
         f"{handle};publish (aio_pika/exchange.py:5) 1\n"
         "<module> (runpy.py:1);Runner.run (asyncio/runners.py:118) 6\n"
     )

@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from services.cli import PROCESSES
-from shared.startup import EXIT_CONFIGURATION, SETUP_COMMAND
+from shared.runtime.startup import EXIT_CONFIGURATION, SETUP_COMMAND
 from tests.helpers import wait_until
 from tools.stack import Environment, Stack
 

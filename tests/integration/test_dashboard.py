@@ -10,8 +10,8 @@ import asyncpg
 import httpx
 import pytest
 
-from shared.management import Management
-from shared.topology import DEAD_LETTER_QUEUE
+from shared.bus.topology import DEAD_LETTER_QUEUE
+from shared.ops.management import Management
 from tests.helpers import insert_logs, status_counts, wait_until
 from tests.integration.test_pipeline import campaign, start_pipeline
 from tools.stack import ROOT, Stack, free_port

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from services.dashboard.panels import requeue_command
-from shared.topology import DISPATCH, LANE_EXCHANGES, RESPONSES, Lane, lane_exchange
+from shared.bus.topology import DISPATCH, LANE_EXCHANGES, RESPONSES, Lane, lane_exchange
 from tests.helpers import all_terminal, insert_logs, wait_until
 from tests.integration.test_dashboard import CHROMIUM, CHROMIUM_ARGS, add_dashboard, ensure_browser
 from tests.integration.test_pipeline import start_pipeline

@@ -18,9 +18,9 @@ from services.responder.relay import (
     resolve_in_doubt,
 )
 from shared.bus.amqp import AmqpChannel, confirming_channel
-from shared.errors import InDoubtUnresolved, PublishRefused, PublishUnconfirmed
-from shared.models import DeadLetter
-from shared.topology import DEAD_LETTER_EXCHANGE, DEAD_LETTER_QUEUE
+from shared.bus.topology import DEAD_LETTER_EXCHANGE, DEAD_LETTER_QUEUE
+from shared.core.errors import InDoubtUnresolved, PublishRefused, PublishUnconfirmed
+from shared.core.models import DeadLetter
 from tests.helpers import drain_queue
 from tests.integration.dlq_support import dead_letter, failed_logs
 from tools.stack import Environment

@@ -12,7 +12,7 @@ import orjson
 import pytest
 from rich.console import Console
 
-from shared.topology import DEAD_LETTER_QUEUE
+from shared.bus.topology import DEAD_LETTER_QUEUE
 from tests.helpers import drain_queue
 from tools.demo import LEDGER_FILE, DemoOptions, run_demo
 from tools.demo_env import DemoError, demo_lock

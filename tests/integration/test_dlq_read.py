@@ -13,9 +13,9 @@ import orjson
 
 from services.dlq.actions import ScanOptions, connect, scan
 from services.dlq.filters import EntryFilter
-from shared.management import Management
-from shared.recipients import mask
-from shared.topology import DEAD_LETTER_QUEUE
+from shared.bus.topology import DEAD_LETTER_QUEUE
+from shared.core.recipients import mask
+from shared.ops.management import Management
 from tests.helpers import drain_queue
 from tests.integration.dlq_support import (
     dead_letter,

@@ -23,8 +23,8 @@ from services.dlq import actions
 from services.dlq.browse import Delivery, DlqBrowser
 from services.dlq.filters import EntryFilter
 from services.dlq.requeue import Verdict
-from shared.models import Status
-from shared.topology import DEAD_LETTER_QUEUE
+from shared.bus.topology import DEAD_LETTER_QUEUE
+from shared.core.models import Status
 from tests.helpers import drain_queue, insert_logs, ledger, wait_until
 from tests.integration.dlq_support import (
     dead_letter,

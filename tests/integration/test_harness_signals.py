@@ -16,8 +16,8 @@ import asyncpg
 import psutil
 import pytest
 
-from shared.management import Management
-from shared.settings import Settings
+from shared.ops.management import Management
+from shared.runtime.settings import Settings
 from tools.stack import Environment
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from shared.bus import wire
-from shared.models import OutcomeClass, OutcomeMessage
-from shared.topology import RESPONSES, Lane, lane_exchange
+from shared.bus.topology import RESPONSES, Lane, lane_exchange
+from shared.core.models import OutcomeClass, OutcomeMessage
 from tests.helpers import insert_logs, publish_envelopes, wait_until
 from tools.stack import Stack
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import aio_pika
 import pytest
 
-from shared.topology import DISPATCH, Lane, lane_queue
+from shared.bus.topology import DISPATCH, Lane, lane_queue
 from tests.helpers import all_terminal, insert_logs, ledger, wait_until
 from tests.integration.test_pipeline import start_pipeline
 from tools.stack import Stack

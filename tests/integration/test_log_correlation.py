@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 import pytest
 
-from shared.db import create_pool
+from shared.db.pool import create_pool
 from tests.helpers import all_terminal, insert_logs, wait_until
 from tests.integration.test_pipeline import campaign, start_pipeline
 from tools.stack import Stack, create_environment, destroy_environment

@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from shared.topology import DEAD_LETTER_QUEUE
+from shared.bus.topology import DEAD_LETTER_QUEUE
 from tests.helpers import all_terminal, drain_queue, insert_logs, ledger, status_counts, wait_until
 from tools.stack import Stack
 

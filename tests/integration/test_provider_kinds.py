@@ -1,4 +1,4 @@
-"""The providers.kind CHECK constraint and the provider-kind registry (shared/providers.py) agree: the
+"""The providers.kind CHECK constraint and the provider-kind registry (shared/core/providers.py) agree: the
 API never accepts a kind the database refuses, and a kind the database accepts without an adapter is
 caught here."""
 
@@ -8,7 +8,7 @@ import re
 
 import asyncpg
 
-from shared.providers import ProviderKind
+from shared.core.providers import ProviderKind
 
 # Kinds a migration already allows whose adapter is not on main yet.
 AWAITING_AN_ADAPTER: set[str] = set()

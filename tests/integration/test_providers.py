@@ -19,9 +19,9 @@ from services.sender.adapters.smtp import SmtpAdapter
 from services.sender.adapters.transport import AiohttpTransport
 from services.sender.adapters.webhook import WebhookAdapter
 from services.sender.adapters.whatsapp import WhatsAppCloudAdapter
-from shared.models import OutcomeClass
-from shared.routing_store import write_config
-from shared.settings import DEV_WEBHOOK_SECRET
+from shared.core.models import OutcomeClass
+from shared.db.routing_store import write_config
+from shared.runtime.settings import DEV_WEBHOOK_SECRET
 from tests.helpers import all_terminal, insert_logs, ledger, status_counts, wait_until
 from tools.stack import Stack, free_port
 

@@ -23,9 +23,9 @@ import httpx
 import psutil
 import pytest
 
-from shared.db import drop_database
-from shared.management import Management
-from shared.settings import Settings
+from shared.db.migrate import drop_database
+from shared.ops.management import Management
+from shared.runtime.settings import Settings
 from tools.stack import free_port
 
 ROOT = Path(__file__).resolve().parents[2]

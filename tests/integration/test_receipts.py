@@ -12,11 +12,11 @@ import pytest
 
 from services.mock_provider.behaviour import ReceiptMix, ReceiptVerdict, receipt_verdict
 from shared.bus import wire
-from shared.models import OutcomeClass, OutcomeMessage
-from shared.recipients import normalise
-from shared.settings import DEV_VERIFY_TOKEN
-from shared.signatures import SWITCHBOARD_HEADER, sign_timestamped
-from shared.topology import DEAD_LETTER_QUEUE, RESPONSES, Lane, lane_exchange
+from shared.bus.topology import DEAD_LETTER_QUEUE, RESPONSES, Lane, lane_exchange
+from shared.core.models import OutcomeClass, OutcomeMessage
+from shared.core.recipients import normalise
+from shared.core.signatures import SWITCHBOARD_HEADER, sign_timestamped
+from shared.runtime.settings import DEV_VERIFY_TOKEN
 from tests.helpers import all_terminal, drain_queue, insert_logs, publish_envelopes, wait_until
 from tests.integration.test_providers import QUIET, configure, route, sms, smtp, start_stack, whatsapp
 from tools.stack import Stack, free_port

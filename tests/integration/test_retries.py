@@ -8,7 +8,7 @@ import httpx
 import orjson
 import pytest
 
-from shared.topology import DEAD_LETTER_QUEUE
+from shared.bus.topology import DEAD_LETTER_QUEUE
 from tests.helpers import all_terminal, drain_queue, insert_logs, wait_until
 from tests.integration.test_pipeline import start_pipeline
 from tools.stack import Stack

@@ -7,8 +7,8 @@ import secrets
 
 import pytest
 
-from shared.management import Management
-from shared.settings import Settings
+from shared.ops.management import Management
+from shared.runtime.settings import Settings
 from tests.helpers import all_terminal, insert_logs, wait_until
 from tests.integration.test_pipeline import start_pipeline
 from tools.stack import Stack

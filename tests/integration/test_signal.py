@@ -8,7 +8,7 @@ import pytest
 from services.sender.adapters import SendRequest
 from services.sender.adapters.signal import SignalCliAdapter
 from services.sender.adapters.transport import AiohttpTransport
-from shared.models import OutcomeClass
+from shared.core.models import OutcomeClass
 from tests.helpers import all_terminal, insert_logs, ledger, wait_until
 from tests.integration.test_providers import QUIET, configure, route, sms, start_stack
 from tools.stack import Stack

@@ -12,10 +12,10 @@ from typing import Any
 import aio_pika
 import pytest
 
-from shared.management import Management
-from shared.settings import Settings
-from shared.setup import dev_password
-from shared.topology import ROLE_TAGS, ServiceRole, Topology, service_user
+from shared.bus.topology import ROLE_TAGS, ServiceRole, Topology, service_user
+from shared.ops.management import Management
+from shared.ops.setup import dev_password
+from shared.runtime.settings import Settings
 from tools.stack import ROOT, environment_settings
 
 OLD_SHARD_ARGUMENTS: dict[str, Any] = {

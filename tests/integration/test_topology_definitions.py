@@ -15,11 +15,7 @@ import aio_pika
 import aiormq.exceptions
 import pytest
 
-from shared.db import create_pool, drop_database
-from shared.management import Management
-from shared.settings import Settings
-from shared.setup import dev_password, dev_password_hashes, prepare_database, topology_for
-from shared.topology import (
+from shared.bus.topology import (
     DEAD_LETTER_EXCHANGE,
     DEAD_LETTER_QUEUE,
     DISPATCH,
@@ -29,6 +25,11 @@ from shared.topology import (
     lane_exchange,
     service_user,
 )
+from shared.db.migrate import drop_database
+from shared.db.pool import create_pool
+from shared.ops.management import Management
+from shared.ops.setup import dev_password, dev_password_hashes, prepare_database, topology_for
+from shared.runtime.settings import Settings
 from tests.helpers import all_terminal, drain_queue, insert_logs, wait_until
 from tools.stack import Environment, Stack, environment_settings
 

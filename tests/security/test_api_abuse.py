@@ -18,8 +18,8 @@ from services.api.templating import RenderTooLarge, parse, render
 from services.dlq.entries import parse_entry
 from services.dlq.export import Exporter, ExportFormat
 from shared.bus import wire
-from shared.models import DeadLetter, DeadLetterReason, OutcomeClass, Status, encode, utcnow
-from shared.routing_store import resolve
+from shared.core.models import DeadLetter, DeadLetterReason, OutcomeClass, Status, encode, utcnow
+from shared.db.routing_store import resolve
 from tests.integration.test_api_support import csv_upload, running_api
 from tools.stack import Environment
 

@@ -13,7 +13,7 @@ import pytest
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
 from shared.bus.amqp import declare
-from shared.topology import (
+from shared.bus.topology import (
     CIRCUIT_EVENTS_EXCHANGE,
     DEAD_LETTER_EXCHANGE,
     DEAD_LETTER_QUEUE,

@@ -7,8 +7,8 @@ import asyncpg
 import pytest
 
 from services.sender.starts import PostgresAttemptStarts, StartVerdict
-from shared.db import create_pool
-from shared.dbroles import DatabaseRole, grant_statements, url_for
+from shared.db.pool import create_pool
+from shared.db.roles import DatabaseRole, grant_statements, url_for
 from tools.stack import Environment
 
 REFUSED: list[tuple[DatabaseRole, str]] = [

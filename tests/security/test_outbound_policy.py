@@ -14,8 +14,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.errors import DestinationRefused
-from shared.outbound import (
+from shared.core.errors import DestinationRefused
+from shared.core.recipients import normalise
+from shared.net.outbound import (
     Resolve,
     allowed_for,
     check_url,
@@ -23,8 +24,7 @@ from shared.outbound import (
     resolve_and_check,
     system_resolve,
 )
-from shared.recipients import normalise
-from shared.settings import Settings
+from shared.runtime.settings import Settings
 
 INTERNAL_URLS = [
     "http://127.0.0.1/",

@@ -23,11 +23,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from services.receipts.__main__ import Receiver, build_app
 from services.receipts.replay import ReplayStore, report_id
-from shared.db import create_pool
-from shared.dbroles import DatabaseRole, url_for
-from shared.models import ReceiptMessage
-from shared.settings import DEV_RECEIPT_SECRET, DEV_WEBHOOK_SECRET, Settings
-from shared.signatures import (
+from shared.core.models import ReceiptMessage
+from shared.core.signatures import (
     GATEWAY_HEADER,
     HUB_HEADER,
     SWITCHBOARD_HEADER,
@@ -35,7 +32,10 @@ from shared.signatures import (
     sign_hub,
     sign_timestamped,
 )
-from shared.startup import EXIT_CONFIGURATION
+from shared.db.pool import create_pool
+from shared.db.roles import DatabaseRole, url_for
+from shared.runtime.settings import DEV_RECEIPT_SECRET, DEV_WEBHOOK_SECRET, Settings
+from shared.runtime.startup import EXIT_CONFIGURATION
 from tests.helpers import insert_logs, wait_until
 from tools.stack import ROOT, Environment, Stack, free_port
 

@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from services.dashboard.app import build_app
 from services.dashboard.auth import exposure_problem
 from services.dashboard.collect import _describe
-from shared.redact import mask_event, mask_url_credentials
+from shared.core.redact import mask_event, mask_url_credentials
 from tools.stack import ROOT, free_port
 
 PASSWORD = "Pa55-w0rd-LEAK"

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from shared.settings import Settings
+from shared.runtime.settings import Settings
 from tests.integration.test_api_support import csv_upload, running_api
 from tools.stack import Environment
 

@@ -25,11 +25,11 @@ from services.sender.adapters.webhook import WebhookAdapter
 from services.sender.circuits import CircuitBoard
 from services.sender.ratelimit import RateLimiter
 from services.sender.router import Router
-from shared.circuit import CircuitPolicy
-from shared.errors import DestinationRefused
-from shared.models import DispatchMessage, OutcomeClass
-from shared.outbound import resolve_and_check
-from shared.routing import ChannelPolicy, ProviderSpec, Route, RoutingConfig, Strategy
+from shared.core.circuit import CircuitPolicy
+from shared.core.errors import DestinationRefused
+from shared.core.models import DispatchMessage, OutcomeClass
+from shared.core.routing import ChannelPolicy, ProviderSpec, Route, RoutingConfig, Strategy
+from shared.net.outbound import resolve_and_check
 from tests.unit.test_routing_router import NOW, DryStore, NoPacing
 from tools.stack import free_port
 

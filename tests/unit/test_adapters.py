@@ -8,8 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from services.sender.adapters import SendResult, result_from_http
-from shared.classification import classify_http
-from shared.models import OutcomeClass
+from services.sender.classification import classify_http
+from shared.core.models import OutcomeClass
 
 
 def body(**fields: object) -> bytes:

@@ -18,9 +18,9 @@ from services.sender.adapters.base import SendRequest, SendResult
 from services.sender.adapters.batching import BatchingAdapter
 from services.sender.adapters.mockjson import MockJsonAdapter, result_from_answer, results_from_batch
 from services.sender.adapters.transport import HttpRequest, HttpResponse, MockTransport, TransportError
-from shared.models import OutcomeClass
-from shared.routing import ProviderSpec
-from shared.settings import Settings
+from shared.core.models import OutcomeClass
+from shared.core.routing import ProviderSpec
+from shared.runtime.settings import Settings
 
 P, T, R, S = OutcomeClass.PERMANENT, OutcomeClass.TRANSIENT, OutcomeClass.RECOVERABLE, OutcomeClass.SUCCESS
 

@@ -29,8 +29,8 @@ from services.sender.adapters.smtp import SmtpAdapter
 from services.sender.adapters.transport import HttpRequest, HttpResponse, MockTransport, TransportError
 from services.sender.adapters.webhook import WebhookAdapter
 from services.sender.adapters.whatsapp import WhatsAppCloudAdapter
-from shared.errors import InvalidPayload
-from shared.models import OutcomeClass
+from shared.core.errors import InvalidPayload
+from shared.core.models import OutcomeClass
 
 PAYLOAD_KEYS = [
     "subject",

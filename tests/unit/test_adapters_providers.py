@@ -17,11 +17,11 @@ from services.sender.adapters.smtp import SmtpAdapter
 from services.sender.adapters.transport import HttpRequest, HttpResponse, MockTransport, TransportError
 from services.sender.adapters.webhook import WebhookAdapter
 from services.sender.adapters.whatsapp import WHATSAPP_ERRORS, WhatsAppCloudAdapter
-from shared.errors import DestinationRefused
-from shared.models import OutcomeClass
-from shared.routing import ProviderSpec
-from shared.settings import Settings
-from shared.signatures import SWITCHBOARD_HEADER, verify_timestamped
+from shared.core.errors import DestinationRefused
+from shared.core.models import OutcomeClass
+from shared.core.routing import ProviderSpec
+from shared.core.signatures import SWITCHBOARD_HEADER, verify_timestamped
+from shared.runtime.settings import Settings
 
 P, T, R, S = OutcomeClass.PERMANENT, OutcomeClass.TRANSIENT, OutcomeClass.RECOVERABLE, OutcomeClass.SUCCESS
 

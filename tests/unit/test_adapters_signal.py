@@ -10,9 +10,9 @@ import pytest
 from services.sender.adapters import SendRequest, build_adapter
 from services.sender.adapters.signal import SIGNAL_ERRORS, SignalCliAdapter, error_class
 from services.sender.adapters.transport import HttpRequest, HttpResponse, MockTransport, TransportError
-from shared.models import OutcomeClass
-from shared.routing import ProviderSpec
-from shared.settings import Settings
+from shared.core.models import OutcomeClass
+from shared.core.routing import ProviderSpec
+from shared.runtime.settings import Settings
 
 P, T, R, S = OutcomeClass.PERMANENT, OutcomeClass.TRANSIENT, OutcomeClass.RECOVERABLE, OutcomeClass.SUCCESS
 

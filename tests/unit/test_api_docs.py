@@ -16,7 +16,7 @@ from services.api import app as api_app
 from services.api.docs import ASSET_FILES, ASSETS_PATH
 from services.api.schemas import campaigns, messages, routing, templates
 from services.api.settings import ApiSettings
-from shared.settings import Settings
+from shared.runtime.settings import Settings
 
 MODELS: dict[str, type[BaseModel]] = {
     model.__name__: model

@@ -15,10 +15,10 @@ from services.api.schemas.routing import (
     ProviderIn,
     shown_settings,
 )
-from shared.models import Channel
-from shared.providers import KIND_CHANNELS, ProviderKind
-from shared.retry import RetryMode
-from shared.routing import Strategy
+from shared.core.models import Channel
+from shared.core.providers import KIND_CHANNELS, ProviderKind
+from shared.core.retry import RetryMode
+from shared.core.routing import Strategy
 
 
 def test_a_provider_with_every_documented_setting_of_its_kind_is_accepted() -> None:

@@ -17,7 +17,7 @@ from services.sender.adapters.sms import SmsGatewayAdapter
 from services.sender.adapters.transport import HttpResponse, MockTransport
 from services.sender.adapters.whatsapp import WhatsAppCloudAdapter
 from services.sender.outcomes import to_outcome
-from shared.models import DispatchMessage, OutcomeMessage
+from shared.core.models import DispatchMessage, OutcomeMessage
 
 
 def test_details_drop_empty_values_and_keep_scalars() -> None:

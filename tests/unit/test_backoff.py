@@ -1,4 +1,4 @@
-"""shared/backoff.py via RetryPolicy.exponential: exponential ceiling, jitter band, Retry-After."""
+"""shared/core/backoff.py via RetryPolicy.exponential: exponential ceiling, jitter band, Retry-After."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from shared.retry import RetryPolicy
+from shared.core.retry import RetryPolicy
 
 policies = st.builds(
     RetryPolicy.exponential,

@@ -13,10 +13,7 @@ from hypothesis import strategies as st
 from shared.bus import wire
 from shared.bus.consumer import BatchConsumer, MessageConsumer, Settle
 from shared.bus.memory import Fault, MemoryBroker, MemoryChannel
-from shared.bus.transport import Channel, Delivery
-from shared.errors import BatchRefused, MessageRefused
-from shared.models import DispatchMessage, OutcomeClass, OutcomeMessage
-from shared.topology import (
+from shared.bus.topology import (
     DEAD_LETTER_EXCHANGE,
     DEAD_LETTER_QUEUE,
     DISPATCH,
@@ -26,6 +23,9 @@ from shared.topology import (
     lane_exchange,
     shard_queue,
 )
+from shared.bus.transport import Channel, Delivery
+from shared.core.errors import BatchRefused, MessageRefused
+from shared.core.models import DispatchMessage, OutcomeClass, OutcomeMessage
 
 DISPATCH_EXCHANGE = lane_exchange(DISPATCH, Lane.BULK)
 RESPONSES_EXCHANGE = lane_exchange(RESPONSES, Lane.BULK)

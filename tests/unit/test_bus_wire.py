@@ -12,9 +12,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shared.bus import wire
-from shared.circuit import CircuitEvent, CircuitState
-from shared.errors import MalformedMessage, PayloadTooLarge
-from shared.models import (
+from shared.bus.topology import HEADER_ERROR, HEADER_LOG_ID, HEADER_REASON, HEADER_SOURCE, HEADER_SOURCE_QUEUE
+from shared.core.circuit import CircuitEvent, CircuitState
+from shared.core.errors import MalformedMessage, PayloadTooLarge
+from shared.core.models import (
     DeadLetter,
     DeadLetterReason,
     DispatchMessage,
@@ -24,8 +25,7 @@ from shared.models import (
     ReceiptStatus,
     Status,
 )
-from shared.recipients import routing_key
-from shared.topology import HEADER_ERROR, HEADER_LOG_ID, HEADER_REASON, HEADER_SOURCE, HEADER_SOURCE_QUEUE
+from shared.core.recipients import routing_key
 
 AT = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 

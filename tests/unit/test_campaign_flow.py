@@ -14,7 +14,7 @@ from services.api.campaign_pacing import schedule, sender_identity
 from services.api.contacts_json import ContactRow, check_rows
 from services.api.routers.campaigns import stats_of
 from services.api.schedule import Action, CampaignStatus, TransitionError, transition
-from shared.routing import PACING_RANGES_S, Pacing, pacing_gap
+from shared.core.routing import PACING_RANGES_S, Pacing, pacing_gap
 
 START = datetime(2030, 1, 1, 9, 0, tzinfo=UTC)
 

@@ -1,4 +1,4 @@
-"""shared/circuit.py: the breaker's transitions, the single half-open probe, and adopting peers' events."""
+"""shared/core/circuit.py: the breaker's transitions, the single half-open probe, adopting peers' events."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from services.sender.circuits import is_failure
-from shared.circuit import Admission, CircuitBreaker, CircuitEvent, CircuitPolicy, CircuitState
-from shared.models import OutcomeClass
+from shared.core.circuit import Admission, CircuitBreaker, CircuitEvent, CircuitPolicy, CircuitState
+from shared.core.models import OutcomeClass
 
 POLICY = CircuitPolicy(
     window=10, failure_ratio=0.5, min_calls=10, open_s=30, probe_grace_s=5, probe_timeout_s=15

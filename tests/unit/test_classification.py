@@ -1,4 +1,4 @@
-"""shared/classification.py: the HTTP status/code table and Retry-After parsing."""
+"""services/sender/classification.py: the HTTP status/code table and Retry-After parsing."""
 
 from __future__ import annotations
 
@@ -8,8 +8,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.classification import BOUNCE_CODES, CODE_CLASSES, classify_http, default_code, parse_retry_after
-from shared.models import OutcomeClass
+from services.sender.classification import (
+    BOUNCE_CODES,
+    CODE_CLASSES,
+    classify_http,
+    default_code,
+    parse_retry_after,
+)
+from shared.core.models import OutcomeClass
 
 statuses = st.integers(100, 599)
 

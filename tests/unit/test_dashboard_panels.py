@@ -19,7 +19,7 @@ from services.dashboard.panels import (
     timeline,
 )
 from services.dashboard.snapshot import QueueDepth
-from shared.recipients import recipient_hash
+from shared.core.recipients import recipient_hash
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

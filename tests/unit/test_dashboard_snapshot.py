@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from services.dashboard import snapshot
-from shared.recipients import recipient_hash
+from shared.core.recipients import recipient_hash
 
 
 def test_status_counts_total_by_status_and_by_channel() -> None:
@@ -106,7 +106,7 @@ def test_circuits_read_whatever_columns_a_table_has() -> None:
 
 
 def test_circuit_state_codes_match_the_metric() -> None:
-    # switchboard_circuit_state: 0 closed, 1 half-open, 2 open (shared/circuit.py, docs/metrics.md)
+    # switchboard_circuit_state: 0 closed, 1 half-open, 2 open (shared/core/circuit.py, docs/metrics.md)
     codes = [snapshot.circuit_state(v) for v in (0, 1, 2, 2.0, None)]
     assert codes == ["closed", "half_open", "open", "open", "unknown"]
 

@@ -22,9 +22,9 @@ from services.responder.decision import (
     next_channel,
     next_provider,
 )
-from shared.models import DeadLetterReason, OutcomeClass, OutcomeMessage, Status
-from shared.recipients import reachable_on
-from shared.retry import RetryPolicy
+from shared.core.models import DeadLetterReason, OutcomeClass, OutcomeMessage, Status
+from shared.core.recipients import reachable_on
+from shared.core.retry import RetryPolicy
 
 POLICY = RetryPolicy.exponential(base_s=5, cap_s=300, jitter=0.2)
 CHAIN = ["alpha", "beta", "gamma"]

@@ -24,9 +24,9 @@ import pytest
 import yaml
 from pydantic_settings import BaseSettings
 
-from shared.dbroles import ROLE_PREFIX, DatabaseRole, RolePasswords, role_name
-from shared.settings import Settings
-from shared.topology import DISPATCH, RESPONSES, STAGES, shard_queues
+from shared.bus.topology import DISPATCH, RESPONSES, STAGES, shard_queues
+from shared.db.roles import ROLE_PREFIX, DatabaseRole, RolePasswords, role_name
+from shared.runtime.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -662,7 +662,7 @@ def test_each_process_connects_to_postgresql_as_its_own_role() -> None:
     users = database_users()
     owner = compose()["services"]["postgres"]["environment"]["POSTGRES_USER"]
     roles = {role_name(role) for role in DatabaseRole}
-    # Then only the migrate job is the owner, every other process is a role of shared/dbroles.py...
+    # Then only the migrate job is the owner, every other process is a role of shared/db/roles.py...
     for where, user in users.items():
         if where.endswith("admin migrate") or where == "compose migrate":
             assert user == owner, f"{where} runs migrations and creates the roles: it needs the owner"

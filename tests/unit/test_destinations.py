@@ -7,8 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from services.api.schemas.routing import ChannelRouteIn
-from shared.destinations import DestinationError, country_of, normalise_destination, specificity
-from shared.routing import ChannelPolicy, ProviderSpec, Route, RoutingConfig, Strategy
+from shared.core.destinations import DestinationError, country_of, normalise_destination, specificity
+from shared.core.routing import ChannelPolicy, ProviderSpec, Route, RoutingConfig, Strategy
 from tests.unit.test_routing_router import message, router
 
 

@@ -13,8 +13,8 @@ from services.poller.claims import ClaimedLog
 from services.poller.dispatch import publish_order, to_dispatch
 from shared.bus import wire
 from shared.bus.amqp import to_message
-from shared.models import DispatchMessage, decode
-from shared.recipients import routing_key
+from shared.core.models import DispatchMessage, decode
+from shared.core.recipients import routing_key
 
 CREATED = datetime(2024, 1, 1, 8, 0, tzinfo=UTC)
 CLAIMED = datetime(2024, 1, 1, 8, 5, tzinfo=UTC)

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from services.dlq.entries import EntryKind, body_fields, parse_entry
 from shared.bus import wire
 from shared.bus.wire import MESSAGE_TYPE_DEAD_LETTER, MESSAGE_TYPE_DISPATCH
-from shared.models import DeadLetter, DeadLetterReason, OutcomeClass, Status, encode
-from shared.recipients import mask
+from shared.core.models import DeadLetter, DeadLetterReason, OutcomeClass, Status, encode
+from shared.core.recipients import mask
 
 WHEN = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from services.dlq.requeue import LogState, Tally, Verdict, decide, plan_requeue
-from shared.models import Status
+from shared.core.models import Status
 
 
 def log(status: Status = Status.FAILED, attempts: int = 3) -> LogState:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from prometheus_client.metrics import MetricWrapperBase
 
-from shared import metrics
-from shared.settings import Settings
+from shared.runtime import metrics
+from shared.runtime.settings import Settings
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
 
@@ -21,7 +21,7 @@ def test_every_setting_is_in_the_configuration_table() -> None:
 
 
 def test_every_shared_metric_is_in_the_metrics_table() -> None:
-    # Given the Prometheus metrics in shared/metrics.py
+    # Given the Prometheus metrics in shared/runtime/metrics.py
     names = []
     for value in vars(metrics).values():
         if isinstance(value, MetricWrapperBase):

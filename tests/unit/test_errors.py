@@ -1,4 +1,4 @@
-"""shared/errors.py: one tree, drawn at the top of the module, in which every class is raised somewhere."""
+"""shared/core/errors.py: one tree, drawn at the top of the module, every class of it raised somewhere."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from shared import errors
-from shared.errors import SwitchboardError
+from shared.core import errors
+from shared.core.errors import SwitchboardError
 
 ROOT = Path(__file__).resolve().parents[2]
 # Classes of the tree that live beside the module that raises them (drawn in the tree with it).
 LOCAL = {
-    "TopologyConflict": "shared.setup",
-    "InsecureConfiguration": "shared.hardening",
+    "TopologyConflict": "shared.ops.setup",
+    "InsecureConfiguration": "shared.runtime.hardening",
     "ReceiptError": "services.receipts.parse",
     "TransportError": "services.sender.adapters.transport",
 }
@@ -36,7 +36,7 @@ SOURCE = "\n".join(
     path.read_text()
     for package in ("shared", "services", "tools")
     for path in (ROOT / package).rglob("*.py")
-    if path != ROOT / "shared" / "errors.py"
+    if path != ROOT / "shared" / "core" / "errors.py"
 )
 
 

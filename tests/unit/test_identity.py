@@ -1,4 +1,4 @@
-"""shared/identity.py: one name per process for RabbitMQ and PostgreSQL, which the dashboard parses back."""
+"""shared/runtime/identity.py: one name per process for RabbitMQ and PostgreSQL, read by the dashboard."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from services.dashboard.panels import processes
-from shared import identity
+from shared.runtime import identity
 
 HOSTS = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-.", min_size=1, max_size=120).filter(
     lambda h: h[0].isalnum()

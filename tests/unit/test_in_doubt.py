@@ -22,10 +22,10 @@ from services.sender.indoubt import may_have_been_sent
 from services.sender.ratelimit import RateLimiter
 from services.sender.router import Router
 from services.sender.starts import StartCheck, StartRow, StartVerdict, verdicts
-from shared.circuit import CircuitPolicy
-from shared.models import DeadLetterReason, DispatchMessage, OutcomeClass, OutcomeMessage, Status
-from shared.retry import RetryPolicy
-from shared.routing import InDoubtPolicy, ProviderSpec, Route, RoutingConfig
+from shared.core.circuit import CircuitPolicy
+from shared.core.models import DeadLetterReason, DispatchMessage, OutcomeClass, OutcomeMessage, Status
+from shared.core.retry import RetryPolicy
+from shared.core.routing import InDoubtPolicy, ProviderSpec, Route, RoutingConfig
 from tests.unit.test_routing_router import DryStore, FakeAdapters, NoPacing
 
 NOW = datetime(2024, 1, 1, tzinfo=UTC)

@@ -18,7 +18,7 @@ from services.sender.adapters.base import SendRequest
 from services.sender.adapters.batching import BatchingAdapter
 from services.sender.adapters.mockjson import MockJsonAdapter
 from services.sender.adapters.transport import AiohttpTransport
-from shared.models import OutcomeClass
+from shared.core.models import OutcomeClass
 
 P, T, R, S = OutcomeClass.PERMANENT, OutcomeClass.TRANSIENT, OutcomeClass.RECOVERABLE, OutcomeClass.SUCCESS
 
@@ -262,7 +262,7 @@ async def test_a_mix_set_through_admin_config_ends_the_welcome() -> None:
 
 def test_failure_rates_set_on_purpose_turn_the_welcome_off() -> None:
     from services.mock_provider.__main__ import welcome_sends
-    from shared.settings import Settings
+    from shared.runtime.settings import Settings
 
     assert welcome_sends(Settings()) == Settings().mock_welcome_sends > 0
     assert welcome_sends(Settings(mock_permanent_rate=1.0)) == 0

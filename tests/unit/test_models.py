@@ -1,4 +1,4 @@
-"""shared/models.py: wire encoding round trips, and decode's refusal of anything else."""
+"""shared/core/models.py: wire encoding round trips, and decode's refusal of anything else."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from shared.errors import MalformedMessage, MessageError, PayloadTooLarge
-from shared.models import (
+from shared.core.errors import MalformedMessage, MessageError, PayloadTooLarge
+from shared.core.models import (
     DeadLetter,
     DeadLetterReason,
     DispatchMessage,

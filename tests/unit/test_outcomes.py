@@ -10,7 +10,7 @@ import pytest
 
 from services.sender.adapters import SendRequest, SendResult, result_from_http
 from services.sender.outcomes import attempt, precheck, to_outcome
-from shared.models import DispatchMessage, OutcomeClass, OutcomeMessage, decode, encode
+from shared.core.models import DispatchMessage, OutcomeClass, OutcomeMessage, decode, encode
 
 CHAINS = {"sms": ["mocksms", "mocksms2"], "email": ["mockmail"], "whatsapp": []}
 NOW = datetime(2024, 1, 1, tzinfo=UTC)

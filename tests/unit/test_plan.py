@@ -11,8 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from services.responder.plan import Defaults, LogRow, WritePlan, plan_writes, unique_outcomes
-from shared.models import DeadLetterReason, FallbackReason, OutcomeClass, OutcomeMessage, Status
-from shared.retry import RetryPolicy
+from shared.core.models import DeadLetterReason, FallbackReason, OutcomeClass, OutcomeMessage, Status
+from shared.core.retry import RetryPolicy
 
 POLICY = Defaults(RetryPolicy.exponential(base_s=5, cap_s=300, jitter=0.2))
 CHAINS = {"sms": ["alpha", "beta"]}

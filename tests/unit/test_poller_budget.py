@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from services.poller.budget import LaneBudget
 from services.poller.wakeup import DueSignal
-from shared.topology import Lane
+from shared.bus.topology import Lane
 
 
 def steady(budget: LaneBudget, drain_per_s: float, seconds: float, step_s: float = 0.1) -> None:

@@ -1,4 +1,4 @@
-"""One provider-kind registry (shared/providers.py) for the API and the sender: an unknown kind is a
+"""One provider-kind registry (shared/core/providers.py) for the API and the sender: an unknown kind is a
 configuration error, never a send through another adapter."""
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from services.sender.adapters.sms import SmsGatewayAdapter
 from services.sender.adapters.smtp import SmtpAdapter
 from services.sender.adapters.transport import HttpResponse, MockTransport
 from services.sender.adapters.whatsapp import WhatsAppCloudAdapter
-from shared.errors import ConfigurationError
-from shared.providers import KIND_SETTINGS, PROVIDER_KINDS, ProviderKind, provider_kind
-from shared.routing import KINDS_HONOURING_IDEMPOTENCY_KEYS, ProviderSpec
-from shared.settings import Settings
+from shared.core.errors import ConfigurationError
+from shared.core.providers import KIND_SETTINGS, PROVIDER_KINDS, ProviderKind, provider_kind
+from shared.core.routing import KINDS_HONOURING_IDEMPOTENCY_KEYS, ProviderSpec
+from shared.runtime.settings import Settings
 
 SETTINGS_OF_TEST = Settings(provider_batch_max=1, mock_smtp_port=2525)
 

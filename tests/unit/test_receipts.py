@@ -26,7 +26,7 @@ from services.receipts.parse import (
 )
 from services.responder.decision import Deliver, RecordOnly, SentAttempt, Undeliverable, decide_receipt
 from services.responder.plan import Defaults, EarlyReceipt, LogRow, WritePlan, plan_writes
-from shared.models import (
+from shared.core.models import (
     DeadLetterReason,
     OutcomeClass,
     OutcomeMessage,
@@ -34,8 +34,8 @@ from shared.models import (
     ReceiptStatus,
     Status,
 )
-from shared.retry import RetryPolicy
-from shared.signatures import HUB_HEADER, SWITCHBOARD_HEADER, sign_hub, sign_timestamped
+from shared.core.retry import RetryPolicy
+from shared.core.signatures import HUB_HEADER, SWITCHBOARD_HEADER, sign_hub, sign_timestamped
 
 SECRET = "shh"
 NOW = time.time()

@@ -1,4 +1,4 @@
-"""shared/recipients.py: normalisation per channel, routing keys, masking."""
+"""shared/core/recipients.py: normalisation per channel, routing keys, masking."""
 
 from __future__ import annotations
 
@@ -6,8 +6,15 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from shared.errors import InvalidRecipient
-from shared.recipients import MAX_ROUTING_KEY, PHONE_CHANNELS, mask, normalise, recipient_hash, routing_key
+from shared.core.errors import InvalidRecipient
+from shared.core.recipients import (
+    MAX_ROUTING_KEY,
+    PHONE_CHANNELS,
+    mask,
+    normalise,
+    recipient_hash,
+    routing_key,
+)
 
 e164_digits = st.from_regex(r"[1-9][0-9]{6,14}", fullmatch=True)
 separators = st.sampled_from([" ", "-", ".", "(", ")", "  ", " - "])

@@ -1,4 +1,4 @@
-"""shared/routing.py and the per-channel retry policy: configuration, strategies, thresholds."""
+"""shared/core/routing.py and the per-channel retry policy: configuration, strategies, thresholds."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.models import FallbackReason
-from shared.retry import RetryMode, RetryPolicy
-from shared.routing import (
+from shared.core.models import FallbackReason
+from shared.core.retry import RetryMode, RetryPolicy
+from shared.core.routing import (
     UNKNOWN_SUCCESS_RATE,
     ChannelPolicy,
     ProviderSpec,

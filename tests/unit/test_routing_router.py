@@ -14,10 +14,10 @@ from services.sender.bucket import Grant, Limit
 from services.sender.circuits import CircuitBoard
 from services.sender.ratelimit import RateLimiter
 from services.sender.router import Router
-from shared.circuit import CircuitPolicy, CircuitState
-from shared.models import DispatchMessage, FallbackReason, OutcomeClass
-from shared.routing import ChannelPolicy, ProviderSpec, Route, RoutingConfig, Strategy
-from shared.settings import Settings
+from shared.core.circuit import CircuitPolicy, CircuitState
+from shared.core.models import DispatchMessage, FallbackReason, OutcomeClass
+from shared.core.routing import ChannelPolicy, ProviderSpec, Route, RoutingConfig, Strategy
+from shared.runtime.settings import Settings
 
 NOW = datetime(2024, 1, 1, tzinfo=UTC)
 

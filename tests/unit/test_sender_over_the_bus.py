@@ -10,10 +10,10 @@ from services.sender.__main__ import Sender
 from services.sender.circuits import CircuitBoard
 from shared.bus import wire
 from shared.bus.memory import Fault, MemoryBroker
-from shared.circuit import CircuitEvent, CircuitPolicy, CircuitState
-from shared.models import DispatchMessage, OutcomeClass, OutcomeMessage
-from shared.settings import Settings
-from shared.topology import DISPATCH, RESPONSES, Lane, Topology, lane_exchange, shard_queue
+from shared.bus.topology import DISPATCH, RESPONSES, Lane, Topology, lane_exchange, shard_queue
+from shared.core.circuit import CircuitEvent, CircuitPolicy, CircuitState
+from shared.core.models import DispatchMessage, OutcomeClass, OutcomeMessage
+from shared.runtime.settings import Settings
 
 AT = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 SETTINGS = Settings(shards=1, standby_all=False, prefetch=10, urgent_prefetch=5)

@@ -1,4 +1,5 @@
-"""shared/startup.py and shared/cli_errors.py: a failed connection explained in one line, with its fix."""
+"""shared/runtime/startup.py and shared/ops/cli_errors.py: a failed connection explained in one line, with its
+fix."""
 
 from __future__ import annotations
 
@@ -13,11 +14,11 @@ from pamqp.commands import Connection
 from pamqp.exceptions import AMQPInternalError
 
 from shared.bus.amqp import named_url
-from shared.cli_errors import EXIT_UNAVAILABLE, explain_line
-from shared.identity import connection_name
-from shared.logs import resolve_format
-from shared.settings import Settings
-from shared.startup import EXIT_CONFIGURATION, SETUP_COMMAND, Endpoint, explain
+from shared.ops.cli_errors import EXIT_UNAVAILABLE, explain_line
+from shared.runtime.identity import connection_name
+from shared.runtime.logs import resolve_format
+from shared.runtime.settings import Settings
+from shared.runtime.startup import EXIT_CONFIGURATION, SETUP_COMMAND, Endpoint, explain
 
 DATABASE = Endpoint.of_database("postgresql://app:s3cret-pw@db.example:5433/orders")
 BROKER = Endpoint.of_broker("amqp://svc:s3cret-pw@mq.example:5673/prod")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from shared.bus.consumer import subscribe_shards
-from shared.settings import Settings
+from shared.runtime.settings import Settings
 
 
 async def test_a_failing_consumer_check_is_asked_again_instead_of_crashing() -> None:

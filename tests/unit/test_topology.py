@@ -1,4 +1,4 @@
-"""shared/topology.py: shard queue arguments, the definitions document, the checked-in export."""
+"""shared/bus/topology.py: shard queue arguments, the definitions document, the checked-in export."""
 
 from __future__ import annotations
 
@@ -12,9 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.settings import Settings
-from shared.setup import definitions_json
-from shared.topology import (
+from shared.bus.topology import (
     CIRCUIT_EVENTS_EXCHANGE,
     CONSISTENT_HASH,
     DEAD_LETTER_EXCHANGE,
@@ -32,6 +30,8 @@ from shared.topology import (
     lane_queue,
     shard_queue,
 )
+from shared.ops.setup import definitions_json
+from shared.runtime.settings import Settings
 
 DEFINITIONS = Path(__file__).resolve().parents[2] / "rabbitmq" / "definitions.json"
 SHARD_NAME = re.compile(rf"({DISPATCH}|{RESPONSES})\.(urgent|bulk)\.\d+")

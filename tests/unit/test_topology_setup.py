@@ -1,4 +1,4 @@
-"""shared/setup.py: argument conflicts, effective policies, password hashes of the service users."""
+"""shared/ops/setup.py: argument conflicts, effective policies, password hashes of the service users."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.settings import Settings
-from shared.setup import (
+from shared.bus.topology import DEAD_LETTER_QUEUE, ServiceRole, Topology
+from shared.ops.setup import (
     argument_conflicts,
     definitions_json,
     dev_password,
@@ -19,7 +19,7 @@ from shared.setup import (
     policy_problems,
     rabbit_password_hash,
 )
-from shared.topology import DEAD_LETTER_QUEUE, ServiceRole, Topology
+from shared.runtime.settings import Settings
 
 OLD_SHARD_ARGUMENTS = {
     "x-queue-type": "quorum",

@@ -42,8 +42,8 @@ from services.api.store import campaigns as store
 from services.api.store import contacts as contact_store
 from services.api.store import templates as template_store
 from services.api.templating import RenderTooLarge
-from shared.logs import get_logger
-from shared.models import TERMINAL_STATUSES
+from shared.core.models import TERMINAL_STATUSES
+from shared.runtime.logs import get_logger
 
 log = get_logger("api.campaigns")
 router = APIRouter(prefix="/v1/campaigns", tags=["campaigns"])

@@ -21,8 +21,8 @@ from services.api.schemas.contacts import (
     RejectedRow,
 )
 from services.api.store import contacts as store
-from shared.logs import get_logger
-from shared.models import Channel
+from shared.core.models import Channel
+from shared.runtime.logs import get_logger
 
 log = get_logger("api.contacts")
 router = APIRouter(prefix="/v1/contact-lists", tags=["contact lists"])

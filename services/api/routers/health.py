@@ -9,7 +9,7 @@ from pydantic import BaseModel
 
 from services.api.deps import Context
 from services.api.errors import COMMON_RESPONSES
-from shared.metrics import READY
+from shared.runtime.metrics import READY
 
 router = APIRouter(tags=["health"])
 

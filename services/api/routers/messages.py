@@ -33,9 +33,9 @@ from services.api.schemas.messages import (
 )
 from services.api.store import idempotency as idem_store
 from services.api.store import messages as store
-from shared.logs import get_logger
-from shared.metrics import MESSAGES_IN
-from shared.models import Channel, Status
+from shared.core.models import Channel, Status
+from shared.runtime.logs import get_logger
+from shared.runtime.metrics import MESSAGES_IN
 
 log = get_logger("api.messages")
 router = APIRouter(prefix="/v1/messages", tags=["messages"])

@@ -12,7 +12,7 @@ from services.api.routers.messages import IdempotencyKey, reserve_or_replay
 from services.api.schemas.messages import RetryFailed, RetryFailedResult
 from services.api.store import idempotency as idem_store
 from services.api.store import retries as store
-from shared.logs import get_logger
+from shared.runtime.logs import get_logger
 
 log = get_logger("api.retries")
 router = APIRouter(prefix="/v1/messages", tags=["messages"])

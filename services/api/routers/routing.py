@@ -40,12 +40,12 @@ from services.api.schemas.routing import (
     shown_settings,
 )
 from services.api.store import routing as store
-from shared.errors import InvalidRecipient
-from shared.logs import get_logger
-from shared.models import Channel
-from shared.providers import KIND_CHANNELS, ProviderKind
-from shared.recipients import PHONE_CHANNELS, normalise, reachable_on
-from shared.routing import ChannelPolicy, ProviderSpec, Route, RoutingConfig, Strategy, TenantRoute
+from shared.core.errors import InvalidRecipient
+from shared.core.models import Channel
+from shared.core.providers import KIND_CHANNELS, ProviderKind
+from shared.core.recipients import PHONE_CHANNELS, normalise, reachable_on
+from shared.core.routing import ChannelPolicy, ProviderSpec, Route, RoutingConfig, Strategy, TenantRoute
+from shared.runtime.logs import get_logger
 
 log = get_logger("api.routing")
 router = APIRouter(prefix="/v1/routing", tags=["routing"])
@@ -155,7 +155,7 @@ async def delete_provider(name: ProviderName, context: Context, principal: Opera
 
 
 def _config(snapshot: store.Snapshot, tenant: str) -> RoutingConfig:
-    """The configuration as the senders build it (shared.routing_store.load_config), from a snapshot."""
+    """The configuration as the senders build it (shared.db.routing_store.load_config), from a snapshot."""
     providers = {r["name"]: ProviderSpec(r["name"], r["kind"], r["active"]) for r in snapshot.providers}
     routes: dict[str, list[Route]] = {}
     for r in snapshot.routes:

@@ -18,7 +18,7 @@ from services.api.schemas.templates import (
 )
 from services.api.store import templates as store
 from services.api.templating import RenderTooLarge, Template, TemplateError, parse, render
-from shared.logs import get_logger
+from shared.runtime.logs import get_logger
 
 log = get_logger("api.templates")
 router = APIRouter(prefix="/v1/templates", tags=["templates"])

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator, m
 
 from services.api.schedule import CampaignStatus, ScheduleError, validate_cron, zone
 from services.api.schemas.common import BodyId, Name, Page, Priority, Text, Timestamp
-from shared.routing import Pacing
+from shared.core.routing import Pacing
 
 
 class CampaignCreate(BaseModel):

@@ -6,7 +6,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
-from shared.models import Channel
+from shared.core.models import Channel
 
 MAX_REPORTED = 1000
 

@@ -9,9 +9,9 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from services.api.schemas.common import Id, Page, Priority, Text, Timestamp, check_json
-from shared.errors import InvalidRecipient
-from shared.models import Channel, Status
-from shared.recipients import normalise, reachable_on
+from shared.core.errors import InvalidRecipient
+from shared.core.models import Channel, Status
+from shared.core.recipients import normalise, reachable_on
 
 MAX_PAYLOAD_BYTES = 64 * 1024
 

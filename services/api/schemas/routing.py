@@ -22,11 +22,11 @@ from pydantic import (
 )
 
 from services.api.schemas.common import Text
-from shared.destinations import DestinationError, normalise_destination
-from shared.models import Channel
-from shared.providers import KIND_SETTINGS, SECRET, URL, ProviderKind
-from shared.retry import RetryMode
-from shared.routing import Pacing, Strategy
+from shared.core.destinations import DestinationError, normalise_destination
+from shared.core.models import Channel
+from shared.core.providers import KIND_SETTINGS, SECRET, URL, ProviderKind
+from shared.core.retry import RetryMode
+from shared.core.routing import Pacing, Strategy
 
 PROVIDER_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 MAX_PRIORITY = 1_000_000
@@ -36,7 +36,7 @@ MAX_DELAY_S = 7 * 24 * 3600.0
 MASK = "********"
 
 
-# The kinds, the channels each carries and the settings each adapter reads: shared/providers.py.
+# The kinds, the channels each carries and the settings each adapter reads: shared/core/providers.py.
 SETTINGS = KIND_SETTINGS
 _ENV_REF = re.compile(r"env:SWITCHBOARD_PROVIDER_[A-Za-z0-9_]{1,107}")
 _URL = re.compile(r"https?://[^\s/?#]+[^\s]*")

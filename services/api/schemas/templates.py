@@ -8,7 +8,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.api.schemas.common import Name, Text
-from shared.models import Channel
+from shared.core.models import Channel
 
 FieldText = Annotated[Text, Field(max_length=10_000)]
 FieldName = Annotated[Text, Field(min_length=1, max_length=64)]

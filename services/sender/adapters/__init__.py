@@ -21,10 +21,10 @@ from services.sender.adapters.smtp import SmtpAdapter
 from services.sender.adapters.transport import AiohttpTransport, HttpTransport
 from services.sender.adapters.webhook import WebhookAdapter
 from services.sender.adapters.whatsapp import WhatsAppCloudAdapter
-from shared.errors import ConfigurationError
-from shared.providers import PROVIDER_KINDS, ProviderKind, provider_kind
-from shared.routing import ProviderSpec
-from shared.settings import Settings
+from shared.core.errors import ConfigurationError
+from shared.core.providers import PROVIDER_KINDS, ProviderKind, provider_kind
+from shared.core.routing import ProviderSpec
+from shared.runtime.settings import Settings
 
 __all__ = [
     "ADAPTERS",
@@ -96,7 +96,8 @@ def _mock_json(
     return adapter
 
 
-# One adapter per registered kind (shared/providers.py); tests/unit/test_provider_kinds.py holds them equal.
+# One adapter per registered kind (shared/core/providers.py);
+# tests/unit/test_provider_kinds.py holds them equal.
 ADAPTERS: Mapping[ProviderKind, AdapterFactory] = {
     ProviderKind.SMS_GATEWAY: _sms,
     ProviderKind.WHATSAPP_CLOUD: _whatsapp,

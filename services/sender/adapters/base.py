@@ -7,16 +7,16 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from services.sender.adapters.transport import TransportError
-from shared.classification import classify_http, default_code
-from shared.errors import ConfigurationError, PermanentProviderError, ProviderError
-from shared.models import OutcomeClass
+from services.sender.classification import classify_http, default_code
+from shared.core.errors import ConfigurationError, PermanentProviderError, ProviderError
+from shared.core.models import OutcomeClass
 
 
 @dataclass(frozen=True, slots=True)
 class SendRequest:
     provider: str
     channel: str
-    recipient: str  # normalised (shared/recipients.py)
+    recipient: str  # normalised (shared/core/recipients.py)
     payload: dict[str, Any]
     idempotency_key: str  # "<log id>-<attempt>": sent to every provider, echoed in its receipts
     log_id: int
@@ -75,7 +75,7 @@ class ErrorClass:
 
 
 def http_status_row(status: int) -> ErrorClass:
-    """The row for an HTTP answer that no provider code explains (shared.classification's table)."""
+    """The row for an HTTP answer that no provider code explains (services.sender.classification's table)."""
     return ErrorClass(classify_http(status), default_code(status))
 
 

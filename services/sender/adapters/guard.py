@@ -19,9 +19,9 @@ from services.sender.adapters.base import (
     Stopwatch,
     failure,
 )
-from shared.errors import InvalidPayload
-from shared.logs import get_logger
-from shared.models import OutcomeClass
+from shared.core.errors import InvalidPayload
+from shared.core.models import OutcomeClass
+from shared.runtime.logs import get_logger
 
 log = get_logger("sender")
 

@@ -1,4 +1,4 @@
-"""HTTP to tenant-given URLs (webhooks) under the outbound policy (shared/outbound.py).
+"""HTTP to tenant-given URLs (webhooks) under the outbound policy (shared/net/outbound.py).
 
 Every socket is checked by the address it is about to connect to, whatever the URL said (a numeric
 host in any form, a name resolved now, a name that resolved elsewhere at ingest): that is where DNS
@@ -17,8 +17,8 @@ from aiohappyeyeballs import AddrInfoType
 from aiohttp.abc import AbstractResolver
 
 from services.sender.adapters.transport import AiohttpTransport, HttpRequest, HttpResponse
-from shared.logs import get_logger
-from shared.outbound import REFUSED_MARKER, Network, allowed_for, connect_refusal
+from shared.net.outbound import REFUSED_MARKER, Network, allowed_for, connect_refusal
+from shared.runtime.logs import get_logger
 
 log = get_logger("sender.outbound")
 

@@ -9,9 +9,9 @@ import orjson
 
 from services.sender.adapters.base import SendRequest, SendResult, Stopwatch, details, outcome_of
 from services.sender.adapters.transport import HttpRequest, HttpResponse, HttpTransport
-from shared.classification import BOUNCE_CODES, classify_http, default_code, parse_retry_after
-from shared.errors import ProviderError
-from shared.models import OutcomeClass
+from services.sender.classification import BOUNCE_CODES, classify_http, default_code, parse_retry_after
+from shared.core.errors import ProviderError
+from shared.core.models import OutcomeClass
 
 
 def _number(value: Any) -> float:

@@ -30,8 +30,8 @@ from services.sender.adapters.transport import (
     TransportError,
     basic_auth,
 )
-from shared.classification import parse_retry_after
-from shared.models import OutcomeClass
+from services.sender.classification import parse_retry_after
+from shared.core.models import OutcomeClass
 
 P, T, R = OutcomeClass.PERMANENT, OutcomeClass.TRANSIENT, OutcomeClass.RECOVERABLE
 

@@ -24,8 +24,8 @@ from services.sender.adapters.base import (
     required_setting,
     setting,
 )
-from shared.errors import InvalidPayload
-from shared.models import OutcomeClass
+from shared.core.errors import InvalidPayload
+from shared.core.models import OutcomeClass
 
 P, T, R = OutcomeClass.PERMANENT, OutcomeClass.TRANSIENT, OutcomeClass.RECOVERABLE
 

@@ -19,8 +19,8 @@ import orjson
 from aiohappyeyeballs import AddrInfoType
 from aiohttp.abc import AbstractResolver
 
-from shared.errors import DestinationRefused, TransientProviderError
-from shared.outbound import REFUSED_MARKER
+from shared.core.errors import DestinationRefused, TransientProviderError
+from shared.net.outbound import REFUSED_MARKER
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,11 +1,11 @@
 """Generic webhooks: ``POST <recipient URL>`` with a JSON body, signed with HMAC-SHA256.
 
-Headers: ``X-Switchboard-Signature: t=<unix>,v1=<hex>`` (shared/signatures.py), ``Idempotency-Key``
+Headers: ``X-Switchboard-Signature: t=<unix>,v1=<hex>`` (shared/core/signatures.py), ``Idempotency-Key``
 (the receiver's dedup key), ``User-Agent``. Redirects are not followed. 2xx is success; 408, 425,
 429 and 5xx are transient (Retry-After honoured); 410 means the endpoint is gone; any other answer is
 permanent. With ``https_only`` a plain-http URL is refused before any call.
 
-The URL is the tenant's: it goes through the outbound policy (shared/outbound.py) here (credentials,
+The URL is the tenant's: it goes through the outbound policy (shared/net/outbound.py) here (credentials,
 numeric internal hosts) and again at connect time (the transport is a ``GuardedTransport``). What the
 tenant sees of a failure is its class and a generic code and text (``HTTP 503``, ``the endpoint could
 not be reached``), never the remote body or a socket error: those would turn the sender into a
@@ -31,12 +31,12 @@ from services.sender.adapters.base import (
     setting,
 )
 from services.sender.adapters.transport import HttpRequest, HttpResponse, HttpTransport
-from shared.classification import parse_retry_after
-from shared.errors import DestinationRefused, ProviderError
-from shared.logs import get_logger
-from shared.models import OutcomeClass
-from shared.outbound import Network, allowed_for, check_url
-from shared.signatures import SWITCHBOARD_HEADER, sign_timestamped
+from services.sender.classification import parse_retry_after
+from shared.core.errors import DestinationRefused, ProviderError
+from shared.core.models import OutcomeClass
+from shared.core.signatures import SWITCHBOARD_HEADER, sign_timestamped
+from shared.net.outbound import Network, allowed_for, check_url
+from shared.runtime.logs import get_logger
 
 log = get_logger("sender.webhook")
 

@@ -25,9 +25,9 @@ from services.sender.adapters.base import (
     setting,
 )
 from services.sender.adapters.transport import HttpRequest, HttpResponse, HttpTransport
-from shared.classification import parse_retry_after
-from shared.errors import ProviderError
-from shared.models import OutcomeClass
+from services.sender.classification import parse_retry_after
+from shared.core.errors import ProviderError
+from shared.core.models import OutcomeClass
 
 P, T, R = OutcomeClass.PERMANENT, OutcomeClass.TRANSIENT, OutcomeClass.RECOVERABLE
 

@@ -1,7 +1,7 @@
 """Credentials in URLs are never shown: ``amqp://user:secret@host`` becomes ``amqp://user:***@host``.
 
-Applied to every log event (shared/logs.py), to the errors the dashboard shows, and to what command-line
-tools print, so that a password embedded in a URL setting cannot leak through an error message.
+Applied to every log event (shared/runtime/logs.py), to the errors the dashboard shows, and to what
+command-line tools print, so that a password embedded in a URL setting cannot leak through an error message.
 """
 
 from __future__ import annotations

@@ -11,8 +11,8 @@ import asyncio
 
 import asyncpg
 
-from shared.identity import application_name
-from shared.logs import get_logger
+from shared.runtime.identity import application_name
+from shared.runtime.logs import get_logger
 
 log = get_logger("probes")
 

@@ -19,7 +19,8 @@ class Ordering(StrEnum):
 
 class Environment(StrEnum):
     """``SWITCHBOARD_ENV``: development (the default) accepts the documented development secrets, with a
-    loud warning at every start; production refuses to start with any of them (shared/hardening.py)."""
+    loud warning at every start; production refuses to start with any of them
+    (shared/runtime/hardening.py)."""
 
     DEVELOPMENT = "development"
     PRODUCTION = "production"
@@ -97,7 +98,7 @@ class Settings(BaseSettings):
         }
     )
 
-    # Routing (shared/routing.py): the tables in PostgreSQL win over provider_chains once they name
+    # Routing (shared/core/routing.py): the tables in PostgreSQL win over provider_chains once they name
     # a provider.
     routing_refresh_s: float = Field(1.0, gt=0)
     reliability_refresh_s: float = Field(5.0, gt=0)
@@ -128,7 +129,7 @@ class Settings(BaseSettings):
     # Provider name -> the secret its reports are signed with. A provider without one gets 404, except
     # in development mode, where the development default serves every provider.
     receipt_secrets: dict[str, SecretStr] = Field(default_factory=dict)
-    # How often the responder counts SENT logs whose delivery report is overdue (shared/overdue.py).
+    # How often the responder counts SENT logs whose delivery report is overdue (shared/db/overdue.py).
     receipts_overdue_every_s: float = Field(15.0, gt=0)
     default_receipt_secret: SecretStr = SecretStr(DEV_RECEIPT_SECRET)
     # Provider name -> the WhatsApp subscription handshake's verify token (not the signing secret).
@@ -138,7 +139,7 @@ class Settings(BaseSettings):
     receipts_replay_window_s: float = Field(24 * 3600.0, gt=0)
 
     # Outgoing webhooks: the key they are signed with (never the receipts' verification key), and the
-    # outbound policy's per-tenant allowlist of internal networks (shared/outbound.py), e.g.
+    # outbound policy's per-tenant allowlist of internal networks (shared/net/outbound.py), e.g.
     # {"acme": ["10.1.2.0/24"], "*": ["127.0.0.1/32"]}.
     webhook_signing_secret: SecretStr = SecretStr(DEV_WEBHOOK_SECRET)
     outbound_allowlist: dict[str, list[str]] = Field(default_factory=dict)
@@ -151,7 +152,7 @@ class Settings(BaseSettings):
     metrics_host: str = "127.0.0.1"
     readiness_timeout_s: float = Field(1.0, gt=0, le=30)  # each /readyz check's answer, at most
     log_level: str = "INFO"
-    # auto: console lines on a terminal, JSON lines otherwise; json; console (shared/logs.py).
+    # auto: console lines on a terminal, JSON lines otherwise; json; console (shared/runtime/logs.py).
     log_format: Literal["auto", "json", "console"] = "auto"
 
     mock_host: str = "127.0.0.1"

@@ -10,8 +10,8 @@ from typing import Any
 
 import asyncpg
 
-from shared.retry import RetryMode, RetryPolicy
-from shared.routing import (
+from shared.core.retry import RetryMode, RetryPolicy
+from shared.core.routing import (
     PACING_RANGES_S,
     ChannelPolicy,
     InDoubtPolicy,

@@ -6,9 +6,9 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from shared.errors import BackendUnusable, ConfigurationError
-from shared.logs import get_logger
-from shared.startup import Endpoint, explain
+from shared.core.errors import BackendUnusable, ConfigurationError
+from shared.runtime.logs import get_logger
+from shared.runtime.startup import Endpoint, explain
 
 T = TypeVar("T")
 log = get_logger(__name__)
@@ -50,7 +50,7 @@ async def retry_until_stopped(
     """Run ``action`` until it succeeds or ``stop`` is set (then ``None``); logs each failure.
 
     With ``endpoint`` (the database or broker ``action`` connects to), a failure that retrying cannot
-    fix (shared/startup.py) raises :class:`BackendUnusable` with its one-line explanation, and the
+    fix (shared/runtime/startup.py) raises :class:`BackendUnusable` with its one-line explanation, and the
     others are logged with theirs. A :class:`ConfigurationError` is never retried.
     """
     backoff = Backoff(cap=cap)

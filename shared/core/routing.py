@@ -1,7 +1,7 @@
 """Routing configuration and strategies (pure): which providers a message may go to, in what order.
 
 The configuration lives in PostgreSQL (``providers``, ``channel_routes``, ``channel_policies``,
-``tenant_routes``; see shared/routing_store.py) and is reloaded when its version changes. Live
+``tenant_routes``; see shared/db/routing_store.py) and is reloaded when its version changes. Live
 health (circuit breakers, rate limits) is applied by the sender on top of the order chosen here.
 """
 
@@ -13,10 +13,10 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
-from shared.destinations import specificity
-from shared.models import FallbackReason
-from shared.providers import PROVIDER_KINDS
-from shared.retry import RetryPolicy
+from shared.core.destinations import specificity
+from shared.core.models import FallbackReason
+from shared.core.providers import PROVIDER_KINDS
+from shared.core.retry import RetryPolicy
 
 
 class Strategy(StrEnum):
@@ -60,7 +60,7 @@ class InDoubtPolicy(StrEnum):
 
 
 # Provider kinds whose real APIs de-duplicate by our idempotency key (a repeated key is answered from
-# the first send): from the registry (shared/providers.py).
+# the first send): from the registry (shared/core/providers.py).
 KINDS_HONOURING_IDEMPOTENCY_KEYS = frozenset(
     kind.value for kind, spec in PROVIDER_KINDS.items() if spec.honours_idempotency_keys
 )
@@ -69,7 +69,7 @@ KINDS_HONOURING_IDEMPOTENCY_KEYS = frozenset(
 @dataclass(frozen=True, slots=True)
 class ProviderSpec:
     name: str
-    kind: str  # the adapter: a ProviderKind of shared/providers.py
+    kind: str  # the adapter: a ProviderKind of shared/core/providers.py
     active: bool = True
     rate_per_s: float | None = None  # None: no limit of ours
     burst: int | None = None

@@ -35,7 +35,7 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_add
 
 from yarl import URL
 
-from shared.errors import DestinationRefused
+from shared.core.errors import DestinationRefused
 
 Address = IPv4Address | IPv6Address
 Network = IPv4Network | IPv6Network

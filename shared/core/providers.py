@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-from shared.errors import ConfigurationError
-from shared.models import Channel
+from shared.core.errors import ConfigurationError
+from shared.core.models import Channel
 
 # Setting types (validated by the API, read by the adapters). Credentials are SECRET: through the API
 # they must be references to the sender's environment ("env:NAME").

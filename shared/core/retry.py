@@ -11,7 +11,7 @@ import random
 from dataclasses import dataclass
 from enum import StrEnum
 
-from shared.backoff import exponential_ceiling, jittered_delay
+from shared.core.backoff import exponential_ceiling, jittered_delay
 
 
 class RetryMode(StrEnum):

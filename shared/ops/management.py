@@ -7,7 +7,7 @@ from urllib.parse import quote
 
 import httpx
 
-from shared.settings import Settings
+from shared.runtime.settings import Settings
 
 
 class Management:

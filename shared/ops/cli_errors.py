@@ -16,10 +16,10 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from shared.errors import BackendUnusable
-from shared.redact import mask_url_credentials
-from shared.settings import Settings
-from shared.startup import EXIT_CONFIGURATION, Endpoint, explain
+from shared.core.errors import BackendUnusable
+from shared.core.redact import mask_url_credentials
+from shared.runtime.settings import Settings
+from shared.runtime.startup import EXIT_CONFIGURATION, Endpoint, explain
 
 EXIT_UNAVAILABLE = 69
 _ADDRESS = re.compile(r"\('([^']+)', (\d+)\)")

@@ -91,7 +91,7 @@ def role_name(role: DatabaseRole) -> str:
 
 
 def dev_password(role: DatabaseRole) -> str:
-    """The documented development password: refused in production (shared/hardening.py)."""
+    """The documented development password: refused in production (shared/runtime/hardening.py)."""
     return f"switchboard-dev-{role.value}"
 
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from shared.errors import ConfigurationError
-from shared.logs import get_logger
-from shared.settings import DEV_RECEIPT_SECRET, DEV_VERIFY_TOKEN, DEV_WEBHOOK_SECRET, Settings
+from shared.core.errors import ConfigurationError
+from shared.runtime.logs import get_logger
+from shared.runtime.settings import DEV_RECEIPT_SECRET, DEV_VERIFY_TOKEN, DEV_WEBHOOK_SECRET, Settings
 
 DEV_PASSWORD_PREFIX = "switchboard-dev-"
 DEV_PASSWORDS = frozenset({"guest", "postgres", ""})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 
-from shared.errors import InvalidRecipient
+from shared.core.errors import InvalidRecipient
 
 _PHONE_SEPARATORS = re.compile(r"[\s\-().]")
 _E164 = re.compile(r"\+[1-9][0-9]{6,14}")
@@ -37,7 +37,7 @@ def normalise(channel: str, recipient: str) -> str:
         if not _URL.fullmatch(raw):
             raise InvalidRecipient("INVALID_URL", "not an http(s) URL")
         if "@" in raw.split("://", 1)[1].split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]:
-            # user:password@host would become Basic auth on whatever the host is (shared/outbound.py)
+            # user:password@host would become Basic auth on whatever the host is (shared/net/outbound.py)
             raise InvalidRecipient("URL_CREDENTIALS", "credentials in the URL are not allowed")
         return raw
     raise InvalidRecipient("UNKNOWN_CHANNEL", f"unknown channel {channel!r}")

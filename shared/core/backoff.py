@@ -1,6 +1,6 @@
 """Retry delays: exponential with jitter, capped, honouring provider hints such as Retry-After.
 
-The two rules :class:`shared.retry.RetryPolicy` applies whatever its mode.
+The two rules :class:`shared.core.retry.RetryPolicy` applies whatever its mode.
 """
 
 from __future__ import annotations

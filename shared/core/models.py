@@ -9,7 +9,7 @@ from typing import Any, Literal, TypeVar
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from shared.errors import MalformedMessage, PayloadTooLarge
+from shared.core.errors import MalformedMessage, PayloadTooLarge
 
 SCHEMA_VERSION = 1
 

@@ -14,8 +14,8 @@ import asyncio
 import asyncpg
 from prometheus_client import Gauge
 
-from shared.logs import get_logger
-from shared.resilience import sleep_or_stop
+from shared.runtime.logs import get_logger
+from shared.runtime.resilience import sleep_or_stop
 
 log = get_logger("responder.overdue")
 

@@ -19,12 +19,7 @@ from typing import Any
 import orjson
 
 from shared.bus.amqp import connect, declare
-from shared.db import ensure_database, migrate
-from shared.dbroles import ensure_database_roles
-from shared.errors import ConfigurationError
-from shared.management import Management
-from shared.settings import Settings
-from shared.topology import (
+from shared.bus.topology import (
     DEAD_LETTER_QUEUE,
     ROLE_TAGS,
     USER_PREFIX,
@@ -33,6 +28,11 @@ from shared.topology import (
     Topology,
     service_user,
 )
+from shared.core.errors import ConfigurationError
+from shared.db.migrate import ensure_database, migrate
+from shared.db.roles import ensure_database_roles
+from shared.ops.management import Management
+from shared.runtime.settings import Settings
 
 
 class TopologyConflict(ConfigurationError):

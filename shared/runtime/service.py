@@ -18,15 +18,15 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from shared.bus.amqp import connect
-from shared.db import create_pool
-from shared.errors import ConfigurationError
-from shared.hardening import InsecureConfiguration, check_secrets
-from shared.logs import configure_logging, get_logger
-from shared.metrics import READY
-from shared.probes import DatabaseProbe
-from shared.resilience import retry_until_stopped
-from shared.settings import Settings, get_settings
-from shared.startup import EXIT_CONFIGURATION, Endpoint
+from shared.core.errors import ConfigurationError
+from shared.db.pool import create_pool
+from shared.runtime.hardening import InsecureConfiguration, check_secrets
+from shared.runtime.logs import configure_logging, get_logger
+from shared.runtime.metrics import READY
+from shared.runtime.probes import DatabaseProbe
+from shared.runtime.resilience import retry_until_stopped
+from shared.runtime.settings import Settings, get_settings
+from shared.runtime.startup import EXIT_CONFIGURATION, Endpoint
 
 ReadinessCheck = Callable[[], bool | Awaitable[bool]]
 DEFAULT_CHECK_TIMEOUT_S = 1.0

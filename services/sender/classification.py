@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shared.models import OutcomeClass
+from shared.core.models import OutcomeClass
 
 # Provider error codes that say more than the HTTP status does.
 CODE_CLASSES: dict[str, OutcomeClass] = {

@@ -13,7 +13,7 @@ from typing import Any, TextIO
 import orjson
 import structlog
 
-from shared.redact import mask_event
+from shared.core.redact import mask_event
 
 LOG_FORMATS = ("auto", "json", "console")
 

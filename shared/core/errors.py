@@ -3,8 +3,8 @@
 SwitchboardError
  ├── ConfigurationError
  │    ├── BackendUnusable
- │    ├── TopologyConflict                   shared/setup.py
- │    └── InsecureConfiguration              shared/hardening.py
+ │    ├── TopologyConflict                   shared/ops/setup.py
+ │    └── InsecureConfiguration              shared/runtime/hardening.py
  ├── MessageError
  │    ├── MalformedMessage
  │    ├── PayloadTooLarge
@@ -26,7 +26,7 @@ SwitchboardError
       └── InDoubtUnresolved
 
 Classes beside the module that raises them are drawn with its path. Provider answers (HTTP statuses,
-provider error codes) are classified by tables (shared/classification.py) into outcome values, not
+provider error codes) are classified by tables (services/sender/classification.py) into outcome values, not
 raised; what is raised is what has no answer to classify.
 """
 

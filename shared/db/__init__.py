@@ -1,0 +1,1 @@
+"""PostgreSQL: the pool, the migration step and its SQL files, roles and grants, stores shared by services."""

@@ -1,0 +1,1 @@
+"""Process plumbing every service shares: settings, logs, metrics, health, startup checks, service runner."""
