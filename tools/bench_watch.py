@@ -8,10 +8,10 @@ import re
 import time
 from typing import Any
 
-import aio_pika
 import asyncpg
 import httpx
 
+from shared.bus.amqp import AmqpBroker, connect_plain
 from shared.bus.topology import shard_queues
 from tools.bench_common import BenchError, ProgressFn, rounded, sustained_rate
 from tools.stack import Environment, Stack
@@ -69,20 +69,19 @@ class StageWatch:
 
 async def wait_consumers(environment: Environment, shards: int, timeout_s: float = 60.0) -> None:
     """Until every shard queue has a consumer (a process is ready before it subscribes)."""
-    connection = await aio_pika.connect(environment.amqp_url)
+    broker = AmqpBroker(await connect_plain(environment.amqp_url, "bench"))
     deadline = time.monotonic() + timeout_s
     try:
-        channel = await connection.channel()
+        channel = await broker.channel()
         for name in shard_queues(shards):
             while True:
-                queue = await channel.declare_queue(name, passive=True)
-                if queue.declaration_result.consumer_count:
+                if (await channel.queue_depth(name)).consumers:
                     break
                 if time.monotonic() > deadline:
                     raise BenchError(f"no consumer on {name} after {timeout_s:g}s")
                 await asyncio.sleep(0.1)
     finally:
-        await connection.close()
+        await broker.close()
 
 
 WAIT_POLL_S = 2.0

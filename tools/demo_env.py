@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-import aio_pika
 import asyncpg
 import httpx
-from aio_pika.abc import AbstractConnection
 
+from shared.bus.amqp import AmqpBroker, connect_plain
 from shared.bus.topology import DEAD_LETTER_QUEUE, shard_queues
+from shared.core.errors import ChannelGone
 from shared.db.migrate import database_name
 from shared.ops.management import Management
 from tools.demo_outage import OutagePlan, plan_outage, provider_order, routing_config
@@ -69,16 +69,16 @@ async def preflight(environment: Environment, shards: int) -> int:
     finally:
         await conn.close()
     try:
-        connection = await aio_pika.connect(environment.amqp_url, timeout=10)
+        broker = AmqpBroker(await connect_plain(environment.amqp_url, "demo"))
     except Exception as exc:
         raise DemoError(
             f"cannot reach RabbitMQ vhost {environment.vhost!r} ({exc!r}); run `make setup`"
         ) from None
     try:
         names = shard_queues(shards)
-        counts = await queue_counts(connection, [*names, DEAD_LETTER_QUEUE])
+        counts = await queue_counts(broker, [*names, DEAD_LETTER_QUEUE])
     finally:
-        await connection.close()
+        await broker.close()
     busy = {name: consumers for name, (_, consumers) in counts.items() if consumers and name in names}
     if busy:
         raise DemoError(
@@ -88,27 +88,26 @@ async def preflight(environment: Environment, shards: int) -> int:
     return counts[DEAD_LETTER_QUEUE][0]
 
 
-async def queue_counts(connection: AbstractConnection, names: list[str]) -> dict[str, tuple[int, int]]:
+async def queue_counts(broker: AmqpBroker, names: list[str]) -> dict[str, tuple[int, int]]:
     """Exact (messages ready, consumers) per queue, by passive declaration."""
     result: dict[str, tuple[int, int]] = {}
     for name in names:
-        channel = await connection.channel()
+        channel = await broker.channel()
         try:
-            queue = await channel.declare_queue(name, passive=True)
-        except Exception:
+            depth = await channel.queue_depth(name)
+        except ChannelGone:
             raise DemoError(f"queue {name!r} does not exist: run `make setup`") from None
-        declared = queue.declaration_result
-        result[name] = (declared.message_count or 0, declared.consumer_count or 0)
+        result[name] = (depth.ready, depth.consumers)
         await channel.close()
     return result
 
 
 async def dlq_depth(environment: Environment) -> int:
-    connection = await aio_pika.connect(environment.amqp_url, timeout=10)
+    broker = AmqpBroker(await connect_plain(environment.amqp_url, "demo"))
     try:
-        return (await queue_counts(connection, [DEAD_LETTER_QUEUE]))[DEAD_LETTER_QUEUE][0]
+        return (await queue_counts(broker, [DEAD_LETTER_QUEUE]))[DEAD_LETTER_QUEUE][0]
     finally:
-        await connection.close()
+        await broker.close()
 
 
 async def broker_view(management: Management, vhost: str) -> tuple[int | None, dict[str, int]]:

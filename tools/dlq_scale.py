@@ -18,15 +18,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-import aio_pika
 import orjson
 import typer
-from aio_pika.abc import AbstractConnection
 from rich.console import Console
 from rich.table import Table
 
 from shared.bus import wire
-from shared.bus.amqp import AmqpChannel
+from shared.bus.amqp import AmqpBroker, connect_plain
 from shared.bus.topology import DEAD_LETTER_EXCHANGE, DEAD_LETTER_QUEUE
 from shared.core.models import DeadLetter, DeadLetterReason, OutcomeClass, Status, utcnow
 from tools.stack import ROOT, Environment, create_environment, destroy_environment
@@ -80,10 +78,8 @@ def poison_message(i: int) -> wire.Envelope:
     return wire.poison_copy(arrived, "MalformedMessage: not JSON", "sender", "dispatch.bulk.0")
 
 
-async def publish_to_dlx(
-    connection: AbstractConnection, messages: list[wire.Envelope], window: int = 2000
-) -> None:
-    channel = AmqpChannel(await connection.channel(publisher_confirms=True))
+async def publish_to_dlx(broker: AmqpBroker, messages: list[wire.Envelope], window: int = 2000) -> None:
+    channel = await broker.channel()
     try:
         for start in range(0, len(messages), window):
             chunk = messages[start : start + window]
@@ -96,28 +92,26 @@ async def publish_to_dlx(
 
 async def fill_dlq(amqp_url: str, letters: int, poison: int = 0) -> None:
     """Publish ``letters`` dead letters and ``poison`` poison messages to ``dlx``, in batches."""
-    connection = await aio_pika.connect(amqp_url)
+    broker = AmqpBroker(await connect_plain(amqp_url, "dlq-scale"))
     try:
         batch = 5000
         for start in range(0, letters, batch):
             await publish_to_dlx(
-                connection,
+                broker,
                 [letter_message(sample_letter(i)) for i in range(start, min(start + batch, letters))],
             )
         if poison:
-            await publish_to_dlx(connection, [poison_message(i) for i in range(poison)])
+            await publish_to_dlx(broker, [poison_message(i) for i in range(poison)])
     finally:
-        await connection.close()
+        await broker.close()
 
 
 async def dlq_depth(amqp_url: str) -> int:
-    connection = await aio_pika.connect(amqp_url)
+    broker = AmqpBroker(await connect_plain(amqp_url, "dlq-scale"))
     try:
-        channel = await connection.channel()
-        queue = await channel.declare_queue(DEAD_LETTER_QUEUE, passive=True)
-        return queue.declaration_result.message_count or 0
+        return (await (await broker.channel()).queue_depth(DEAD_LETTER_QUEUE)).ready
     finally:
-        await connection.close()
+        await broker.close()
 
 
 @dataclass(frozen=True, slots=True)

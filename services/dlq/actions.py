@@ -6,18 +6,17 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import aio_pika
 import asyncpg
 import httpx
-from aio_pika.abc import AbstractConnection
 
 from services.dlq.browse import Delivery, DlqBrowser
 from services.dlq.entries import EntryKind
 from services.dlq.filters import EntryFilter
 from services.dlq.requeue import Tally, Verdict
 from services.dlq.store import requeue_letters
-from shared.bus.amqp import named_url
+from shared.bus.amqp import AmqpBroker, connect_plain
 from shared.bus.topology import DEAD_LETTER_QUEUE
+from shared.bus.transport import Broker
 from shared.core.models import utcnow
 from shared.ops.management import Management
 from shared.ops.setup import DLQ_FORBIDDEN_KEYS, effective_policy
@@ -61,9 +60,10 @@ class ScanReport:
         self.peak_buffered = browser.peak_buffered
 
 
-async def connect(settings: Settings) -> AbstractConnection:
-    """A plain connection: a reconnect in the middle of a scan would start it over with other tags."""
-    return await aio_pika.connect(named_url(settings.amqp_url(), "dlq"), timeout=10)
+async def connect(settings: Settings) -> AmqpBroker:
+    """The DLQ on a plain connection: a reconnect in the middle of a scan would start it over with
+    other tags. Close it with ``await broker.close()``."""
+    return AmqpBroker(await connect_plain(settings.amqp_url(), "dlq"))
 
 
 async def dlq_guard(settings: Settings) -> str | None:
@@ -95,7 +95,7 @@ async def dlq_guard(settings: Settings) -> str | None:
 
 
 async def _walk(
-    connection: AbstractConnection,
+    broker: Broker,
     wanted: EntryFilter,
     on_match: Callable[[DlqBrowser, Delivery], Awaitable[bool]],
     options: ScanOptions | None,
@@ -108,7 +108,7 @@ async def _walk(
         ScanReport(),
         utcnow(),
     )
-    async with DlqBrowser(connection, window=options.window, idle_s=options.idle_s) as browser:
+    async with DlqBrowser(broker, window=options.window, idle_s=options.idle_s) as browser:
         progress.start(browser.expected)
         async for delivery in browser.deliveries():
             removed = False
@@ -123,7 +123,7 @@ async def _walk(
 
 
 async def scan(
-    connection: AbstractConnection,
+    broker: Broker,
     wanted: EntryFilter,
     on_match: Callable[[Delivery], Awaitable[None] | None],
     options: ScanOptions | None = None,
@@ -137,11 +137,11 @@ async def scan(
             await result
         return False
 
-    return await _walk(connection, wanted, look, options, progress)
+    return await _walk(broker, wanted, look, options, progress)
 
 
 async def requeue(
-    connection: AbstractConnection,
+    broker: Broker,
     pool: asyncpg.Pool,
     wanted: EntryFilter,
     budget: int,
@@ -164,7 +164,7 @@ async def requeue(
         ScanReport(),
         utcnow(),
     )
-    async with DlqBrowser(connection, window=options.window, idle_s=options.idle_s) as browser:
+    async with DlqBrowser(broker, window=options.window, idle_s=options.idle_s) as browser:
         progress.start(browser.expected)
         async for batch in browser.batches(options.batch_size):
             verdicts: list[Verdict | None] = []
@@ -197,7 +197,7 @@ async def requeue(
 
 
 async def purge(
-    connection: AbstractConnection,
+    broker: Broker,
     wanted: EntryFilter,
     *,
     dry_run: bool = False,
@@ -212,4 +212,4 @@ async def purge(
         await browser.ack(delivery)
         return True
 
-    return await _walk(connection, wanted, remove, options, progress)
+    return await _walk(broker, wanted, remove, options, progress)

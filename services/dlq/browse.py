@@ -1,4 +1,5 @@
-"""Reading the DLQ without removing what is not meant to go (RabbitMQ at the edge).
+"""Reading the DLQ without removing what is not meant to go, through the bus seam
+(:class:`shared.bus.transport.Channel`: RabbitMQ in production, the memory broker in unit tests).
 
 AMQP 0-9-1 has no "peek", so the browser *takes* messages with manual acks and gives back every
 one it was not told to remove:
@@ -32,16 +33,14 @@ import asyncio
 from array import array
 from collections import deque
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
 from types import TracebackType
 
-import aiormq.abc
-from aio_pika.abc import AbstractChannel, AbstractConnection
-from pamqp.commands import Basic
-
-from services.dlq.entries import DlqEntry, parse_entry
+from services.dlq.entries import DlqEntry, entry_of
+from shared.bus import transport
 from shared.bus.topology import DEAD_LETTER_QUEUE
+from shared.bus.transport import Broker, Channel
+from shared.core.errors import ChannelGone
 from shared.runtime.logs import get_logger
 
 log = get_logger("dlq.browse")
@@ -56,45 +55,27 @@ class Delivery:
     consumer: str
     entry: DlqEntry
     body: bytes
-
-
-def tags(message: aiormq.abc.DeliveredMessage) -> tuple[int, str]:
-    """(delivery tag, consumer tag) of a consumed message."""
-    delivery = message.delivery
-    assert isinstance(delivery, Basic.Deliver) and delivery.delivery_tag is not None
-    return delivery.delivery_tag, delivery.consumer_tag or ""
-
-
-def to_entry(message: aiormq.abc.DeliveredMessage) -> DlqEntry:
-    props = message.header.properties
-    stamp = props.timestamp
-    return parse_entry(
-        message.body,
-        props.headers,
-        message_id=props.message_id,
-        message_type=props.message_type,
-        content_type=props.content_type,
-        timestamp=stamp if isinstance(stamp, datetime) else None,
-    )
+    received: transport.Delivery = field(repr=False, compare=False)
 
 
 class DlqBrowser:
-    """``async with DlqBrowser(connection) as browser: async for d in browser.deliveries(): ...``
+    """``async with DlqBrowser(broker) as browser: async for d in browser.deliveries(): ...``
 
     Every delivery must be resolved, in the order received, with :meth:`keep` or :meth:`ack`;
-    whatever is unresolved when the block ends is kept (given back).
+    whatever is unresolved when the block ends is kept (given back). Leaving the loop early (a
+    bounded look, as the dashboard's) gives back everything as well.
     """
 
     def __init__(
         self,
-        connection: AbstractConnection,
+        broker: Broker,
         queue: str = DEAD_LETTER_QUEUE,
         window: int = 1000,
         idle_s: float = 2.0,
     ) -> None:
         if not 1 <= window <= 65_535:
             raise ValueError("window must be within 1..65535 (an AMQP prefetch count)")
-        self.connection = connection
+        self.broker = broker
         self.queue = queue
         self.window = window
         self.idle_s = idle_s
@@ -105,10 +86,9 @@ class DlqBrowser:
         self.removed = 0
         self.incomplete = 0  # messages expected but not seen (held elsewhere, or removed meanwhile)
         self.peak_buffered = 0  # most messages ever waiting in this process: stays <= window (+ batch)
-        self._channel: AbstractChannel | None = None
-        self._raw: aiormq.abc.AbstractChannel | None = None
+        self._channel: Channel | None = None
         self._consumers: list[str] = []
-        self._buffer: asyncio.Queue[aiormq.abc.DeliveredMessage] = asyncio.Queue()
+        self._buffer: asyncio.Queue[transport.Delivery] = asyncio.Queue()
         self._pending: deque[tuple[int, str]] = deque()  # handed out, not resolved yet
         self._run_ends = array("q")  # last kept tag of each run of one consumer's kept messages
         self._run_sizes = array("q")  # how many messages each run holds
@@ -116,11 +96,10 @@ class DlqBrowser:
         self._last_kept: tuple[int, str] | None = None
 
     async def __aenter__(self) -> DlqBrowser:
-        self._channel = await self.connection.channel(publisher_confirms=False)
-        self._raw = await self._channel.get_underlay_channel()
-        declared = await self._raw.queue_declare(self.queue, passive=True)
-        self.expected = declared.message_count or 0
-        self.other_consumers = declared.consumer_count or 0
+        self._channel = await self.broker.channel()
+        depth = await self._channel.queue_depth(self.queue)
+        self.expected = depth.ready
+        self.other_consumers = depth.consumers
         return self
 
     async def __aexit__(
@@ -128,18 +107,16 @@ class DlqBrowser:
     ) -> None:
         await self.give_back()
 
-    async def _on_message(self, message: aiormq.abc.DeliveredMessage) -> None:
-        self._buffer.put_nowait(message)
+    async def _on_delivery(self, delivery: transport.Delivery) -> None:
+        self._buffer.put_nowait(delivery)
         self.peak_buffered = max(self.peak_buffered, self._buffer.qsize())
 
     async def _open_window(self) -> None:
-        assert self._raw is not None
-        await self._raw.basic_qos(prefetch_count=self.window)
-        result = await self._raw.basic_consume(self.queue, self._on_message, no_ack=False)
-        assert result.consumer_tag is not None
-        self._consumers.append(result.consumer_tag)
+        assert self._channel is not None
+        await self._channel.set_qos(self.window)
+        self._consumers.append(await self._channel.consume(self.queue, self._on_delivery))
 
-    async def _next(self) -> aiormq.abc.DeliveredMessage | None:
+    async def _next(self) -> transport.Delivery | None:
         if not self._buffer.empty():
             return self._buffer.get_nowait()
         if self.seen >= self.expected:
@@ -152,20 +129,21 @@ class DlqBrowser:
             self.incomplete = self.expected - self.seen
             return None
 
-    def _handout(self, message: aiormq.abc.DeliveredMessage) -> Delivery:
-        tag, consumer = tags(message)
+    def _handout(self, received: transport.Delivery) -> Delivery:
         self.seen += 1
-        self._pending.append((tag, consumer))
-        return Delivery(tag, consumer, to_entry(message), message.body)
+        self._pending.append((received.tag, received.consumer))
+        return Delivery(
+            received.tag, received.consumer, entry_of(received.message), received.message.body, received
+        )
 
     async def deliveries(self) -> AsyncIterator[Delivery]:
-        while (message := await self._next()) is not None:
-            yield self._handout(message)
+        while (received := await self._next()) is not None:
+            yield self._handout(received)
 
     async def batches(self, size: int) -> AsyncIterator[list[Delivery]]:
         """Up to ``size`` deliveries at a time: waits for the first, then takes what has arrived."""
-        while (message := await self._next()) is not None:
-            batch = [self._handout(message)]
+        while (received := await self._next()) is not None:
+            batch = [self._handout(received)]
             while len(batch) < size and not self._buffer.empty():
                 batch.append(self._handout(self._buffer.get_nowait()))
             yield batch
@@ -195,35 +173,35 @@ class DlqBrowser:
 
     async def ack(self, delivery: Delivery) -> None:
         """Remove it from the DLQ for good."""
-        assert self._raw is not None
         self._resolve(delivery)
-        await self._raw.basic_ack(delivery.tag)
+        await delivery.received.settler.ack(False)
         self.removed += 1
 
     async def give_back(self) -> None:
         """Cancel the consumers and return every kept message, in order; then close the channel."""
-        if self._channel is None or self._raw is None:
+        if self._channel is None:
             return
-        channel, raw, self._channel = self._channel, self._raw, None
+        channel, self._channel = self._channel, None
         try:
-            if not raw.is_closed:
+            if not channel.is_closed:
                 for consumer in self._consumers:
-                    await raw.basic_cancel(consumer)
+                    await channel.cancel(consumer)
                 await asyncio.sleep(0)  # let deliveries that raced the cancel reach the buffer
                 while self._pending:
                     self._keep_tag(*self._pending.popleft())
                 while not self._buffer.empty():
-                    self._keep_tag(*tags(self._buffer.get_nowait()))
+                    received = self._buffer.get_nowait()
+                    self._keep_tag(received.tag, received.consumer)
                 self._close_run()
-                await self._return_runs(raw)
-        except (aiormq.exceptions.AMQPError, ConnectionError) as exc:
+                await self._return_runs(channel)
+        except (ChannelGone, ConnectionError) as exc:
             # The broker returns whatever is still unacked when the channel or connection goes.
             log.warning("dlq_give_back_incomplete", error=repr(exc))
         finally:
             if not channel.is_closed:
                 await channel.close()
 
-    async def _return_runs(self, raw: aiormq.abc.AbstractChannel) -> None:
+    async def _return_runs(self, channel: Channel) -> None:
         """Nack each run in order, pausing every few runs until the broker has applied them.
 
         The quorum queue's channel-side client keeps a few dozen commands in flight; past that it
@@ -231,27 +209,27 @@ class DlqBrowser:
         counts the returned messages as ready keeps it under that limit, so the order holds. The
         last wait also means a scan started right after this one sees every message again.
         """
-        base = await self._ready(raw)
+        base = await self._ready(channel)
         returned = 0
         pacing = True
         for index, (tag, size) in enumerate(zip(self._run_ends, self._run_sizes, strict=True)):
-            await raw.basic_nack(tag, multiple=True, requeue=True)
+            await channel.requeue_through(tag)
             returned += size
             if pacing and (index + 1) % RUNS_IN_FLIGHT == 0:
-                pacing = await self._until_ready(raw, base + returned, timeout=5.0)
+                pacing = await self._until_ready(channel, base + returned, timeout=5.0)
         if self.kept and not await self._until_ready(
-            raw, base + returned, timeout=max(10.0, self.kept / 2000)
+            channel, base + returned, timeout=max(10.0, self.kept / 2000)
         ):
             log.warning("dlq_returns_not_visible_yet", kept=self.kept)
 
-    async def _ready(self, raw: aiormq.abc.AbstractChannel) -> int:
-        return (await raw.queue_declare(self.queue, passive=True)).message_count or 0
+    async def _ready(self, channel: Channel) -> int:
+        return (await channel.queue_depth(self.queue)).ready
 
-    async def _until_ready(self, raw: aiormq.abc.AbstractChannel, target: int, timeout: float) -> bool:
+    async def _until_ready(self, channel: Channel, target: int, timeout: float) -> bool:
         """Wait until the queue counts ``target`` ready messages; False if it did not within ``timeout``."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while await self._ready(raw) < target:
+        while await self._ready(channel) < target:
             if loop.time() > deadline:
                 return False
             await asyncio.sleep(0.01)

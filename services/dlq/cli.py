@@ -12,7 +12,6 @@ from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
-import aiormq.exceptions
 import asyncpg
 import orjson
 import typer
@@ -28,6 +27,8 @@ from services.dlq.filters import EntryFilter
 from services.dlq.requeue import Verdict
 from services.dlq.stats import DlqStats
 from services.dlq.store import log_story
+from shared.bus.amqp import BROKER_ERRORS
+from shared.core.errors import ChannelGone
 from shared.core.models import utcnow
 from shared.db.pool import create_pool
 from shared.ops.cli_errors import explain_line, one_line_errors
@@ -143,7 +144,7 @@ def _run(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
     with one_line_errors(get_settings(), console):
         try:
             return asyncio.run(work())
-        except (aiormq.exceptions.AMQPError, ConnectionError, OSError, asyncpg.PostgresError) as exc:
+        except (*BROKER_ERRORS, ChannelGone, OSError, asyncpg.PostgresError) as exc:
             if explain_line(exc, get_settings()) is not None:
                 raise
             console.print(f"[bold red]error:[/] {escape(repr(exc)[:500])}")

@@ -1,4 +1,5 @@
-"""What one DLQ message is, read from its body and headers (pure).
+"""What one DLQ message is, read from its body and headers (pure; a letter is decoded by
+:mod:`shared.bus.wire`, which also tells a letter from poison).
 
 Three shapes reach the ``dlq``:
 
@@ -27,16 +28,16 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ConfigDict
 
+from shared.bus import wire
 from shared.bus.topology import (
     HEADER_ERROR,
-    HEADER_LOG_ID,
     HEADER_REASON,
     HEADER_SOURCE,
     HEADER_SOURCE_QUEUE,
 )
-from shared.bus.wire import MESSAGE_TYPE_DEAD_LETTER
+from shared.bus.wire import Received
 from shared.core.errors import MessageError
-from shared.core.models import DeadLetter, decode
+from shared.core.models import DeadLetter
 from shared.core.recipients import mask
 
 HEADER_DELIVERY_COUNT = "x-delivery-count"
@@ -145,20 +146,34 @@ def parse_entry(
     content_type: str | None = None,
     timestamp: datetime | None = None,
 ) -> DlqEntry:
+    """:func:`entry_of` a message given by its parts."""
+    return entry_of(
+        Received(
+            body,
+            message_id=message_id,
+            type=message_type,
+            headers=headers or {},
+            content_type=content_type,
+            timestamp=timestamp,
+        )
+    )
+
+
+def entry_of(message: Received) -> DlqEntry:
     """Classify and describe one DLQ message; never raises (unreadable bodies are poison)."""
-    headers = headers or {}
+    body, headers, timestamp = message.body, message.headers, message.timestamp
     common: dict[str, Any] = {
-        "key": message_id or content_key(body),
-        "message_id": message_id or None,
-        "message_type": message_type,
-        "content_type": content_type,
+        "key": message.message_id or content_key(body),
+        "message_id": message.message_id or None,
+        "message_type": message.type,
+        "content_type": message.content_type,
         "body_size": len(body),
         "delivery_count": _int(headers.get(HEADER_DELIVERY_COUNT)) or 0,
     }
     death = _first_death(headers)
-    if (message_type == MESSAGE_TYPE_DEAD_LETTER or HEADER_LOG_ID in headers) and not death:
+    if wire.is_dead_letter(message):
         try:
-            letter = decode(DeadLetter, body)
+            letter: DeadLetter = wire.decode_dead_letter(message)
         except MessageError as exc:
             return _poison(body, headers, death, common, timestamp, "malformed_dead_letter", str(exc))
         return DlqEntry(

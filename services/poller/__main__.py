@@ -7,7 +7,6 @@ import asyncio
 import time
 
 import asyncpg
-from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 
 from services.poller.budget import LaneBudget
 from services.poller.claims import ClaimedLog, claim, expire_leases, reclaim_expired
@@ -16,7 +15,7 @@ from services.poller.wakeup import DueSignal
 from shared.bus import wire
 from shared.bus.amqp import AmqpBroker
 from shared.bus.topology import DISPATCH, LANES, Lane, Topology, lane_exchange, lane_of, lane_queue
-from shared.bus.transport import Channel
+from shared.bus.transport import Broker, Channel
 from shared.core.models import utcnow
 from shared.runtime import metrics
 from shared.runtime.logs import get_logger
@@ -36,17 +35,16 @@ class Poller:
         self,
         settings: Settings,
         pool: asyncpg.Pool,
-        connection: AbstractRobustConnection,
+        broker: Broker,
         signal: DueSignal | None = None,
     ) -> None:
         self.settings = settings
         self.pool = pool
-        self.connection = connection
         self.signal = signal
         self.topology = Topology(shards=settings.shards, delivery_limit=settings.delivery_limit)
-        self.broker = AmqpBroker(connection)
+        self.broker = broker
         self.publish_channel: Channel | None = None
-        self.depth_channel: AbstractChannel | None = None
+        self.depth_channel: Channel | None = None
         self.budgets = {
             lane: LaneBudget(
                 settings.dispatch_budget_s, settings.dispatch_min_backlog, settings.max_dispatch_depth
@@ -59,15 +57,14 @@ class Poller:
     async def open_channels(self) -> None:
         self.publish_channel = await self.broker.channel()
         await self.publish_channel.declare(self.topology)
-        self.depth_channel = await self.connection.channel()
+        self.depth_channel = await self.broker.channel()
 
     async def lane_depth(self, lane: Lane) -> int:
         assert self.depth_channel is not None
         total = 0
         for shard in range(self.settings.shards):
             name = lane_queue(DISPATCH, lane, shard)
-            queue = await self.depth_channel.declare_queue(name, passive=True)
-            count = queue.declaration_result.message_count or 0
+            count = (await self.depth_channel.queue_depth(name)).ready
             metrics.QUEUE_DEPTH.labels(queue=name).set(count)
             total += count
         return total
@@ -210,7 +207,7 @@ async def main(settings: Settings, health: Health, stop: asyncio.Event) -> None:
             return
         pool, connection = opened
         signal = DueSignal(settings.database_dsn())
-        poller = Poller(settings, pool, connection, signal)
+        poller = Poller(settings, pool, AmqpBroker(connection), signal)
         await retry_until_stopped("topology", poller.open_channels, stop)
         log.info(
             "poller_ready",

@@ -16,14 +16,13 @@ import hmac
 import time
 
 import asyncpg
-from aio_pika.abc import AbstractRobustConnection
 from aiohttp import web
 
 from services.receipts.metrics import RECEIPTS
 from services.receipts.parse import Parsed, ReceiptError, parse_email, parse_json, parse_sms, parse_whatsapp
 from services.receipts.replay import ReplayStore, ReplayVerdict, report_id
 from shared.bus import wire
-from shared.bus.amqp import AmqpBroker
+from shared.bus.amqp import AmqpBroker, RobustConnection
 from shared.bus.topology import RESPONSES, Lane, Topology, lane_exchange
 from shared.bus.transport import Channel
 from shared.core.models import ReceiptMessage
@@ -173,7 +172,7 @@ async def serve(
     health: Health,
     stop: asyncio.Event,
     pool: asyncpg.Pool,
-    connection: AbstractRobustConnection,
+    connection: RobustConnection,
 ) -> None:
     receiver = Receiver(settings, ReplayStore(pool, settings.receipts_replay_window_s))
 

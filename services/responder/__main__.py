@@ -8,7 +8,6 @@ import random
 from collections.abc import Sequence
 
 import asyncpg
-from aio_pika.abc import AbstractRobustConnection
 
 from services.responder.plan import Defaults, WritePlan, plan_writes
 from services.responder.relay import letters_in_dlq, relay_dead_letters, resolve_in_doubt
@@ -52,13 +51,10 @@ DATABASE_UNAVAILABLE = (
 class Responder:
     """Applies batches of outcomes and receipts (the :class:`BatchHandler` of its consumer)."""
 
-    def __init__(
-        self, settings: Settings, pool: asyncpg.Pool, broker: Broker, connection: AbstractRobustConnection
-    ) -> None:
+    def __init__(self, settings: Settings, pool: asyncpg.Pool, broker: Broker) -> None:
         self.settings = settings
         self.pool = pool
-        self.broker = broker
-        self.connection = connection  # the DLQ reader of the in-doubt relay pass
+        self.broker = broker  # also the DLQ reader of the in-doubt relay pass
         self.topology = Topology(shards=settings.shards, delivery_limit=settings.delivery_limit)
         self.defaults = Defaults(
             RetryPolicy.exponential(settings.backoff_base_s, settings.backoff_cap_s, settings.backoff_jitter),
@@ -219,7 +215,7 @@ class Responder:
         while await relay_dead_letters(self.pool, self.publisher, lease_s=lease) > 0:
             pass
         if in_doubt_too:
-            in_dlq = functools.partial(letters_in_dlq, self.connection)
+            in_dlq = functools.partial(letters_in_dlq, self.broker)
             while await resolve_in_doubt(self.pool, self.publisher, in_dlq, lease_s=lease) > 0:
                 pass
 
@@ -250,7 +246,7 @@ async def main(settings: Settings, health: Health, stop: asyncio.Event) -> None:
         if opened is None:
             return
         pool, connection = opened
-        responder = Responder(settings, pool, AmqpBroker(connection), connection)
+        responder = Responder(settings, pool, AmqpBroker(connection))
         health.add("applying", lambda: responder.db_ok)  # its last batch of outcomes was written
         await retry_until_stopped("topology", responder.start, stop)
         if stop.is_set():

@@ -17,12 +17,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 import asyncpg
-from aio_pika.abc import AbstractConnection
 
 from services.dlq.browse import DlqBrowser
 from shared.bus import wire
 from shared.bus.topology import DEAD_LETTER_EXCHANGE
-from shared.bus.transport import Publisher
+from shared.bus.transport import Broker, Publisher
 from shared.core.errors import InDoubtUnresolved, PublishRefused
 from shared.core.models import DeadLetter
 from shared.runtime import metrics
@@ -89,10 +88,10 @@ async def resolve_in_doubt(
     return len(there) + (await _publish(pool, publisher, missing, lease_s) if missing else 0)
 
 
-async def letters_in_dlq(connection: AbstractConnection, wanted: set[str]) -> set[str]:
+async def letters_in_dlq(broker: Broker, wanted: set[str]) -> set[str]:
     """Which of these message ids the DLQ holds: one read of it, every message given back."""
     found: set[str] = set()
-    async with DlqBrowser(connection) as browser:
+    async with DlqBrowser(broker) as browser:
         if browser.other_consumers:
             raise InDoubtUnresolved(f"{browser.other_consumers} other reader(s) of the DLQ hide letters")
         async for delivery in browser.deliveries():

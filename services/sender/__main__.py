@@ -9,7 +9,6 @@ import socket
 import uuid
 
 import asyncpg
-from aio_pika.abc import AbstractRobustConnection
 from prometheus_client import Counter, Histogram
 
 from services.sender.adapters import AdapterPool
@@ -20,7 +19,7 @@ from services.sender.ratelimit import PostgresBucketStore, RateLimiter
 from services.sender.router import Router
 from services.sender.starts import PostgresAttemptStarts
 from shared.bus import wire
-from shared.bus.amqp import AmqpBroker
+from shared.bus.amqp import AmqpBroker, RobustConnection
 from shared.bus.consumer import MessageConsumer, Settle
 from shared.bus.topology import (
     CIRCUIT_EVENTS_EXCHANGE,
@@ -261,7 +260,7 @@ async def main(settings: Settings, health: Health, stop: asyncio.Event) -> None:
 
 
 async def serve(
-    settings: Settings, stop: asyncio.Event, pool: asyncpg.Pool, connection: AbstractRobustConnection
+    settings: Settings, stop: asyncio.Event, pool: asyncpg.Pool, connection: RobustConnection
 ) -> None:
     replica = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     cache = RoutingCache(RoutingConfig.from_chains(settings.provider_chains), settings.routing_refresh_s)

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from datetime import datetime
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import aio_pika
 import aiormq.exceptions
 from aio_pika.abc import (
     AbstractChannel,
+    AbstractConnection,
     AbstractExchange,
     AbstractIncomingMessage,
     AbstractQueue,
@@ -21,13 +23,18 @@ from aiormq.exceptions import DeliveryError
 from pamqp.commands import Basic
 
 from shared.bus.topology import Topology
-from shared.bus.transport import Channel, Delivery, OnDelivery
+from shared.bus.transport import Channel, Delivery, OnDelivery, QueueDepth
 from shared.bus.wire import Envelope, Received
 from shared.core.errors import ChannelGone, PublishError, PublishRefused, PublishUnconfirmed
 from shared.runtime.identity import connection_name
 
+# The connection a service holds (it reconnects by itself); other modules name the type through here.
+RobustConnection = AbstractRobustConnection
+
 # What a settle on a channel that went away raises (aio-pika checks first, aiormq on the wire).
 CHANNEL_LOST = (ChannelInvalidStateError, aiormq.exceptions.AMQPError, ConnectionError)
+# What talking to the broker can raise, for a command-line tool's last-resort error line.
+BROKER_ERRORS: tuple[type[Exception], ...] = CHANNEL_LOST
 
 
 def named_url(url: str, process: str) -> str:
@@ -45,7 +52,13 @@ async def connect(url: str, name: str) -> AbstractRobustConnection:
     return await aio_pika.connect_robust(named_url(url, name), timeout=10)
 
 
-async def confirming_channel(connection: AbstractRobustConnection) -> AbstractChannel:
+async def connect_plain(url: str, name: str) -> AbstractConnection:
+    """A named connection that does not reconnect: a reconnect in the middle of a DLQ scan would
+    resume it with other delivery tags."""
+    return await aio_pika.connect(named_url(url, name), timeout=10)
+
+
+async def confirming_channel(connection: AbstractConnection) -> AbstractChannel:
     """A channel on which every publish is confirmed and an unroutable message is an error."""
     return await connection.channel(publisher_confirms=True, on_return_raises=True)
 
@@ -69,7 +82,7 @@ async def declare(channel: AbstractChannel, topology: Topology, *, passive: bool
             await queue.bind(exchanges[queue_spec.bound_to], routing_key=queue_spec.binding_key)
 
 
-async def queue_has_consumer(connection: AbstractRobustConnection, queue: str) -> bool:
+async def queue_has_consumer(connection: AbstractConnection, queue: str) -> bool:
     """Whether ``queue`` has a consumer now (a passive declare, on a short-lived channel)."""
     channel = await connection.channel()
     try:
@@ -102,6 +115,7 @@ def received(message: AbstractIncomingMessage) -> Received:
         content_type=message.content_type,
         correlation_id=message.correlation_id,
         redelivered=bool(message.redelivered),
+        timestamp=message.timestamp if isinstance(message.timestamp, datetime) else None,
     )
 
 
@@ -227,6 +241,7 @@ class AmqpChannel:
                     message.delivery_tag or 0,
                     _channel_of(message),
                     AmqpSettler(message),
+                    consumer=message.consumer_tag or "",
                 )
             )
 
@@ -237,7 +252,25 @@ class AmqpChannel:
     async def cancel(self, tag: str) -> None:
         queue = self._consuming.pop(tag, None)
         if queue is not None:
-            await queue.cancel(tag)
+            try:
+                await queue.cancel(tag)
+            except CHANNEL_LOST as exc:
+                raise ChannelGone(f"cancel of {tag}: {exc!r}") from exc
+
+    async def queue_depth(self, queue: str) -> QueueDepth:
+        try:
+            raw = await self._channel.get_underlay_channel()
+            declared = await raw.queue_declare(queue, passive=True)
+        except CHANNEL_LOST as exc:
+            raise ChannelGone(f"passive declare of {queue}: {exc!r}") from exc
+        return QueueDepth(ready=declared.message_count or 0, consumers=declared.consumer_count or 0)
+
+    async def requeue_through(self, tag: int) -> None:
+        try:
+            raw = await self._channel.get_underlay_channel()
+            await raw.basic_nack(tag, multiple=True, requeue=True)
+        except CHANNEL_LOST as exc:
+            raise ChannelGone(f"nack through {tag}: {exc!r}") from exc
 
     async def publish(
         self, exchange: str, envelopes: Sequence[Envelope], timeout: float = 30.0
@@ -252,9 +285,10 @@ class AmqpChannel:
 
 
 class AmqpBroker:
-    """Channels on one robust connection (it reconnects, and restores channels and consumers)."""
+    """Channels on one connection: a robust one for services (it reconnects, and restores channels and
+    consumers), a plain one where a reconnect must not resume silently (reading the DLQ)."""
 
-    def __init__(self, connection: AbstractRobustConnection) -> None:
+    def __init__(self, connection: AbstractConnection) -> None:
         self.connection = connection
 
     async def channel(self) -> Channel:
@@ -262,3 +296,6 @@ class AmqpBroker:
 
     async def queue_has_consumer(self, queue: str) -> bool:
         return await queue_has_consumer(self.connection, queue)
+
+    async def close(self) -> None:
+        await self.connection.close()

@@ -1,7 +1,8 @@
 """An in-memory broker behind the transport seam, for unit tests (kombu's memory transport, dramatiq's
-StubBroker): queues, channels with prefetch and delivery tags, single-active-consumer, publisher
-confirms that can be scripted to fail, redelivery, delivery limits, dead-lettering, and a restart that
-closes every channel (a robust channel then comes back with its consumers, as aio-pika's does).
+StubBroker): queues, channels with a prefetch per consumer and delivery tags, single-active-consumer
+(other queues hand out round robin), publisher confirms that can be scripted to fail, redelivery with
+``x-delivery-count``, delivery limits, dead-lettering, passive declares (queue depth), and a restart
+that closes every channel (a robust channel then comes back with its consumers, as aio-pika's does).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 
 from shared.bus.topology import CONSISTENT_HASH, Topology
-from shared.bus.transport import Channel, Delivery, OnDelivery
+from shared.bus.transport import Channel, Delivery, OnDelivery, QueueDepth
 from shared.bus.wire import Envelope, Received
 from shared.core.errors import ChannelGone, PublishError, PublishRefused, PublishUnconfirmed
 
@@ -40,7 +41,11 @@ class MemoryQueue:
     name: str
     delivery_limit: int | None = None
     dead_letter_exchange: str | None = None
+    single_active: bool = True  # topology queues without x-single-active-consumer hand out round robin
     ready: deque[Stored] = field(default_factory=deque)
+    # Given back (nack with requeue, a closed channel): served before ``ready``, in the order they came
+    # back, as a quorum queue does.
+    returned: deque[Stored] = field(default_factory=deque)
     consumers: list[tuple[MemoryChannel, str, OnDelivery]] = field(default_factory=list)
     dead_lettered: list[Stored] = field(default_factory=list)
 
@@ -73,8 +78,10 @@ class MemoryChannel:
         self.closed = False
         self._tags = itertools.count(1)
         self.unacked: dict[int, tuple[MemoryQueue, Stored]] = {}
+        self.owners: dict[int, str] = {}  # delivery tag -> consumer tag
         self.consuming: dict[str, MemoryQueue] = {}  # consumer tag -> queue
         self.callbacks: dict[str, OnDelivery] = {}
+        self.consumer_prefetch: dict[str, int] = {}  # the prefetch set when each consumer started
         self.acks: list[tuple[int, bool]] = []  # (tag, multiple) as received, for tests
 
     @property
@@ -106,6 +113,7 @@ class MemoryChannel:
         tag = f"ctag-{next(self.broker.consumer_tags)}"
         self.consuming[tag] = target
         self.callbacks[tag] = on_delivery
+        self.consumer_prefetch[tag] = self.prefetch
         target.consumers.append((self, tag, on_delivery))
         self.broker.pump()
         return tag
@@ -117,6 +125,17 @@ class MemoryChannel:
         if queue is not None:
             queue.consumers = [c for c in queue.consumers if c[1] != tag]
         self.broker.pump()
+
+    async def queue_depth(self, queue: str) -> QueueDepth:
+        self._check_open()
+        target = self.broker.queues.get(queue)
+        if target is None:
+            self.lose()  # the broker closes the channel on NOT_FOUND
+            raise ChannelGone(f"NOT_FOUND - no queue {queue!r}")
+        return QueueDepth(ready=len(target.returned) + len(target.ready), consumers=len(target.consumers))
+
+    async def requeue_through(self, tag: int) -> None:
+        self.settle(self.generation, tag, "requeue", True)
 
     async def publish(
         self, exchange: str, envelopes: Sequence[Envelope], timeout: float = 30.0
@@ -134,9 +153,10 @@ class MemoryChannel:
         self.closed = True
         for queue in self.consuming.values():
             queue.consumers = [c for c in queue.consumers if c[0] is not self]
-        for queue, stored in reversed(list(self.unacked.values())):
-            queue.ready.appendleft(replace(stored, redelivered=True))
+        for queue, stored in self.unacked.values():
+            queue.returned.append(replace(stored, redelivered=True))
         self.unacked.clear()
+        self.owners.clear()
 
     def restore(self) -> None:
         """What a robust channel does after a reconnect: a new life, the same consumers and prefetch."""
@@ -155,34 +175,48 @@ class MemoryChannel:
             raise ChannelGone(f"PRECONDITION_FAILED - unknown delivery tag {tag}")
         if action == "ack":
             self.acks.append((tag, multiple))
-        tags = [t for t in self.unacked if t <= tag] if multiple else [tag]
+        tags = sorted(t for t in self.unacked if t <= tag) if multiple else [tag]
         for settled in tags:
             queue, stored = self.unacked.pop(settled)
+            self.owners.pop(settled, None)
             if action == "requeue":
-                queue.ready.appendleft(replace(stored, redelivered=True))
+                queue.returned.append(replace(stored, redelivered=True))
             elif action == "reject":
                 self.broker.dead_letter(queue, stored)
         self.broker.pump()
 
-    def room(self) -> bool:
-        return not self.closed and (self.prefetch == 0 or len(self.unacked) < self.prefetch)
+    def room(self, consumer: str) -> bool:
+        """Whether ``consumer`` may take one more (RabbitMQ's basic.qos applies per consumer)."""
+        prefetch = self.consumer_prefetch.get(consumer, self.prefetch)
+        held = sum(1 for owner in self.owners.values() if owner == consumer)
+        return not self.closed and (prefetch == 0 or held < prefetch)
 
-    def deliver(self, queue: MemoryQueue, stored: Stored, on_delivery: OnDelivery) -> None:
+    def deliver(self, queue: MemoryQueue, stored: Stored, consumer: str, on_delivery: OnDelivery) -> None:
         tag = next(self._tags)
         self.unacked[tag] = (queue, stored)
+        self.owners[tag] = consumer
         envelope = stored.envelope
+        headers = dict(envelope.headers)
+        if stored.delivery_count > 1:  # as a quorum queue marks a message it hands out again
+            headers["x-delivery-count"] = stored.delivery_count - 1
         message = Received(
             body=envelope.body,
             message_id=envelope.message_id,
             type=envelope.type,
             routing_key=envelope.routing_key,
-            headers=dict(envelope.headers),
+            headers=headers,
             content_type=envelope.content_type,
             correlation_id=envelope.correlation_id,
             redelivered=stored.redelivered,
+            timestamp=envelope.timestamp,
         )
         delivery = Delivery(
-            message, queue.name, tag, self.generation, MemorySettler(self, self.generation, tag)
+            message,
+            queue.name,
+            tag,
+            self.generation,
+            MemorySettler(self, self.generation, tag),
+            consumer=consumer,
         )
 
         async def run() -> None:
@@ -225,7 +259,8 @@ class MemoryBroker:
             self.exchange(spec.name, spec.type)
         for queue_spec in topology.queues():
             queue = self.queue(queue_spec.name)
-            if queue_spec.arguments.get("x-single-active-consumer"):
+            queue.single_active = bool(queue_spec.arguments.get("x-single-active-consumer"))
+            if queue.single_active:
                 queue.delivery_limit = int(shard_policy["delivery-limit"])
                 queue.dead_letter_exchange = str(shard_policy["dead-letter-exchange"])
             if queue_spec.bound_to:
@@ -280,18 +315,24 @@ class MemoryBroker:
                 target.ready.append(Stored(stored.envelope))
 
     def pump(self) -> None:
-        """Hand ready messages to consumers with room (single active consumer: the first one)."""
+        """Hand ready messages to consumers with room (single active consumer: the first one; else
+        round robin over those with room)."""
         for queue in self.queues.values():
-            while queue.ready and queue.consumers:
-                channel, _, on_delivery = queue.consumers[0]
-                if not channel.room():
+            while (queue.returned or queue.ready) and queue.consumers:
+                candidates = queue.consumers[:1] if queue.single_active else queue.consumers
+                chosen = next((c for c in candidates if c[0].room(c[1])), None)
+                if chosen is None:
                     break
-                stored = queue.ready.popleft()
+                if not queue.single_active:  # the next message tries the others first
+                    queue.consumers.remove(chosen)
+                    queue.consumers.append(chosen)
+                channel, consumer, on_delivery = chosen
+                stored = (queue.returned or queue.ready).popleft()
                 stored.delivery_count += 1
                 if queue.delivery_limit is not None and stored.delivery_count > queue.delivery_limit:
                     self.dead_letter(queue, stored)
                     continue
-                channel.deliver(queue, stored, on_delivery)
+                channel.deliver(queue, stored, consumer, on_delivery)
 
     def restart(self) -> None:
         """Every channel closes (what was unacked is handed out again), then comes back as it was."""
@@ -304,7 +345,8 @@ class MemoryBroker:
 
     # -- for tests ------------------------------------------------------------------------------
     def ready(self, queue: str) -> list[Envelope]:
-        return [s.envelope for s in self.queues[queue].ready]
+        target = self.queues[queue]
+        return [s.envelope for s in (*target.returned, *target.ready)]
 
     def unacked(self, queue: str) -> int:
         return sum(1 for c in self.channels for q, _ in c.unacked.values() if q.name == queue)

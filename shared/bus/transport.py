@@ -36,6 +36,15 @@ class Delivery:
     channel: object
     settler: Settler
     settled: bool = field(default=False)
+    consumer: str = ""  # the consumer tag it was delivered to
+
+
+@dataclass(frozen=True, slots=True)
+class QueueDepth:
+    """What a passive declare says about a queue: messages ready (not handed out), and its consumers."""
+
+    ready: int
+    consumers: int
 
 
 OnDelivery = Callable[[Delivery], Awaitable[None]]
@@ -62,10 +71,21 @@ class Channel(Publisher, Protocol):
         ...
 
     async def consume(self, queue: str, on_delivery: OnDelivery) -> str:
-        """Start consuming ``queue``; returns the consumer tag."""
+        """Start consuming ``queue`` with manual acks and the prefetch set last (per consumer);
+        returns the consumer tag."""
         ...
 
     async def cancel(self, tag: str) -> None: ...
+
+    async def queue_depth(self, queue: str) -> QueueDepth:
+        """Ready messages and consumers of ``queue`` now (a missing queue closes the channel: ChannelGone)."""
+        ...
+
+    async def requeue_through(self, tag: int) -> None:
+        """Give back every unsettled delivery of this channel up to ``tag``, in order (a multiple nack
+        with requeue); raises ChannelGone if the channel is closed."""
+        ...
+
     async def close(self) -> None: ...
 
 

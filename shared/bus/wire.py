@@ -72,6 +72,7 @@ class Received:
     content_type: str | None = None
     correlation_id: str | None = None
     redelivered: bool = False
+    timestamp: datetime | None = None
 
 
 Incoming = DispatchMessage | OutcomeMessage | ReceiptMessage | DeadLetter | CircuitEvent
@@ -196,6 +197,19 @@ def decode_incoming(message: Received, max_bytes: int | None = None) -> Incoming
     if decoder is None:
         raise MalformedMessage(f"unknown message type {message.type!r}")
     return decoder(message.body, max_bytes)
+
+
+def is_dead_letter(message: Received) -> bool:
+    """A letter the responder published (by its type, or its log id header), as opposed to poison that
+    reached the DLQ some other way. A letter moved by the broker (``x-death``) is not one."""
+    if "x-death" in message.headers:
+        return False
+    return message.type == MESSAGE_TYPE_DEAD_LETTER or HEADER_LOG_ID in message.headers
+
+
+def decode_dead_letter(message: Received, max_bytes: int | None = None) -> DeadLetter:
+    """The :class:`DeadLetter` of a message :func:`is_dead_letter` accepts; a MessageError says why not."""
+    return decode(DeadLetter, message.body, max_bytes)
 
 
 def decode_dispatch(message: Received, max_bytes: int | None = None) -> DispatchMessage:

@@ -13,11 +13,10 @@ from typing import Annotated
 
 import asyncpg
 import typer
-from aio_pika.abc import AbstractRobustConnection
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from shared.bus.amqp import connect
+from shared.bus.amqp import RobustConnection, connect
 from shared.core.errors import ConfigurationError
 from shared.db.pool import create_pool
 from shared.runtime.hardening import InsecureConfiguration, check_secrets
@@ -182,7 +181,7 @@ def run_service(name: str, main: ServiceMain) -> None:
     service_cli(name, main, help_text)(prog_name=f"python -m services.{name}")
 
 
-async def open_broker(settings: Settings, name: str, stop: asyncio.Event) -> AbstractRobustConnection | None:
+async def open_broker(settings: Settings, name: str, stop: asyncio.Event) -> RobustConnection | None:
     """A named broker connection, retried while the broker is unreachable; a missing vhost or a
     refused login raises :class:`BackendUnusable` at once."""
     return await retry_until_stopped(
@@ -196,7 +195,7 @@ async def open_broker(settings: Settings, name: str, stop: asyncio.Event) -> Abs
 @asynccontextmanager
 async def backends(
     settings: Settings, name: str, stop: asyncio.Event, health: Health, pool_size: int
-) -> AsyncIterator[tuple[asyncpg.Pool, AbstractRobustConnection] | None]:
+) -> AsyncIterator[tuple[asyncpg.Pool, RobustConnection] | None]:
     """A database pool and a broker connection, each retried until it works or ``stop`` is set
     (then ``None``), registered as readiness checks (PostgreSQL answering ``SELECT 1``, the broker
     connection open) and closed on the way out."""
@@ -226,7 +225,7 @@ async def backends(
         await pool.close()
 
 
-def broker_connected(connection: AbstractRobustConnection) -> bool:
+def broker_connected(connection: RobustConnection) -> bool:
     """Open and not in the middle of a reconnect (a robust connection is "not closed" meanwhile)."""
     connected = getattr(connection, "connected", None)
     return not connection.is_closed and (connected is None or connected.is_set())

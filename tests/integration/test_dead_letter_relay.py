@@ -17,7 +17,7 @@ from services.responder.relay import (
     relay_dead_letters,
     resolve_in_doubt,
 )
-from shared.bus.amqp import AmqpChannel, confirming_channel
+from shared.bus.amqp import AmqpBroker, AmqpChannel, confirming_channel
 from shared.bus.topology import DEAD_LETTER_EXCHANGE, DEAD_LETTER_QUEUE
 from shared.core.errors import InDoubtUnresolved, PublishRefused, PublishUnconfirmed
 from shared.core.models import DeadLetter
@@ -51,7 +51,7 @@ async def test_rows_of_a_relay_that_died_end_with_exactly_one_letter_each(
                 routing_key=letter.channel,
                 mandatory=True,
             )
-        in_dlq = functools.partial(letters_in_dlq, connection)
+        in_dlq = functools.partial(letters_in_dlq, AmqpBroker(connection))
         # When another relay runs while the marks hold, it leaves the rows alone
         assert await relay_dead_letters(pool, publisher) == 0
         assert await resolve_in_doubt(pool, publisher, in_dlq) == 0
@@ -85,7 +85,7 @@ async def test_in_doubt_rows_wait_while_another_reader_hides_part_of_the_dlq(
             return None  # never acked: the broker keeps it from everyone else
 
         tag = await queue.consume(hold)
-        in_dlq = functools.partial(letters_in_dlq, connection)
+        in_dlq = functools.partial(letters_in_dlq, AmqpBroker(connection))
         # When the relay tries to resolve them, it refuses to guess
         with pytest.raises(InDoubtUnresolved):
             await resolve_in_doubt(pool, publisher, in_dlq, lease_s=1.0)

@@ -258,7 +258,7 @@ async def test_leave_keeps_a_message_unacked_until_its_channel_closes() -> None:
     assert consumer.channel is not None
     await consumer.channel.close()
     assert [e.message_id for e in broker.ready(DISPATCH_0)] == ["1-1"]
-    assert broker.queues[DISPATCH_0].ready[0].redelivered
+    assert broker.queues[DISPATCH_0].returned[0].redelivered
 
 
 async def test_a_retried_subscribe_does_not_consume_a_queue_twice() -> None:

@@ -217,3 +217,38 @@ def test_message_id_schemes(log_id: int, attempt: int) -> None:
     assert wire.dispatch(dispatch(log_id, attempt)).message_id == f"{log_id}-{attempt}"
     assert wire.outcome(outcome(log_id, attempt)).message_id == f"{log_id}-{attempt}"
     assert wire.letter_id(log_id, attempt) == f"dl-{log_id}-{attempt}"
+
+
+def test_a_letter_in_the_dlq_is_told_from_poison_by_its_type_or_headers_never_its_body() -> None:
+    letter = DeadLetter(
+        log_id=9,
+        attempt=1,
+        max_attempts=1,
+        tenant="t",
+        campaign_id=None,
+        channel="sms",
+        recipient="+14155550123",
+        provider=None,
+        status=Status.FAILED,
+        reason=DeadLetterReason.PERMANENT_ERROR,
+        error_class=OutcomeClass.PERMANENT,
+        error_code="INVALID_NUMBER",
+        error_message=None,
+        created_at=datetime(2026, 1, 1, tzinfo=UTC),
+        dead_lettered_at=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+    envelope = wire.dead_letter(letter)
+    published = wire.Received(
+        envelope.body, message_id=envelope.message_id, type=envelope.type, headers=envelope.headers
+    )
+    untyped = wire.Received(envelope.body, headers=envelope.headers)
+    moved_by_the_broker = wire.Received(
+        envelope.body, type=envelope.type, headers={"x-death": [{"reason": "rejected"}]}
+    )
+    dispatch_with_a_letter_body = wire.Received(envelope.body, type=wire.MESSAGE_TYPE_DISPATCH)
+    assert wire.is_dead_letter(published) and wire.decode_dead_letter(published) == letter
+    assert wire.is_dead_letter(untyped)
+    assert not wire.is_dead_letter(moved_by_the_broker)
+    assert not wire.is_dead_letter(dispatch_with_a_letter_body)
+    with pytest.raises(MalformedMessage):
+        wire.decode_dead_letter(wire.Received(b'{"log_id": 9', type=wire.MESSAGE_TYPE_DEAD_LETTER))
