@@ -21,9 +21,10 @@ from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ROLE_PREFIX = "switchboard_"
-ALL_TABLES = "*"
 READ = ("SELECT",)
 WRITE = ("SELECT", "INSERT", "UPDATE", "DELETE")
+ADD = ("SELECT", "INSERT")
+CHANGE = ("SELECT", "INSERT", "UPDATE")
 ROUTING_TABLES = (
     "routing_version",
     "providers",
@@ -32,8 +33,6 @@ ROUTING_TABLES = (
     "tenant_routes",
     "tenant_channel_fallbacks",
 )
-# Never readable beyond the API: key hashes and stored answers.
-SECRET_TABLES = frozenset({"api_keys", "api_idempotency"})
 
 
 class DatabaseRole(StrEnum):
@@ -48,11 +47,15 @@ class DatabaseRole(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Grant:
-    table: str  # or ALL_TABLES: every table of the schema but schema_migrations (and SECRET_TABLES)
+    table: str
     privileges: tuple[str, ...]
     columns: tuple[str, ...] = ()  # only these columns (a column privilege); empty: the whole table
 
 
+# Exactly what each service's SQL needs (tests/security/test_database_grants.py reads the services' SQL
+# and fails on a missing grant and on one no statement uses). Identity columns need no sequence grant,
+# and triggers run with the privileges of whoever fires them (the routing tables' trigger updates
+# routing_version). Nobody may TRUNCATE, and nobody but the owner may alter anything.
 GRANTS: dict[DatabaseRole, tuple[Grant, ...]] = {
     DatabaseRole.POLLER: (Grant("communication_logs", ("SELECT", "UPDATE")),),
     # The sender never sees a log's content: it gets everything it needs in the dispatch message. It
@@ -60,16 +63,16 @@ GRANTS: dict[DatabaseRole, tuple[Grant, ...]] = {
     DatabaseRole.SENDER: (
         *(Grant(t, READ) for t in ROUTING_TABLES),
         Grant("delivery_attempts", READ),  # success rates for reliability routing
-        Grant("provider_buckets", ("SELECT", "INSERT", "UPDATE")),
-        Grant("sender_pacing", ("SELECT", "INSERT", "UPDATE")),
+        Grant("provider_buckets", CHANGE),
+        Grant("sender_pacing", CHANGE),
         Grant("attempt_starts", ("SELECT", "INSERT", "DELETE")),
         Grant("communication_logs", READ, columns=("id", "status", "attempts")),
     ),
     DatabaseRole.RESPONDER: (
         *(Grant(t, READ) for t in ROUTING_TABLES),
         Grant("communication_logs", ("SELECT", "UPDATE")),
-        Grant("delivery_attempts", ("SELECT", "INSERT")),
-        Grant("delivery_receipts", ("SELECT", "INSERT")),
+        Grant("delivery_attempts", ADD),
+        Grant("delivery_receipts", ADD),
         Grant("campaigns", ("SELECT", "UPDATE")),
         Grant("dead_letter_outbox", WRITE),
     ),
@@ -77,12 +80,41 @@ GRANTS: dict[DatabaseRole, tuple[Grant, ...]] = {
         Grant("communication_logs", ("SELECT", "UPDATE")),
         Grant("campaigns", ("SELECT", "UPDATE")),
         Grant("delivery_attempts", READ),
+    ),
+    # Ingest, status, campaigns, contact lists, templates, keys and the routing configuration; never the
+    # sender's or responder's working tables (rate-limit buckets, pacing, attempt starts, receipts' replays).
+    DatabaseRole.API: (
+        Grant("api_keys", CHANGE),
+        Grant("api_idempotency", WRITE),
+        Grant("communication_logs", CHANGE),
+        Grant("paused_logs", WRITE),
+        Grant("delivery_attempts", READ),
         Grant("delivery_receipts", READ),
+        Grant("dead_letter_outbox", ("SELECT", "DELETE")),  # a retried log's letter is settled
+        Grant("campaigns", CHANGE),
+        Grant("campaign_specs", CHANGE),
+        Grant("campaign_runs", CHANGE),
+        Grant("campaign_pacing", CHANGE),
+        Grant("contact_lists", CHANGE),
+        Grant("contacts", ADD),
+        Grant("message_templates", ADD),
+        Grant("routing_version", ("SELECT", "UPDATE")),  # bumped by the routing tables' trigger
+        Grant("providers", WRITE),
+        Grant("channel_routes", WRITE),
+        Grant("channel_policies", CHANGE),
+        Grant("tenant_routes", WRITE),
+        Grant("tenant_channel_fallbacks", WRITE),
+    ),
+    # Read-only, and only what its panels show: never keys, contact lists, templates or payload copies.
+    DatabaseRole.DASHBOARD: (
+        Grant("communication_logs", READ),
+        Grant("delivery_attempts", READ),
+        Grant("delivery_receipts", READ),
+        Grant("campaigns", READ),
+        Grant("providers", READ),
     ),
     # The internet-facing receiver: the reports it has taken (replays), nothing else.
     DatabaseRole.RECEIPTS: (Grant("receipt_reports", WRITE),),
-    DatabaseRole.API: (Grant(ALL_TABLES, WRITE),),
-    DatabaseRole.DASHBOARD: (Grant(ALL_TABLES, READ),),
 }
 
 
@@ -129,27 +161,18 @@ def url_for(dsn: str, role: DatabaseRole, password: str | None = None) -> str:
 
 
 def grant_statements(role: DatabaseRole, tables: list[str]) -> list[str]:
-    """What ``role`` is granted in a database with ``tables`` (pure: unit-tested)."""
+    """What ``role`` is granted in a database with ``tables`` (pure: unit-tested). Everything granted
+    before is revoked first, so that narrowing a role in GRANTS narrows it in every database."""
     name = role_name(role)
-    statements = [f"REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {name}"]
+    statements = [
+        f"REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {name}",
+        f"REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM {name}",
+    ]
     for grant in GRANTS[role]:
-        if grant.table == ALL_TABLES:
-            chosen = [t for t in tables if t != "schema_migrations" and t not in SECRET_TABLES]
-            if role == DatabaseRole.API:
-                chosen += [t for t in tables if t in SECRET_TABLES]
-        else:
-            chosen = [grant.table] if grant.table in tables else []
-        if grant.columns:
-            columns = ", ".join(grant.columns)
-            statements += [
-                f"GRANT {', '.join(grant.privileges)} ({columns}) ON TABLE {t} TO {name}"
-                for t in sorted(chosen)
-            ]
+        if grant.table not in tables:
             continue
-        statements += [f"GRANT {', '.join(grant.privileges)} ON TABLE {t} TO {name}" for t in sorted(chosen)]
-    writes = any(p != "SELECT" for g in GRANTS[role] for p in g.privileges)
-    if writes:
-        statements.append(f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {name}")
+        columns = f" ({', '.join(grant.columns)})" if grant.columns else ""
+        statements.append(f"GRANT {', '.join(grant.privileges)}{columns} ON TABLE {grant.table} TO {name}")
     return statements
 
 

@@ -1,5 +1,6 @@
 """Threat: a compromised service uses the database owner role to read or destroy what its job never
-touches. Each service has a role of its own (``admin setup`` creates it); the database refuses the rest."""
+touches. Each service has a role of its own (``admin setup`` creates it), the deploy files connect each
+process as its own role, and the database refuses the rest."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import pytest
 
 from services.sender.starts import PostgresAttemptStarts, StartVerdict
 from shared.db.pool import create_pool
-from shared.db.roles import DatabaseRole, grant_statements, url_for
+from shared.db.roles import DatabaseRole, grant_statements, role_name, url_for
+from tests.unit.test_deploy import database_users
 from tools.stack import Environment
 
 REFUSED: list[tuple[DatabaseRole, str]] = [
@@ -24,6 +26,19 @@ REFUSED: list[tuple[DatabaseRole, str]] = [
     (DatabaseRole.API, "DROP TABLE communication_logs"),
     (DatabaseRole.API, "TRUNCATE communication_logs"),
     (DatabaseRole.API, "DELETE FROM schema_migrations"),
+    (DatabaseRole.API, "DELETE FROM attempt_starts"),  # the sender's working tables are not the API's
+    (DatabaseRole.API, "UPDATE provider_buckets SET tokens = 1e9"),
+    (DatabaseRole.API, "TRUNCATE receipt_reports"),
+    (DatabaseRole.DASHBOARD, "SELECT recipient FROM contacts"),
+    (DatabaseRole.DASHBOARD, "DELETE FROM dead_letter_outbox"),
+    (DatabaseRole.DLQ, "SELECT provider_status FROM delivery_receipts"),
+    (DatabaseRole.RECEIPTS, "SELECT recipient, payload FROM communication_logs"),
+    (DatabaseRole.RECEIPTS, "DELETE FROM communication_logs"),
+    (
+        DatabaseRole.RECEIPTS,
+        "INSERT INTO delivery_receipts (log_id, attempt, provider, status) VALUES (1, 1, 'x', 'DELIVERED')",
+    ),
+    (DatabaseRole.RECEIPTS, "DROP TABLE receipt_reports"),
 ]
 
 ALLOWED: list[tuple[DatabaseRole, str]] = [
@@ -34,6 +49,8 @@ ALLOWED: list[tuple[DatabaseRole, str]] = [
     (DatabaseRole.RESPONDER, "SELECT count(*) FROM dead_letter_outbox"),
     (DatabaseRole.DASHBOARD, "SELECT count(*) FROM communication_logs"),
     (DatabaseRole.API, "SELECT count(*) FROM api_keys"),
+    (DatabaseRole.API, "UPDATE providers SET active = active"),  # the trigger bumps routing_version
+    (DatabaseRole.RECEIPTS, "DELETE FROM receipt_reports WHERE seen_at < now() - interval '1 day'"),
 ]
 
 
@@ -96,3 +113,14 @@ async def test_the_sender_role_records_attempt_starts_reading_only_a_logs_state(
         await pool.close()
     # Then its grants were enough: the first start is recorded, the repeat is in doubt
     assert (first.verdict, again.verdict) == (StartVerdict.FIRST, StartVerdict.IN_DOUBT)
+
+
+def test_the_deployed_processes_connect_as_their_own_roles() -> None:
+    # Given the database user of every process in deploy/compose.yaml and deploy/k8s
+    users = database_users()
+    roles = {role_name(role) for role in DatabaseRole}
+    # Then only the migrate job connects as the owner, and each other process as a role of its own
+    for deployment in ("compose", "k8s"):
+        processes = {w: u for w, u in users.items() if w.startswith(deployment) and "migrate" not in w}
+        assert processes and set(processes.values()) <= roles, processes
+        assert len(set(processes.values())) == len(processes), f"{deployment} shares a role: {processes}"
