@@ -60,7 +60,7 @@ format: install ## apply ruff's formatting and safe fixes
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-chaos: setup ## the chaos harness: kills and restarts while 20 000 logs flow, then checks the invariants
+chaos: install ## the chaos harness, on a RabbitMQ and a PostgreSQL of its own: kills and restarts while 20 000 logs flow, then checks the invariants
 	$(BIN)/python -m tools.chaos $(CHAOS_ARGS)
 
 bench: setup ## throughput against a raw baseline, latency scenarios, the API under wrk (BENCH_ARGS="--scenario trickle")

@@ -6,6 +6,10 @@ recipients, SIGKILLs random processes at random instants and restarts them, rest
 PostgreSQL, waits for quiescence and checks: nothing lost, nothing sent twice, strict order kept,
 every FAILED/BOUNCED/IN_DOUBT log with exactly one dead letter, nothing stuck in PROCESSING.
 
+The RabbitMQ and PostgreSQL it restarts are its own (tools/private_services.py: own node, ports and
+data under a temporary directory, stopped by PID and removed at the end, also on SIGTERM or Ctrl-C),
+never the machine's shared servers, which other runs are using.
+
 The provider mix (:func:`chaos_routing`) has a WhatsApp provider that ignores idempotency keys (the
 mock sends a repeated key again, as the real WhatsApp Cloud API would) and says so, so a sender killed
 mid-call leaves attempts in doubt, which must be held (IN_DOUBT, one dead letter ``in_doubt``) and
@@ -18,7 +22,6 @@ import asyncio
 import contextlib
 import json
 import random
-import subprocess
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -37,8 +40,9 @@ from shared.bus.topology import DEAD_LETTER_QUEUE, shard_queues
 from shared.db.pool import create_pool
 from shared.db.routing_store import write_config
 from tools.invariants import InvariantReport, check
+from tools.private_services import PrivateServices
 from tools.signals import run_harness
-from tools.stack import Environment, Stack, create_environment, destroy_environment
+from tools.stack import Environment, Stack, create_environment
 
 console = Console()
 PROCESS_TYPES = ("poller", "sender", "responder")
@@ -59,7 +63,8 @@ class ChaosConfig:
     shards: int = 4
     report_path: Path = Path("reports/chaos.json")
     log_dir: Path = Path("var/chaos")
-    keep_environment: bool = False
+    broker_down_s: float = 3.0  # how long RabbitMQ stays stopped when it is restarted
+    keep_environment: bool = False  # keep the private servers' data directory (they are stopped)
 
 
 @dataclass
@@ -126,6 +131,7 @@ async def insert(pool: asyncpg.Pool, rows: list[dict[str, Any]], chunk: int = 5_
         )
 
 
+POOL_CLOSE_TIMEOUT_S = 10.0
 NON_IDEMPOTENT_PROVIDER = "mockwa"
 PACED_PROVIDER = "mockmms"
 
@@ -206,27 +212,28 @@ async def kill_and_restart(stack: Stack, name: str, log: ChaosLog, rng: random.R
     log.add("restart", name)
 
 
-def run(cmd: list[str]) -> None:
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=120)
-
-
-async def restart_broker(log: ChaosLog) -> None:
+async def restart_broker(services: PrivateServices, down_s: float, log: ChaosLog) -> None:
+    """Stop the run's own RabbitMQ node (a clean shutdown), leave it down ``down_s``, start it again."""
     log.add("stop", "rabbitmq")
-    await asyncio.to_thread(run, ["rabbitmqctl", "stop_app"])
-    await asyncio.sleep(3)
-    await asyncio.to_thread(run, ["rabbitmqctl", "start_app"])
-    await asyncio.to_thread(run, ["rabbitmqctl", "await_startup"])
+    await asyncio.to_thread(services.stop_broker)
+    log.add("stopped", "rabbitmq")
+    await asyncio.sleep(down_s)
+    await asyncio.to_thread(services.start_broker)
     log.add("start", "rabbitmq")
 
 
-async def restart_database(log: ChaosLog) -> None:
-    version = sorted(p.name for p in Path("/etc/postgresql").iterdir())[0]
+async def restart_database(services: PrivateServices, log: ChaosLog) -> None:
+    """Restart the run's own PostgreSQL (fast shutdown: sessions are terminated, open transactions
+    roll back), as ``pg_ctl restart -m fast`` would."""
     log.add("restart", "postgresql")
-    await asyncio.to_thread(run, ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"])
+    await asyncio.to_thread(services.stop_database)
+    await asyncio.to_thread(services.start_database)
     log.add("up", "postgresql")
 
 
-async def chaos_schedule(stack: Stack, config: ChaosConfig, log: ChaosLog, rng: random.Random) -> None:
+async def chaos_schedule(
+    stack: Stack, services: PrivateServices, config: ChaosConfig, log: ChaosLog, rng: random.Random
+) -> None:
     """Run every planned disruption at its random instant within the chaos window."""
     window = config.chaos_window_s
     plans: list[tuple[float, str, Any]] = []
@@ -244,9 +251,9 @@ async def chaos_schedule(stack: Stack, config: ChaosConfig, log: ChaosLog, rng: 
         if what == "kill":
             await kill_and_restart(stack, target, log, rng)
         elif what == "broker":
-            await restart_broker(log)
+            await restart_broker(services, config.broker_down_s, log)
         else:
-            await restart_database(log)
+            await restart_database(services, log)
 
 
 async def set_outage(mock_url: str, provider: str, seconds: float, log: ChaosLog) -> None:
@@ -316,12 +323,41 @@ async def progress(pool: asyncpg.Pool, total: int, log: ChaosLog, stop: asyncio.
 
 
 async def run_chaos(config: ChaosConfig) -> tuple[InvariantReport, dict[str, Any]]:
+    """One run on a RabbitMQ node and a PostgreSQL cluster of its own, removed afterwards whatever
+    happens (an exception, a cancellation by SIGTERM or Ctrl-C)."""
+    services = PrivateServices(prefix="chaos", keep=config.keep_environment)
+    try:
+        console.print(f"[dim]starting RabbitMQ {services.rabbitmq.node} and PostgreSQL in {services.root}[/]")
+        started = time.monotonic()
+        await asyncio.to_thread(services.start)
+        report, summary = await run_on(services, config)
+        summary["services_start_s"] = round(time.monotonic() - started, 1)
+        return report, summary
+    finally:
+        # Blocking on purpose: a second signal must not cut the servers' shutdown short. It waits for
+        # a start or restart still running in its thread, then stops both by PID.
+        services.close()
+        if config.keep_environment:
+            console.print(f"[dim]the private servers' data is kept in {services.root}[/]")
+
+
+async def run_on(services: PrivateServices, config: ChaosConfig) -> tuple[InvariantReport, dict[str, Any]]:
     rng = random.Random(config.seed)
-    environment = await create_environment("chaos", service_users=True, shards=str(config.shards))
+    environment = await create_environment(
+        "chaos", service_users=True, base=services.settings(), shards=str(config.shards)
+    )
     stack = build_stack(environment, config)
     log = ChaosLog()
     summary: dict[str, Any] = {
         "environment": environment.name,
+        "private_services": {
+            "rabbitmq_node": services.rabbitmq.node,
+            "amqp_port": services.rabbitmq.amqp_port,
+            "management_port": services.rabbitmq.management_port,
+            "epmd_port": services.rabbitmq.epmd_port,
+            "postgres_port": services.postgres.port,
+            "directory": str(services.root),
+        },
         "config": {k: str(v) if isinstance(v, Path) else v for k, v in config.__dict__.items()},
     }
     pool = await create_pool(environment.database_url, max_size=2)
@@ -337,7 +373,7 @@ async def run_chaos(config: ChaosConfig) -> tuple[InvariantReport, dict[str, Any
         log.add("inserted", "logs", count=len(rows))
         reporter = asyncio.create_task(progress(pool, len(rows), log, stop_progress))
         await set_outage(stack.url("mock_provider"), config.outage_provider, config.outage_s, log)
-        await chaos_schedule(stack, config, log, rng)
+        await chaos_schedule(stack, services, config, log, rng)
         log.add("chaos_done", "schedule")
         deadline = time.monotonic() + config.quiesce_timeout_s
         while time.monotonic() < deadline and not await quiescent(pool, environment, config.shards):
@@ -365,6 +401,7 @@ async def run_chaos(config: ChaosConfig) -> tuple[InvariantReport, dict[str, Any
         ]
         report = await check(pool, ledger_rows, await read_dead_letters(environment), strict=True)
         summary["kills"] = dict(log.count("kill"))
+        summary["outages_s"] = outages(log.events)
         summary["unexpected_exits"] = dict(log.count("unexpected_exit"))
         summary["events"] = log.events
         summary["duration_s"] = round(time.monotonic() - log.started, 1)
@@ -372,12 +409,21 @@ async def run_chaos(config: ChaosConfig) -> tuple[InvariantReport, dict[str, Any
     finally:
         stop_progress.set()
         stack.stop(timeout=5)
-        await pool.close()
-        if not config.keep_environment:
-            try:
-                await destroy_environment(environment)
-            except Exception as exc:
-                console.print(f"[red]could not remove environment {environment.name}: {exc!r}[/]")
+        try:
+            await asyncio.wait_for(pool.close(), POOL_CLOSE_TIMEOUT_S)  # on timeout, close() terminates
+        except (TimeoutError, OSError, asyncpg.InterfaceError) as exc:
+            console.print(f"[dim]harness pool closed abruptly: {exc!r}[/]")
+
+
+def outages(events: list[dict[str, Any]]) -> dict[str, float]:
+    """How long RabbitMQ and PostgreSQL were away: from the stop to the server answering again."""
+    spans = {"rabbitmq": ("stop", "start"), "postgresql": ("restart", "up")}
+    found: dict[str, float] = {}
+    for target, (down, up) in spans.items():
+        times = {e["event"]: e["t"] for e in events if e["target"] == target}
+        if down in times and up in times:
+            found[target] = round(times[up] - times[down], 1)
+    return found
 
 
 def render(report: InvariantReport, summary: dict[str, Any]) -> Table:
@@ -399,6 +445,7 @@ def render(report: InvariantReport, summary: dict[str, Any]) -> Table:
     table.add_row("provider sends / replays", f"{report.ledger_sends} / {report.ledger_replays}", "")
     table.add_row("attempt rows / attempts", f"{report.attempt_rows} / {report.attempts_total}", "")
     table.add_row("kills", json.dumps(summary.get("kills", {})), "")
+    table.add_row("servers away (s)", json.dumps(summary.get("outages_s", {})), "")
     table.add_row(
         "unexpected exits",
         json.dumps(summary.get("unexpected_exits", {})),
@@ -433,12 +480,13 @@ def main(
     logs: int = typer.Option(20_000, help="How many logs to insert."),
     recipients: int = typer.Option(4_000, help="How many distinct recipients."),
     kills_per_type: int = typer.Option(3, help="SIGKILLs per process type."),
-    restart_broker: bool = typer.Option(True, help="Restart RabbitMQ once."),
-    restart_database: bool = typer.Option(True, help="Restart PostgreSQL once."),
+    restart_broker: bool = typer.Option(True, help="Restart the run's own RabbitMQ node once."),
+    restart_database: bool = typer.Option(True, help="Restart the run's own PostgreSQL once."),
     window: float = typer.Option(60.0, help="Seconds over which disruptions are spread."),
     timeout: float = typer.Option(600.0, help="Seconds to wait for quiescence after the disruptions."),
-    seed: int = typer.Option(7),
+    seed: int = typer.Option(7, help="Seed of the logs and of the disruptions' plan."),
     report: Path = typer.Option(Path("reports/chaos.json"), help="Where to write the JSON report."),
+    keep_data: bool = typer.Option(False, help="Keep the private servers' data directory afterwards."),
 ) -> None:
     config = ChaosConfig(
         logs=logs,
@@ -450,6 +498,7 @@ def main(
         quiesce_timeout_s=timeout,
         seed=seed,
         report_path=report,
+        keep_environment=keep_data,
     )
     result, summary = run_harness(run_chaos(config))
     report.parent.mkdir(parents=True, exist_ok=True)

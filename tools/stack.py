@@ -104,10 +104,12 @@ def environment_settings(
 
 
 async def create_environment(
-    prefix: str = "sb", service_users: bool = False, **overrides: str
+    prefix: str = "sb", service_users: bool = False, base: Settings | None = None, **overrides: str
 ) -> Environment:
+    """A vhost and a database named ``<prefix>-<random>`` on the servers ``base`` points at (by
+    default the settings' own, the machine's shared ones), prepared as ``make setup`` would."""
     name = f"{prefix}-{uuid.uuid4().hex[:10]}"
-    env = environment_settings(name, overrides)
+    env = environment_settings(name, overrides, base)
     settings = Settings.model_validate({k.removeprefix("SWITCHBOARD_").lower(): v for k, v in env.items()})
     await prepare_database(settings)
     await prepare_broker(settings)

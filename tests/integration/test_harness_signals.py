@@ -1,5 +1,6 @@
 """Harness hygiene: chaos, bench and the demo stopped by SIGTERM (a CI timeout, a supervisor) stop every child
-process and remove the vhost and database they created; ``make run`` stops its processes."""
+process and remove the vhost and database they created (chaos: the RabbitMQ node and PostgreSQL cluster of its
+own, with their directory); ``make run`` stops its processes."""
 
 from __future__ import annotations
 
@@ -71,6 +72,23 @@ async def exists(vhost: str, database: str) -> tuple[bool, bool]:
     return response.status_code == 200, has_db
 
 
+def listener(port: int) -> psutil.Process:
+    """The process listening on ``port`` of the loopback."""
+    for connection in psutil.net_connections("tcp"):
+        if connection.status == psutil.CONN_LISTEN and connection.laddr.port == port and connection.pid:
+            return psutil.Process(connection.pid)
+    raise AssertionError(f"nothing listens on {port}")
+
+
+def private_servers(child: psutil.Process) -> tuple[list[psutil.Process], Path]:
+    """The broker and database processes ``child`` was started against, and their directory."""
+    env = child.environ()
+    broker = listener(urlsplit(env["SWITCHBOARD_RABBITMQ_URL"]).port or 5672)
+    database = listener(urlsplit(env["SWITCHBOARD_DATABASE_URL"]).port or 5432)
+    directory = Path(broker.environ()["RABBITMQ_MNESIA_BASE"]).parent.parent
+    return [broker, database], directory
+
+
 HARNESSES = {
     "chaos": [
         "tools.chaos",
@@ -104,16 +122,25 @@ async def test_sigterm_mid_run_leaves_nothing_behind(harness: str, tmp_path: Pat
         running = subprocess.Popen(args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)  # noqa: ASYNC220
     try:
         children = await wait_for_children(running, at_least=3)
-        vhost, database = created_by(children[0])
-        assert await exists(vhost, database) == (True, True)
+        if harness == "chaos":
+            servers, directory = private_servers(children[0])
+            assert directory.exists()
+        else:
+            vhost, database = created_by(children[0])
+            assert await exists(vhost, database) == (True, True)
         # When it is sent SIGTERM mid-run
         running.send_signal(signal.SIGTERM)
         code = await asyncio.to_thread(running.wait, 90)
-        # Then it exits 143, no process it started still runs, and its vhost and database are gone
+        # Then it exits 143, no process it started still runs, and what it created is gone
         assert code == 128 + signal.SIGTERM, output.read_text(errors="replace")[-3000:]
+        if harness == "chaos":
+            children += servers
         survivors = [c.pid for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
         assert not survivors
-        assert await exists(vhost, database) == (False, False)
+        if harness == "chaos":
+            assert not directory.exists()
+        else:
+            assert await exists(vhost, database) == (False, False)
     finally:
         if running.poll() is None:
             running.kill()

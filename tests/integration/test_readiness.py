@@ -1,6 +1,6 @@
 """Readiness that can fail: every process's /readyz turns unready when PostgreSQL goes, ready when it is back.
 
-The processes run against a PostgreSQL of the test's own (tests/integration/own_postgres.py), which
+The processes run against a PostgreSQL of the test's own (tools/private_services.py), which
 the test stops by its PID; the machine's shared PostgreSQL is never touched.
 """
 
@@ -14,23 +14,23 @@ import httpx
 import pytest
 
 from tests.helpers import wait_until
-from tests.integration.own_postgres import OwnPostgres
+from tools.private_services import PrivatePostgres
 from tools.stack import Environment, Stack, create_environment, destroy_environment, free_port
 
 PROCESSES = ("poller", "sender", "responder", "api", "dashboard")
 
 
 @pytest.fixture
-async def own_postgres() -> AsyncIterator[OwnPostgres]:
-    if not OwnPostgres.available():
+async def own_postgres() -> AsyncIterator[PrivatePostgres]:
+    if not PrivatePostgres.available():
         pytest.skip("initdb/pg_ctl not installed")
-    server = OwnPostgres()
-    await asyncio.to_thread(server.init)
-    await asyncio.to_thread(server.start)
+    server = PrivatePostgres()
     try:
+        await asyncio.to_thread(server.init)
+        await asyncio.to_thread(server.start)
         yield server
     finally:
-        await asyncio.to_thread(server.remove)
+        await asyncio.to_thread(server.close)
 
 
 async def readiness(client: httpx.AsyncClient, url: str) -> tuple[int, list[str]]:
@@ -43,7 +43,7 @@ async def readiness(client: httpx.AsyncClient, url: str) -> tuple[int, list[str]
 
 @pytest.mark.e2e
 async def test_every_process_turns_unready_without_postgres_and_ready_again(
-    own_postgres: OwnPostgres, tmp_path: Path
+    own_postgres: PrivatePostgres, tmp_path: Path
 ) -> None:
     environment: Environment = await create_environment(
         "sbready", database_url=own_postgres.dsn("sbready"), readiness_timeout_s="1"
