@@ -30,7 +30,7 @@ from urllib.parse import quote
 import httpx
 from pydantic import SecretStr
 
-from shared.settings import Settings
+from shared.runtime.settings import Settings
 
 RABBITMQ_BIN = Path("/usr/lib/rabbitmq/bin")  # the scripts themselves: /usr/sbin's wrappers switch user
 POSTGRES_BINS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)  # the newest first

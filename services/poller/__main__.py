@@ -19,7 +19,7 @@ from shared.bus.transport import Broker, Channel
 from shared.core.models import utcnow
 from shared.runtime import metrics
 from shared.runtime.logs import get_logger
-from shared.runtime.resilience import Backoff, retry_until_stopped, sleep_or_stop
+from shared.runtime.resilience import Backoff, finish_or_cancel, retry_until_stopped, sleep_or_stop
 from shared.runtime.service import Health, backends, run_service
 from shared.runtime.settings import Settings
 
@@ -217,7 +217,11 @@ async def main(settings: Settings, health: Health, stop: asyncio.Event) -> None:
             budget_s=settings.dispatch_budget_s,
         )
         try:
-            await poller.run(stop)
+            # A lane checks ``stop`` between cycles; a cycle stuck on a database or broker that stopped
+            # answering is cancelled after the grace period. Safe: a claim is one transaction (rolled
+            # back), and claimed rows not yet confirmed by the broker are re-published with the same
+            # attempt when their lease runs out.
+            await finish_or_cancel(poller.run(stop), stop, settings.stop_grace_s, "poller lanes")
         finally:
             await signal.close()
 

@@ -14,6 +14,7 @@ from shared.bus.topology import LANES, Lane, lane_of
 from shared.runtime.logs import get_logger
 
 CHANNEL = "switchboard_due"
+LISTEN_TIMEOUT_S = 5.0
 
 log = get_logger("poller")
 
@@ -44,12 +45,16 @@ class DueSignal:
     async def ensure_listening(self) -> None:
         if self.connection is not None and not self.connection.is_closed():
             return
+        connection: asyncpg.Connection | None = None
         try:
-            connection = await asyncpg.connect(self.dsn, timeout=5)
-            connection.add_termination_listener(self._on_lost)
-            await connection.add_listener(CHANNEL, self._on_notify)
-        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            async with asyncio.timeout(LISTEN_TIMEOUT_S):  # the LISTEN too: a server may accept, then hang
+                connection = await asyncpg.connect(self.dsn)
+                connection.add_termination_listener(self._on_lost)
+                await connection.add_listener(CHANNEL, self._on_notify)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
             log.warning("listen_failed", error=repr(exc)[:300])
+            if connection is not None:
+                connection.terminate()
             return
         self.connection = connection
 

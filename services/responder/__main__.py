@@ -26,7 +26,13 @@ from shared.db.overdue import watch_overdue
 from shared.db.routing_store import RoutingCache
 from shared.runtime import metrics
 from shared.runtime.logs import get_logger
-from shared.runtime.resilience import Backoff, retry_until_stopped, sleep_or_stop
+from shared.runtime.resilience import (
+    Backoff,
+    cancel_within,
+    finish_or_cancel,
+    retry_until_stopped,
+    sleep_or_stop,
+)
 from shared.runtime.service import Health, backends, run_service
 from shared.runtime.settings import Settings
 
@@ -236,9 +242,10 @@ class Responder:
         try:
             await asyncio.gather(*(consumer.run(self, stop) for consumer in self.consumers.values()))
         finally:
-            relay_task.cancel()
-            overdue_task.cancel()
-            await asyncio.gather(relay_task, overdue_task, return_exceptions=True)
+            await asyncio.gather(
+                cancel_within(relay_task, "dead-letter relay"),
+                cancel_within(overdue_task, "overdue receipts"),
+            )
 
 
 async def main(settings: Settings, health: Health, stop: asyncio.Event) -> None:
@@ -260,7 +267,9 @@ async def main(settings: Settings, health: Health, stop: asyncio.Event) -> None:
         )
         active, standby = lanes[LANES.index(Lane.BULK)]
         log.info("responder_ready", shards=active, standby=standby, lanes=[lane.value for lane in LANES])
-        await run
+        # A batch being written when the database stops answering is cancelled after the grace period:
+        # its transaction rolls back and its messages, unacked, return to their queue.
+        await finish_or_cancel(run, stop, settings.stop_grace_s, "responder batches")
         for consumer in responder.consumers.values():
             await consumer.cancel()
 

@@ -40,7 +40,7 @@ from shared.core.routing import RoutingConfig
 from shared.db.routing_store import RoutingCache, load_success_rates
 from shared.runtime import metrics
 from shared.runtime.logs import get_logger
-from shared.runtime.resilience import retry_until_stopped, sleep_or_stop
+from shared.runtime.resilience import cancel_within, retry_until_stopped, sleep_or_stop
 from shared.runtime.service import Health, backends, run_service
 from shared.runtime.settings import Settings
 
@@ -304,9 +304,7 @@ async def serve(
         await stop.wait()
         await sender.stop(grace_s=8.0)
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*(cancel_within(task, "sender background") for task in tasks))
         await board.close()
         await adapters.close()
 

@@ -42,6 +42,7 @@ from shared.runtime.resilience import retry_until_stopped, sleep_or_stop
 from shared.runtime.settings import Settings
 
 log = get_logger("bus.consumer")
+CANCEL_TIMEOUT_S = 5.0  # a consumer's basic.cancel on the way out
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -202,7 +203,8 @@ class Consumer(Generic[T]):
             return
         for queue, tag in list(self._tags.items()):
             try:
-                await self.channel.cancel(tag)
+                async with asyncio.timeout(CANCEL_TIMEOUT_S):  # a broker that stopped answering
+                    await self.channel.cancel(tag)
             except Exception as exc:  # a closed channel has no consumers left to cancel
                 log.warning("cancel_failed", queue=queue, error=repr(exc)[:300])
         self._tags.clear()

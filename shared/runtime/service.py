@@ -122,8 +122,14 @@ def serve(name: str, main: ServiceMain) -> None:
     async def runner() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+
+        def on_signal(signum: int) -> None:
+            if not stop.is_set():
+                log.info("service_stopping", signal=signal.Signals(signum).name)
+            stop.set()
+
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, on_signal, sig)
         if early_stop_requested():
             stop.set()
         health = Health(settings.readiness_timeout_s)
@@ -208,21 +214,44 @@ async def backends(
     if pool is None:
         yield None
         return
+    closing: list[Callable[[], Awaitable[None]]] = []
     try:
         connection = await open_broker(settings, name, stop)
         if connection is None:
             yield None
             return
+        closing.append(lambda: closed_within(connection.close(), "rabbitmq connection"))
         probe = DatabaseProbe(settings.database_dsn(), health.timeout_s, process=name)
+        closing.append(lambda: closed_within(probe.close(), "postgres probe"))
         health.add("postgres", probe)
         health.add("rabbitmq", lambda: broker_connected(connection))
-        try:
-            yield pool, connection
-        finally:
-            await connection.close()
-            await probe.close()
+        yield pool, connection
     finally:
-        await pool.close()
+        # Side by side, each bounded: a server that stopped answering costs CLOSE_TIMEOUT_S once.
+        await asyncio.gather(close_pool(pool), *(close() for close in closing))
+
+
+# How long a connection or pool may take to close on the way out before it is dropped: a server that
+# stopped answering must not keep a stopping process alive.
+CLOSE_TIMEOUT_S = 2.0
+
+
+async def closed_within(closing: Awaitable[object], what: str, timeout: float = CLOSE_TIMEOUT_S) -> None:
+    """Await a close; one that fails or does not finish in ``timeout`` is logged and given up."""
+    try:
+        await asyncio.wait_for(closing, timeout)
+    except Exception as exc:  # closing on the way out: nothing is left to save
+        get_logger().warning("close_failed", what=what, error=repr(exc))
+
+
+async def close_pool(pool: asyncpg.Pool, timeout: float = CLOSE_TIMEOUT_S) -> None:
+    """Close gracefully (waiting for connections still in use) within ``timeout``, else terminate every
+    connection (asyncpg's ``close()`` terminates when cancelled by the timeout)."""
+    try:
+        await asyncio.wait_for(pool.close(), timeout)
+    except Exception as exc:
+        pool.terminate()
+        get_logger().warning("pool_terminated", error=repr(exc))
 
 
 def broker_connected(connection: RobustConnection) -> bool:

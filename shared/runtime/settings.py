@@ -151,6 +151,8 @@ class Settings(BaseSettings):
     metrics_port: int = Field(0, ge=0, le=65535)
     metrics_host: str = "127.0.0.1"
     readiness_timeout_s: float = Field(1.0, gt=0, le=30)  # each /readyz check's answer, at most
+    # After SIGTERM: how long work in progress may take to finish before it is cancelled.
+    stop_grace_s: float = Field(4.0, gt=0, le=60)
     log_level: str = "INFO"
     # auto: console lines on a terminal, JSON lines otherwise; json; console (shared/runtime/logs.py).
     log_format: Literal["auto", "json", "console"] = "auto"
