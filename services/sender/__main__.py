@@ -13,11 +13,12 @@ from prometheus_client import Counter, Histogram
 
 from services.sender.adapters import AdapterPool
 from services.sender.circuits import CircuitBoard
+from services.sender.metrics import STALE_DISPATCHES
 from services.sender.ordering import RecipientSerializer
 from services.sender.pacing import PostgresPacing
 from services.sender.ratelimit import PostgresBucketStore, RateLimiter
 from services.sender.router import Router
-from services.sender.starts import PostgresAttemptStarts
+from services.sender.starts import AttemptStarts, PostgresAttemptStarts
 from shared.bus import wire
 from shared.bus.amqp import AmqpBroker, RobustConnection
 from shared.bus.consumer import MessageConsumer, Settle
@@ -62,10 +63,13 @@ def outcome_metrics(provider: str, outcome: str) -> tuple[Counter, Histogram]:
 class Sender:
     """Dispatch messages in, one provider attempt each, the outcome out (confirmed), then the ack."""
 
-    def __init__(self, settings: Settings, broker: Broker, router: Router) -> None:
+    def __init__(
+        self, settings: Settings, broker: Broker, router: Router, starts: AttemptStarts | None = None
+    ) -> None:
         self.settings = settings
         self.broker = broker
         self.router = router
+        self.starts = starts
         self.topology = Topology(shards=settings.shards, delivery_limit=settings.delivery_limit)
         self.serializer = RecipientSerializer()
         max_bytes = settings.max_payload_bytes * 2
@@ -127,6 +131,8 @@ class Sender:
     async def process(self, dispatch: DispatchMessage) -> Settle:
         if self.stopping:
             return Settle.LEAVE  # the broker gives it back when this channel closes
+        if not await self.live(dispatch):
+            return Settle.ACK  # its outcome is known: nothing to send, nothing to report
         outcome = await self.router.attempt(dispatch)
         counted, timed = outcome_metrics(outcome.provider or "none", outcome.outcome.value)
         counted.inc()
@@ -148,6 +154,22 @@ class Sender:
             return Settle.REQUEUE
         SENDER_OUT.inc()
         return Settle.ACK
+
+    async def live(self, dispatch: DispatchMessage) -> bool:
+        """False for a copy of an attempt whose outcome was applied already (services/sender/starts.py).
+        A check that cannot be made lets the dispatch through, as before the check existed: its
+        idempotency key still covers the usual copy, and a stopped sender would do no better."""
+        if self.starts is None:
+            return True
+        try:
+            live = await self.starts.live(dispatch.log_id, dispatch.attempt)
+        except Exception as exc:
+            log.warning("live_check_failed", log_id=dispatch.log_id, error=repr(exc)[:300])
+            return True
+        if not live:
+            STALE_DISPATCHES.inc()
+            log.info("stale_dispatch_skipped", log_id=dispatch.log_id, attempt=dispatch.attempt)
+        return live
 
     async def publish_outcome(self, outcome: OutcomeMessage, lane: Lane) -> bool:
         """Into the responses lane of its message, so an urgent outcome never waits behind bulk ones."""
@@ -279,7 +301,7 @@ async def serve(
         max_wait_s=settings.rate_limit_max_wait_s,
         starts=starts,
     )
-    sender = Sender(settings, AmqpBroker(connection), router)
+    sender = Sender(settings, AmqpBroker(connection), router, starts)
     board.publish = sender.broadcast
     tasks: list[asyncio.Task[None]] = []
     try:

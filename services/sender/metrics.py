@@ -39,3 +39,7 @@ IN_DOUBT = Counter(
     " whose outcome was applied)",
     ["provider", "resolution"],
 )
+STALE_DISPATCHES = Counter(
+    "switchboard_stale_dispatches_total",
+    "Dispatch copies of an attempt whose outcome was applied already: acked, no provider called",
+)

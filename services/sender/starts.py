@@ -9,20 +9,29 @@ The provider's ``in_doubt`` policy decides (services/sender/router.py).
 Recording is batched: the starts asked for within one event-loop turn go to PostgreSQL in one
 statement, which also says, per attempt, whether it is the first start, an in-doubt repeat, or a
 stale copy whose outcome was applied already (the log moved on): that one is not sent at all.
+
+Every dispatch, whatever its provider, is first checked the same way (:meth:`PostgresAttemptStarts.live`,
+batched alike): a copy of an attempt whose outcome was applied already (a re-publish after an unconfirmed
+publish or an expired lease, a redelivery after a broker restart) must not reach a provider. Its key does
+not make it harmless: when the first call was refused (an outage), the provider has nothing to replay, and
+the log may have moved on to another provider meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 import asyncpg
 
 from shared.runtime.logs import get_logger
 
 log = get_logger("sender.starts")
+A = TypeVar("A")
+R = TypeVar("R")
 
 
 class StartVerdict(StrEnum):
@@ -92,6 +101,13 @@ LEFT JOIN inserted ON inserted.log_id = live.log_id AND inserted.attempt = live.
 LEFT JOIN attempt_starts s ON s.log_id = live.log_id AND s.attempt = live.attempt
 """
 
+# Which of the asked attempts the log still waits for (PROCESSING at that attempt).
+LIVE_SQL = """
+SELECT i.log_id, i.attempt
+FROM unnest($1::bigint[], $2::int[]) AS i(log_id, attempt)
+JOIN communication_logs l ON l.id = i.log_id AND l.status = 'PROCESSING' AND l.attempts = i.attempt
+"""
+
 # Starts of logs that have long moved on (kept that long so that a late copy of a dispatch still
 # finds its start), a bounded number per run.
 PRUNE_SQL = """
@@ -108,50 +124,75 @@ DELETE FROM attempt_starts WHERE (log_id, attempt) IN (
 class AttemptStarts(Protocol):
     async def begin(self, log_id: int, attempt: int, provider: str) -> StartCheck: ...
 
+    async def live(self, log_id: int, attempt: int) -> bool:
+        """Whether the log still waits for this attempt's outcome (False: a stale copy)."""
+        ...
 
-Waiting = list[tuple[tuple[int, int, str], "asyncio.Future[StartCheck]"]]
 
+class TurnBatch(Generic[A, R]):
+    """What is asked within one event-loop turn, answered together by one call of ``answer`` (one
+    statement), which returns one result per question, in order. Its failure fails each question."""
 
-class PostgresAttemptStarts:
-    """Starts asked for in one event-loop turn are recorded with one statement."""
+    def __init__(self, answer: Callable[[list[A]], Awaitable[list[R]]]) -> None:
+        self.answer = answer
+        self._waiting: list[tuple[A, asyncio.Future[R]]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self.pool = pool
-        self._waiting: Waiting = []
-        self._writes: set[asyncio.Task[None]] = set()
-
-    async def begin(self, log_id: int, attempt: int, provider: str) -> StartCheck:
+    async def ask(self, question: A) -> R:
         loop = asyncio.get_running_loop()
         if not self._waiting:
             loop.call_soon(self._flush)
-        future: asyncio.Future[StartCheck] = loop.create_future()
-        self._waiting.append(((log_id, attempt, provider), future))
+        future: asyncio.Future[R] = loop.create_future()
+        self._waiting.append((question, future))
         return await future
 
     def _flush(self) -> None:
         group, self._waiting = self._waiting, []
         if group:
-            task = asyncio.get_running_loop().create_task(self._write(group))
-            self._writes.add(task)
-            task.add_done_callback(self._writes.discard)
+            task = asyncio.get_running_loop().create_task(self._answer(group))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
-    async def _write(self, group: Waiting) -> None:
-        asked = [a for a, _ in group]
+    async def _answer(self, group: list[tuple[A, asyncio.Future[R]]]) -> None:
         try:
-            records = await self.pool.fetch(
-                BEGIN_SQL, [a[0] for a in asked], [a[1] for a in asked], [a[2] for a in asked]
-            )
+            results = await self.answer([question for question, _ in group])
         except Exception as exc:
             for _, future in group:
                 if not future.done():
                     future.set_exception(exc)
             return
+        for (_, future), result in zip(group, results, strict=True):
+            if not future.done():
+                future.set_result(result)
+
+
+class PostgresAttemptStarts:
+    """Starts asked for in one event-loop turn are recorded with one statement; live checks alike."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+        self._begins: TurnBatch[tuple[int, int, str], StartCheck] = TurnBatch(self._record)
+        self._lives: TurnBatch[tuple[int, int], bool] = TurnBatch(self._read_live)
+
+    async def begin(self, log_id: int, attempt: int, provider: str) -> StartCheck:
+        return await self._begins.ask((log_id, attempt, provider))
+
+    async def live(self, log_id: int, attempt: int) -> bool:
+        return await self._lives.ask((log_id, attempt))
+
+    async def _record(self, asked: list[tuple[int, int, str]]) -> list[StartCheck]:
+        records = await self.pool.fetch(
+            BEGIN_SQL, [a[0] for a in asked], [a[1] for a in asked], [a[2] for a in asked]
+        )
         rows = [
             StartRow(r["log_id"], r["attempt"], r["inserted"], True, r["started_provider"]) for r in records
         ]
-        for (_, future), check in zip(group, verdicts(asked, rows), strict=True):
-            if not future.done():
-                future.set_result(check)
+        return verdicts(asked, rows)
+
+    async def _read_live(self, asked: list[tuple[int, int]]) -> list[bool]:
+        records = await self.pool.fetch(LIVE_SQL, [a[0] for a in asked], [a[1] for a in asked])
+        waiting = {(r["log_id"], r["attempt"]) for r in records}
+        return [key in waiting for key in asked]
 
     async def prune(self, older_than_s: float, limit: int = 10_000) -> int:
         status = await self.pool.execute(PRUNE_SQL, older_than_s, limit)

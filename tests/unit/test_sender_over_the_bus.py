@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 from services.sender.__main__ import Sender
 from services.sender.circuits import CircuitBoard
+from services.sender.starts import StartCheck
 from shared.bus import wire
 from shared.bus.memory import Fault, MemoryBroker
 from shared.bus.topology import DISPATCH, RESPONSES, Lane, Topology, lane_exchange, shard_queue
@@ -62,9 +63,25 @@ class FakeRouter:
         )
 
 
-async def running_sender(broker: MemoryBroker) -> tuple[Sender, FakeRouter]:
+class FakeLive:
+    """The database's view: which (log, attempt) the log still waits for; or unreachable."""
+
+    def __init__(self, stale: set[tuple[int, int]] | None = None, fail: bool = False) -> None:
+        self.stale = stale or set()
+        self.fail = fail
+
+    async def begin(self, log_id: int, attempt: int, provider: str) -> StartCheck:
+        raise AssertionError("the sender itself records no start")
+
+    async def live(self, log_id: int, attempt: int) -> bool:
+        if self.fail:
+            raise OSError("database gone")
+        return (log_id, attempt) not in self.stale
+
+
+async def running_sender(broker: MemoryBroker, starts: FakeLive | None = None) -> tuple[Sender, FakeRouter]:
     router = FakeRouter()
-    sender = Sender(SETTINGS, broker, router)  # type: ignore[arg-type]
+    sender = Sender(SETTINGS, broker, router, starts)  # type: ignore[arg-type]
     await sender.start()
     await sender.subscribe(SETTINGS, asyncio.Event())
     return sender, router
@@ -142,3 +159,25 @@ async def test_circuit_events_go_out_on_the_fanout_and_come_back_to_every_replic
     await sender.broadcast(event)
     await broker.settle_down()
     assert board.state("mocksms") == CircuitState.OPEN
+
+
+async def test_a_stale_copy_is_acked_without_a_provider_call_or_an_outcome() -> None:
+    # Given a sender, and a dispatch whose attempt's outcome was applied already (the log moved on)
+    broker = MemoryBroker()
+    _, router = await running_sender(broker, FakeLive(stale={(2, 1)}))
+    # When that copy arrives between two live ones
+    await publish(broker, [dispatch(1), dispatch(2), dispatch(3)])
+    await broker.settle_down()
+    # Then no provider is called for it and no outcome goes out, and it leaves the queue
+    assert router.calls == [1, 3]
+    assert [e.message_id for e in broker.ready(RESPONSES_0)] == ["1-1", "3-1"]
+    assert broker.unacked(DISPATCH_0) == 0 and broker.ready(DISPATCH_0) == []
+
+
+async def test_without_the_database_a_dispatch_is_still_attempted() -> None:
+    broker = MemoryBroker()
+    _, router = await running_sender(broker, FakeLive(fail=True))
+    await publish(broker, [dispatch(1)])
+    await broker.settle_down()
+    assert router.calls == [1]
+    assert [e.message_id for e in broker.ready(RESPONSES_0)] == ["1-1"]
