@@ -6,7 +6,7 @@ recipients, SIGKILLs random processes at random instants and restarts them, rest
 PostgreSQL, waits for quiescence and checks: nothing lost, nothing sent twice, strict order kept,
 every FAILED/BOUNCED/IN_DOUBT log with exactly one dead letter, nothing stuck in PROCESSING.
 
-The RabbitMQ and PostgreSQL it restarts are its own (tools/private_services.py: own node, ports and
+The RabbitMQ and PostgreSQL it restarts are its own (tools/private_services/: own node, ports and
 data under a temporary directory, stopped by PID and removed at the end, also on SIGTERM or Ctrl-C),
 never the machine's shared servers, which other runs are using.
 

@@ -1,4 +1,4 @@
-"""A harness's own RabbitMQ node and PostgreSQL cluster (tools/private_services.py): they start on ports
+"""A harness's own RabbitMQ node and PostgreSQL cluster (tools/private_services/): they start on ports
 of their own, keep their data across a restart, and leave no process, port or directory behind."""
 
 from __future__ import annotations

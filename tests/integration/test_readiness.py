@@ -1,6 +1,6 @@
 """Readiness that can fail: every process's /readyz turns unready when PostgreSQL goes, ready when it is back.
 
-The processes run against a PostgreSQL of the test's own (tools/private_services.py), which
+The processes run against a PostgreSQL of the test's own (tools/private_services/), which
 the test stops by its PID; the machine's shared PostgreSQL is never touched.
 """
 

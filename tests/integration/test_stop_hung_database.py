@@ -2,7 +2,7 @@
 
 A chaos run once left a poller running 15 s after SIGTERM: a lane checks ``stop`` only between cycles, and
 its cycle waited on a query (then on the query's cancellation, then on the pool's close) to a database that
-had gone away. Here the processes run against a PostgreSQL of the test's own (tools/private_services.py),
+had gone away. Here the processes run against a PostgreSQL of the test's own (tools/private_services/),
 which the test freezes with SIGSTOP (queries, cancel requests and new connections all hang) and thaws
 afterwards; the machine's shared PostgreSQL is never touched.
 """
