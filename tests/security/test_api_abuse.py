@@ -5,7 +5,9 @@ database, or at the pure function that enforces it."""
 from __future__ import annotations
 
 import csv
+import threading
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -13,6 +15,7 @@ from prometheus_client import REGISTRY
 
 from services.api.auththrottle import AuthThrottle
 from services.api.contacts_csv import MAX_KEPT_REJECTIONS, parse_contacts
+from services.api.routers import contacts as contacts_router
 from services.api.schedule import ScheduleError, validate_cron
 from services.api.templating import RenderTooLarge, parse, render
 from services.dlq.entries import parse_entry
@@ -144,6 +147,28 @@ def test_a_file_of_bad_rows_keeps_a_bounded_number_of_reasons() -> None:
     data = ("recipient\n" + "not-a-number\n" * 20_000).encode()
     parsed = parse_contacts(data, "sms", 100_000)
     assert (parsed.rejected_count, len(parsed.rejected)) == (20_000, MAX_KEPT_REJECTIONS)
+
+
+async def test_a_contact_file_is_parsed_off_the_event_loop(
+    environment: Environment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the parser, watched for the thread it runs in
+    threads: list[int] = []
+
+    def watched(*args: Any) -> Any:
+        threads.append(threading.get_ident())
+        return parse_contacts(*args)
+
+    monkeypatch.setattr(contacts_router, "parse_contacts", watched)
+    rows = "recipient\n" + "not-a-number\n" * 50_000  # about 650 KB of bad rows
+    async with running_api(environment.settings) as api:
+        key = await api.key("mallory")
+        loop_thread = threading.get_ident()
+        # When a large file of bad rows is uploaded
+        answer = await api.client.post("/v1/contact-lists", headers=key, **csv_upload("l", "sms", rows))
+    # Then it was refused with a bounded report, parsed in a worker thread, never on the event loop's
+    assert answer.status_code == 422 and len(answer.json()["error"]["details"]) <= MAX_KEPT_REJECTIONS
+    assert len(threads) == 1 and threads[0] != loop_thread
 
 
 # ---- DLQ export: a tenant's text never runs as a spreadsheet formula ---------------------------------

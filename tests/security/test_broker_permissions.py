@@ -1,6 +1,7 @@
 """Threat: a compromised service (the internet-facing receipts receiver first) uses its broker user to
 delete the DLQ, re-bind queues, or publish forged messages where its role never publishes. Each
-role's user is tried against the real broker: what it needs works, everything else is refused."""
+role's user is tried against the real broker: what it needs works, everything else is refused; and a
+forged dead letter makes ``dlq requeue`` reset nothing (it trusts PostgreSQL, not letters)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ import asyncpg
 import pytest
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
+from services.dlq import actions
+from services.dlq.filters import EntryFilter
+from services.dlq.requeue import Verdict
 from shared.bus.amqp import declare
 from shared.bus.topology import (
     CIRCUIT_EVENTS_EXCHANGE,
@@ -24,6 +28,7 @@ from shared.bus.topology import (
     lane_exchange,
 )
 from tests.helpers import all_terminal, drain_queue, insert_logs, status_counts, wait_until
+from tests.integration.dlq_support import dead_letter, failed_logs, relay
 from tests.integration.test_providers import QUIET, start_stack
 from tools.stack import Environment, Stack, create_environment, destroy_environment
 
@@ -235,3 +240,24 @@ async def test_the_pipeline_runs_as_service_users_and_a_poison_dispatch_still_re
     await wait_until(poison_arrived, timeout=30, what="the poison message in the DLQ")
     (poison,) = [m for m in letters if m.message_id == "poison-1"]
     assert poison.headers["x-death"][0]["reason"] == "rejected"  # type: ignore[index]
+
+
+async def test_requeue_trusts_postgresql_not_a_forged_letter(
+    environment: Environment, pool: asyncpg.Pool
+) -> None:
+    # Given a dead letter claiming another tenant's log FAILED, while PostgreSQL says it was DELIVERED
+    # (a letter forged by whoever could publish to the DLQ, or one that outlived its log's recovery)
+    (log_id,) = await failed_logs(pool, 1, attempts=2)
+    await dead_letter(pool, [log_id])
+    await relay(pool, environment.amqp_url)
+    await pool.execute("UPDATE communication_logs SET status = 'DELIVERED' WHERE id = $1", log_id)
+    # When the operator requeues everything
+    connection = await actions.connect(environment.settings)
+    try:
+        report = await actions.requeue(connection, pool, EntryFilter(), 5)
+    finally:
+        await connection.close()
+    # Then the log was not reset: requeue read its state from PostgreSQL, and the letter was stale
+    assert (report.tally.counts[Verdict.REQUEUED], report.tally.counts[Verdict.STALE]) == (0, 1)
+    row = await pool.fetchrow("SELECT status, attempts FROM communication_logs WHERE id = $1", log_id)
+    assert (row["status"], row["attempts"]) == ("DELIVERED", 2)
