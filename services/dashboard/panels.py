@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from services.dashboard.snapshot import QueueDepth, iso
+from services.dlq.entries import DlqEntry, EntryKind
 from shared.core.recipients import recipient_hash
 
 _SHARD = re.compile(r"^(?P<lane>.+)\.(?P<shard>\d+)$")
@@ -114,23 +115,36 @@ def requeue_command(reason: str, error_code: str | None) -> str:
     return shlex.join([*parts, "--dry-run"])
 
 
-def dead_letter_reasons(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Dead-lettered logs grouped by reason and error code, each with the command that requeues them."""
-    result = []
-    for row in rows:
-        reason = "attempts_exhausted" if row["exhausted"] else "permanent_error"
-        code = row["error_code"]
-        result.append(
-            {
-                "reason": reason,
-                "error_code": code,
-                "status": str(row["status"]),
-                "count": int(row["n"]),
-                "latest": iso(row["latest"]),
-                "command": requeue_command(reason, code),
+def inspect_command(reason: str) -> str:
+    """Poison cannot be requeued (nothing valid to send): the command that lists it, to export or purge."""
+    return shlex.join(["switchboard", "dlq", "list", "--kind", EntryKind.POISON.value, "--reason", reason])
+
+
+def dead_letter_reasons(entries: Iterable[DlqEntry]) -> list[dict[str, Any]]:
+    """DLQ messages grouped by kind, reason and error code, each with the command that requeues them
+    (dead letters) or lists them (poison)."""
+    groups: dict[tuple[str, str, str | None, str | None], dict[str, Any]] = {}
+    for entry in entries:
+        key = (entry.kind.value, entry.reason, entry.error_code, entry.status)
+        group = groups.get(key)
+        if group is None:
+            poison = entry.kind is EntryKind.POISON
+            group = groups[key] = {
+                "kind": entry.kind.value,
+                "reason": entry.reason,
+                "error_code": entry.error_code,
+                "status": entry.status or "poison",
+                "count": 0,
+                "latest": None,
+                "command": inspect_command(entry.reason)
+                if poison
+                else requeue_command(entry.reason, entry.error_code),
             }
-        )
-    return sorted(result, key=lambda r: (-r["count"], r["reason"], r["error_code"] or ""))
+        group["count"] += 1
+        when = iso(entry.dead_lettered_at)
+        if when is not None and (group["latest"] is None or when > group["latest"]):
+            group["latest"] = when
+    return sorted(groups.values(), key=lambda r: (-r["count"], r["reason"], r["error_code"] or ""))
 
 
 def processes(

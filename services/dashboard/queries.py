@@ -115,17 +115,6 @@ WHERE status IN ('SENT', 'DELIVERED', 'FAILED', 'BOUNCED') AND updated_at > now(
 GROUP BY campaign_id
 """
 
-# Logs given up on in the window, as the responder dead-letters them (logs_status_updated_idx).
-DEAD_LETTER_REASONS = """
-SELECT status, last_error_code AS error_code, attempts >= max_attempts AS exhausted, count(*) AS n,
-       max(updated_at) AS latest
-FROM communication_logs
-WHERE status IN ('FAILED', 'BOUNCED') AND updated_at > now() - make_interval(secs => $1)
-GROUP BY 1, 2, 3
-ORDER BY n DESC
-LIMIT 50
-"""
-
 # This database's sessions by application_name (shared/runtime/identity.py names them after their process).
 # application_name is visible for every role's sessions; backend_start only with pg_read_all_stats.
 SESSIONS = """
@@ -164,10 +153,6 @@ async def campaigns(conn: asyncpg.Connection, limit: int) -> tuple[list[asyncpg.
     ids = [int(r["id"]) for r in rows]
     rates = {int(r["campaign_id"]): int(r["n"]) for r in await conn.fetch(CAMPAIGN_RATES, ids)} if ids else {}
     return rows, rates
-
-
-async def dead_letter_reasons(conn: asyncpg.Connection, window_s: int) -> list[asyncpg.Record]:
-    return list(await conn.fetch(DEAD_LETTER_REASONS, float(window_s)))
 
 
 async def sessions(conn: asyncpg.Connection) -> list[asyncpg.Record]:

@@ -20,3 +20,7 @@ class DashboardSettings(Settings):
     # Where to read circuit breaker states when no ``provider_circuits`` table exists: the /metrics of
     # any one sender (replicas share breaker state, so one replica's gauges speak for all). Empty: none.
     dashboard_circuits_url: str = ""
+    # Dead letters by reason: read at most this many messages from the head of the DLQ every 30 s
+    # (the page says when the DLQ holds more); 0 turns the look off. It needs SWITCHBOARD_RABBITMQ_URL
+    # with read access to the dlq (the `switchboard-dlq` user in compose and k8s).
+    dashboard_dlq_scan_limit: int = Field(1000, ge=0, le=65_535)

@@ -1,7 +1,7 @@
 """The operator's dashboard at 3 a.m., end to end: a real pipeline with a campaign and failures, the
 dashboard process, headless Chromium. Providers with breaker state, error rate and latency; lanes
 with depth and consumers; campaign progress and ETA; a message found by id and by recipient with its
-attempt timeline; dead letters by reason with the command that requeues them; the processes
+attempt timeline; what the DLQ holds by reason with the command that requeues it; the processes
 connected to the broker or to PostgreSQL. Screenshots go to reports/."""
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ async def test_the_operator_finds_providers_lanes_campaigns_dead_letters_process
     start_pipeline(stack, senders=1)
     url = add_dashboard(stack, dashboard_circuits_url=f"{stack.url('sender-0')}/metrics")
     stack.add("api", api_scheduler_interval_s="0.5")  # on PostgreSQL only
-    await stack.start()
+    await stack.start(timeout=90)  # seven processes starting at once on a shared machine
     campaign_id = await pool.fetchval(
         "INSERT INTO campaigns (name, total_count) VALUES ('spring sale', 120) RETURNING id"
     )
@@ -62,6 +62,13 @@ async def test_the_operator_finds_providers_lanes_campaigns_dead_letters_process
             return any(lane["lane"] == BULK_DISPATCH and not lane["unconsumed"] for lane in lanes)
 
         await wait_until(consumers_counted, timeout=60, what="the broker's consumer counts")
+
+        async def letters_seen() -> bool:  # the look into the DLQ is refreshed every 30 s
+            dead = (await client.get(f"{url}/api/snapshot")).json()["dead_letters"]
+            codes = [r["error_code"] for r in dead.get("reasons", []) for _ in range(r["count"])]
+            return codes.count("INVALID_NUMBER") >= 6
+
+        await wait_until(letters_seen, timeout=90, what="the dead letters in the dashboard's look")
         snap = (await client.get(f"{url}/api/snapshot")).json()
         found = (await client.get(f"{url}/api/search", params={"q": str(invalid)})).json()
         by_recipient = (await client.get(f"{url}/api/search", params={"q": "+1 415 555 0007"})).json()
@@ -84,10 +91,12 @@ async def test_the_operator_finds_providers_lanes_campaigns_dead_letters_process
         1.0,
         0,
     )
-    # ... the dead letters by reason, with the command that requeues them
-    reasons = {(r["reason"], r["error_code"]): r for r in snap["dead_letters"]}
+    # ... what the DLQ holds now, by reason, with the command that requeues it, read whole
+    dead = snap["dead_letters"]
+    assert dead["truncated"] is False and dead["scanned"] == dead["depth"] >= 6
+    reasons = {(r["reason"], r["error_code"]): r for r in dead["reasons"]}
     invalid_numbers = reasons[("permanent_error", "INVALID_NUMBER")]
-    assert invalid_numbers["count"] >= 6
+    assert invalid_numbers["count"] >= 6 and invalid_numbers["status"] == "FAILED"
     assert invalid_numbers["command"] == requeue_command("permanent_error", "INVALID_NUMBER")
     # ... the processes connected to the broker or to PostgreSQL, by name, host and pid, one row each
     seen = {(p["process"], p["pid"]): p for p in snap["processes"]}

@@ -19,6 +19,9 @@ from services.dashboard.panels import (
     timeline,
 )
 from services.dashboard.snapshot import QueueDepth
+from services.dlq.entries import DlqEntry, entry_of
+from shared.bus import wire
+from shared.core.models import DeadLetter, DeadLetterReason, OutcomeClass, Status
 from shared.core.recipients import recipient_hash
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -100,17 +103,52 @@ def test_campaign_progress_and_eta_from_the_last_minute() -> None:
     assert empty["progress"] is None
 
 
+def _letter(log_id: int, reason: DeadLetterReason, code: str, status: Status, at: datetime) -> DlqEntry:
+    letter = DeadLetter(
+        log_id=log_id,
+        attempt=1,
+        max_attempts=1,
+        tenant="t",
+        campaign_id=None,
+        channel="sms",
+        recipient="+14155550123",
+        provider="mocksms",
+        status=status,
+        reason=reason,
+        error_class=OutcomeClass.PERMANENT,
+        error_code=code,
+        error_message=None,
+        created_at=at,
+        dead_lettered_at=at,
+    )
+    envelope = wire.dead_letter(letter)
+    return entry_of(wire.Received(envelope.body, type=envelope.type, headers=envelope.headers))
+
+
 def test_dead_letters_by_reason_come_with_the_command_that_requeues_them() -> None:
-    rows = [
-        {"status": "FAILED", "error_code": "SERVER_ERROR", "exhausted": True, "n": 3, "latest": T0},
-        {"status": "BOUNCED", "error_code": "HARD_BOUNCE", "exhausted": False, "n": 9, "latest": T0},
+    # Given what a look into the DLQ read: three exhausted letters, nine bounced, one poison message
+    entries = [
+        _letter(n, DeadLetterReason.ATTEMPTS_EXHAUSTED, "SERVER_ERROR", Status.FAILED, T0) for n in range(3)
     ]
-    first, second = dead_letter_reasons(rows)
-    assert (first["reason"], first["count"]) == ("permanent_error", 9)
+    entries += [
+        _letter(
+            10 + n, DeadLetterReason.PERMANENT_ERROR, "HARD_BOUNCE", Status.BOUNCED, T0 + timedelta(minutes=n)
+        )
+        for n in range(9)
+    ]
+    entries.append(entry_of(wire.Received(b"\xff", headers={"x-death": [{"reason": "rejected"}]})))
+    # When they are grouped
+    first, second, third = dead_letter_reasons(entries)
+    # Then the largest group comes first, with its latest letter, and each has its command
+    assert (first["reason"], first["status"], first["count"]) == ("permanent_error", "BOUNCED", 9)
+    assert first["latest"] == (T0 + timedelta(minutes=8)).isoformat()
     assert (
         second["command"]
         == "switchboard dlq requeue --reason attempts_exhausted --error-code SERVER_ERROR --dry-run"
     )
+    # ... and poison, which cannot be requeued, comes with the command that lists it
+    assert (third["kind"], third["status"], third["count"]) == ("poison", "poison", 1)
+    assert third["command"] == "switchboard dlq list --kind poison --reason rejected"
 
 
 @given(st.text(min_size=1, max_size=30))

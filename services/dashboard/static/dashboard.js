@@ -194,10 +194,20 @@ function renderCampaigns(campaigns) {
   }));
 }
 
-function renderDeadLetters(reasons) {
+function renderDeadLetters(dlq) {
   const body = $("dead-letters").tBodies[0];
-  if (!reasons) { empty(body, "n/a: database unavailable", 6); return; }
-  if (!reasons.length) { empty(body, "no log given up on in the last 7 days", 6); return; }
+  const note = $("dead-letters-note");
+  if (!dlq || dlq.error) {
+    note.textContent = "what the DLQ holds now";
+    empty(body, `n/a: ${dlq ? dlq.error : "no answer"}`, 6);
+    return;
+  }
+  note.textContent = dlq.truncated
+    ? `what the DLQ holds now: the first ${fmt(dlq.scanned)} of ${fmt(dlq.depth)} messages (truncated)`
+    : `what the DLQ holds now: all ${fmt(dlq.scanned)} messages`;
+  if (dlq.other_readers) note.textContent += `; ${dlq.other_readers} other reader(s) hide some`;
+  const reasons = dlq.reasons;
+  if (!reasons.length) { empty(body, "the DLQ is empty", 6); return; }
   body.replaceChildren(...reasons.map((r) => {
     const code = el("code", r.command);
     const copy = el("button", "copy", "copy");
