@@ -476,6 +476,13 @@ def passed(report: InvariantReport, summary: dict[str, Any]) -> bool:
     )
 
 
+def write_report(path: Path, report: InvariantReport, summary: dict[str, Any]) -> None:
+    """The run as JSON: the verdict, each invariant (counts and examples), and the summary."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    document = {"passed": passed(report, summary), "invariants": report.to_json(), **summary}
+    path.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2))
+
+
 def main(
     logs: int = typer.Option(20_000, help="How many logs to insert."),
     recipients: int = typer.Option(4_000, help="How many distinct recipients."),
@@ -501,13 +508,7 @@ def main(
         keep_environment=keep_data,
     )
     result, summary = run_harness(run_chaos(config))
-    report.parent.mkdir(parents=True, exist_ok=True)
-    report.write_bytes(
-        orjson.dumps(
-            {"passed": passed(result, summary), "invariants": result.to_json(), **summary},
-            option=orjson.OPT_INDENT_2,
-        )
-    )
+    write_report(report, result, summary)
     console.print(render(result, summary))
     console.print(f"report written to {report}")
     if not passed(result, summary):
