@@ -62,6 +62,7 @@ class BenchOptions:
     provider_latencies_ms: tuple[float, ...] = (0.0, 200.0)
     pollers: int = DEFAULT_POLLERS
     senders: int = DEFAULT_SENDERS
+    urgent_senders: int = 1
     responders: int = DEFAULT_RESPONDERS
     shards: int = 4
     log_level: str = "INFO"
@@ -91,6 +92,7 @@ class BenchOptions:
             provider_latency_ms=latency_ms,
             pollers=self.pollers,
             senders=self.senders,
+            urgent_senders=self.urgent_senders,
             responders=self.responders,
             shards=self.shards,
             log_level=self.log_level,
@@ -122,7 +124,8 @@ class PhaseProgress:
 def notes(options: BenchOptions) -> list[str]:
     mix = ", ".join(f"{k}={v}" for k, v in FAILURE_FREE.items())
     out = [
-        f"processes: {options.pollers} poller(s), {options.senders} sender(s), "
+        f"processes: {options.pollers} poller(s), {options.senders} sender(s) "
+        f"+ {options.urgent_senders} urgent-lane sender(s), "
         f"{options.responders} responder(s), {options.shards} shards, log level {options.log_level}; "
         "the mock provider shares the same cores",
         *(f"process setting: SWITCHBOARD_{k.upper()} = {v}" for k, v in options.settings.items()),
@@ -274,6 +277,10 @@ def main(
     senders: Annotated[
         int, typer.Option(min=1, help="Sender processes (at most --shards).")
     ] = DEFAULT_SENDERS,
+    urgent_senders: Annotated[
+        int,
+        typer.Option(min=0, help="Senders of the urgent lane alone (0: every sender consumes both lanes)."),
+    ] = 1,
     responders: Annotated[
         int, typer.Option(min=1, help="Responder processes (at most --shards).")
     ] = DEFAULT_RESPONDERS,
@@ -354,6 +361,7 @@ def main(
         provider_latencies_ms=parse_list(provider_latency, float, allow_empty=True),
         pollers=pollers,
         senders=senders,
+        urgent_senders=urgent_senders,
         responders=responders,
         shards=shards,
         log_level=log_level,
@@ -383,8 +391,8 @@ def main(
             api_rates=parse_list(api_rates, float, allow_empty=True),
         ),
     )
-    if max(senders, responders) > shards:
-        raise typer.BadParameter("--senders and --responders must each be at most --shards")
+    if max(senders, urgent_senders, responders) > shards:
+        raise typer.BadParameter("--senders, --urgent-senders and --responders must each be at most --shards")
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),

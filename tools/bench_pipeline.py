@@ -69,6 +69,8 @@ class PipelineConfig:
     provider_latency_ms: float = 0.0
     pollers: int = 1
     senders: int = 2
+    # Senders of their own for the urgent lane (0: every sender consumes both lanes).
+    urgent_senders: int = 1
     responders: int = 1
     shards: int = 4
     log_level: str = "INFO"
@@ -99,6 +101,7 @@ class PipelineConfig:
             "provider_latency_ms": self.provider_latency_ms,
             "pollers": self.pollers,
             "senders": self.senders,
+            "urgent_senders": self.urgent_senders,
             "responders": self.responders,
             "shards": self.shards,
             "log_level": self.log_level,
@@ -114,10 +117,26 @@ def build_stack(environment: Environment, config: PipelineConfig, run_name: str)
     shards = list(range(config.shards))
     for n in range(config.pollers):
         stack.add("poller", f"poller-{n}", **settings)
-    for kind, replicas in (("sender", config.senders), ("responder", config.responders)):
-        for n, mine in enumerate(split(shards, replicas)):
-            stack.add(kind, f"{kind}-{n}", **settings, consume_shards=orjson.dumps(mine).decode())
+    add_senders(stack, settings, shards, config.senders, config.urgent_senders)
+    for n, mine in enumerate(split(shards, config.responders)):
+        stack.add("responder", f"responder-{n}", **settings, consume_shards=orjson.dumps(mine).decode())
     return stack
+
+
+def add_senders(stack: Stack, settings: dict[str, str], shards: list[int], bulk: int, urgent: int) -> None:
+    """``bulk`` senders, and ``urgent`` senders of the urgent lane alone (with none, every sender
+    consumes both lanes); each set splits the shards between its members."""
+    lanes = {"sender_lanes": '["bulk"]'} if urgent else {}
+    for n, mine in enumerate(split(shards, bulk)):
+        stack.add("sender", f"sender-{n}", **settings, **lanes, consume_shards=orjson.dumps(mine).decode())
+    for n, mine in enumerate(split(shards, urgent)):
+        stack.add(
+            "sender",
+            f"sender-urgent-{n}",
+            **settings,
+            sender_lanes='["urgent"]',
+            consume_shards=orjson.dumps(mine).decode(),
+        )
 
 
 async def insert_logs(pool: asyncpg.Pool, count: int, chunk: int) -> float:

@@ -42,6 +42,7 @@ from rich.table import Table
 from shared.db.migrate import database_name
 from shared.db.pool import create_pool
 from shared.ops.management import Management
+from tools.bench_pipeline import add_senders
 from tools.demo_campaign import Campaign, build_campaign, create_campaign, insert_logs
 from tools.demo_env import DemoError, Routing, broker_view, demo_lock, dlq_depth, preflight, routing
 from tools.demo_outage import OutagePlan, OutageReport, Watchers, describe_plan, outage_report, outage_view
@@ -64,6 +65,7 @@ class StartFailed(Exception):
 class DemoOptions:
     count: int = 10_000
     senders: int = 2
+    urgent_senders: int = 1
     provider_latency_ms: float = 20.0
     seed: int = 42
     timeout_s: float = 300.0
@@ -126,10 +128,9 @@ def build_stack(environment: Environment, run_dir: Path, options: DemoOptions) -
     settings["provider_url"] = f"http://127.0.0.1:{mock.port}"
     stack.add("poller", **settings)
     shards = environment.settings.shards
-    for n in range(options.senders):
-        # Each sender owns some shards (single active consumer) and stands by for the others.
-        own = [s for s in range(shards) if s % options.senders == n] or [n % shards]
-        stack.add("sender", f"sender-{n}", consume_shards=orjson.dumps(own).decode(), **settings)
+    # Each sender owns some shards (single active consumer) and stands by for the others; the bulk
+    # lane's senders and the urgent lane's have processes of their own (docs/ordering.md).
+    add_senders(stack, settings, list(range(shards)), options.senders, options.urgent_senders)
     stack.add("responder", **settings)
     for process in stack.processes.values():
         process.new_session = True  # Ctrl-C reaches the demo only; it stops them in order

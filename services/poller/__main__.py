@@ -26,8 +26,11 @@ from shared.runtime.settings import Settings
 log = get_logger("poller")
 
 # Between two measurements of a lane's depth the poller counts what it published on top of the last
-# one (an upper bound: consumers only take messages away), so most cycles ask the broker nothing.
+# one (an upper bound: consumers only take messages away), so most cycles ask the broker nothing: it
+# asks at most every DEPTH_REFRESH_S, and only when that bound is above the lane's refill level (or the
+# last answer is older than DEPTH_MAX_AGE_S: the drain rate and the depth gauges stay fresh).
 DEPTH_REFRESH_S = 0.1
+DEPTH_MAX_AGE_S = 2.0
 
 
 class Poller:
@@ -71,10 +74,11 @@ class Poller:
 
     async def measure(self, lane: Lane) -> None:
         now = time.monotonic()
-        if now - self.depths_at[lane] < DEPTH_REFRESH_S:
+        age = now - self.depths_at[lane]
+        budget = self.budgets[lane]
+        if age < DEPTH_REFRESH_S or (age < DEPTH_MAX_AGE_S and not budget.needs_depth(self.depths[lane])):
             return
         depth = await self.lane_depth(lane)
-        budget = self.budgets[lane]
         budget.observe(depth, now)
         self.depths[lane] = depth
         self.depths_at[lane] = now

@@ -71,6 +71,7 @@ class Sender:
         self.router = router
         self.starts = starts
         self.topology = Topology(shards=settings.shards, delivery_limit=settings.delivery_limit)
+        self.lanes = [lane for lane in LANES if lane.value in settings.sender_lanes]
         self.serializer = RecipientSerializer()
         max_bytes = settings.max_payload_bytes * 2
         prefetch = {Lane.URGENT: settings.urgent_prefetch, Lane.BULK: settings.prefetch}
@@ -87,15 +88,15 @@ class Sender:
                 # rejected and the shard queue's dead-letter policy moves it to the DLQ.
                 dead_letter_poison=False,
             )
-            for lane in LANES
+            for lane in self.lanes
         }
         self.publishers: dict[Lane, Channel] = {}
         self.circuits: MessageConsumer[CircuitEvent] | None = None
         self.stopping = False
 
     async def start(self) -> None:
-        for lane in LANES:
-            await self.dispatches[lane].start(self.topology if lane is LANES[0] else None)
+        for lane in self.lanes:
+            await self.dispatches[lane].start(self.topology if lane is self.lanes[0] else None)
             self.publishers[lane] = await self.broker.channel()
 
     async def listen_circuits(self, replica: str, board: CircuitBoard) -> None:
@@ -119,7 +120,7 @@ class Sender:
         await circuits.subscribe_private(circuit_queue(replica), CIRCUIT_EVENTS_EXCHANGE)
 
     async def broadcast(self, event: CircuitEvent) -> None:
-        (error,) = await self.publishers[Lane.BULK].publish(
+        (error,) = await self.publishers[self.lanes[-1]].publish(
             CIRCUIT_EVENTS_EXCHANGE, [wire.circuit_event(event)], timeout=5
         )
         if error is not None:
@@ -179,7 +180,8 @@ class Sender:
                 if self.stopping:
                     break
                 await asyncio.sleep(delay)
-            (error,) = await self.publishers[lane].publish(lane_exchange(RESPONSES, lane), [envelope])
+            publisher = self.publishers.get(lane) or self.publishers[self.lanes[-1]]
+            (error,) = await publisher.publish(lane_exchange(RESPONSES, lane), [envelope])
             if error is None:
                 return True
             log.warning("outcome_publish_failed", log_id=outcome.log_id, error=repr(error))
@@ -198,10 +200,10 @@ class Sender:
         lanes = await asyncio.gather(
             *(
                 self.dispatches[lane].subscribe_shards(lane_exchange(DISPATCH, lane), settings, stop)
-                for lane in LANES
+                for lane in self.lanes
             )
         )
-        return {lane.value: shards for lane, shards in zip(LANES, lanes, strict=True)}
+        return {lane.value: shards for lane, shards in zip(self.lanes, lanes, strict=True)}
 
 
 class Background:
@@ -314,7 +316,7 @@ async def serve(
             for t in (background.routing, background.reliability, background.gauges, background.prune_starts)
         ]
         lanes = await sender.subscribe(settings, stop)
-        active, standby = lanes[Lane.BULK.value]
+        active, standby = lanes[sender.lanes[-1].value]
         log.info(
             "sender_ready",
             replica=replica,

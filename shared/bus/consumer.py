@@ -8,6 +8,10 @@ Ack rules (each has a unit test against :mod:`shared.bus.memory`):
   unacked, and the broker hands it out again when the channel closes (what a stopping process does);
 - a batch is acked with one ``multiple`` ack per channel, on the batch's highest delivery tag: every
   lower tag of that channel is in the batch or was settled before (the inbox keeps delivery order);
+- messages handled one by one are acked together too: the acks due within one event-loop turn go as
+  one ``multiple`` ack on the highest tag of the settled prefix of each channel's deliveries, and the
+  rest (done while an earlier message is still in its handler) one by one, so a slow message never
+  holds back the acks, and with them the prefetch window, of those behind it;
 - a batch the database refuses (:class:`BatchRefused`) is applied one message at a time, and only the
   messages refused on their own (:class:`MessageRefused`) are dead-lettered;
 - an unusable message (a :class:`MessageError`) is copied to the dead-letter exchange with its reason
@@ -27,10 +31,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Generic, Protocol, TypeVar
+
+from prometheus_client import Counter
 
 from shared.bus import wire
 from shared.bus.topology import DEAD_LETTER_EXCHANGE, Topology, shard_queue
@@ -47,6 +54,11 @@ CANCEL_TIMEOUT_S = 5.0  # a consumer's basic.cancel on the way out
 T = TypeVar("T")
 R = TypeVar("R")
 T_contra = TypeVar("T_contra", contravariant=True)
+
+
+@functools.lru_cache(maxsize=64)
+def _messages_in(stage: str) -> Counter:
+    return metrics.MESSAGES_IN.labels(stage=stage)  # labels() takes a lock: once per stage, not per message
 
 
 class Settle(Enum):
@@ -214,7 +226,7 @@ class Consumer(Generic[T]):
 
     def _count_in(self, n: int = 1) -> None:
         if self.metered:
-            metrics.MESSAGES_IN.labels(stage=self.stage).inc(n)
+            _messages_in(self.stage).inc(n)
 
     async def settle(self, delivery: Delivery, settlement: Settlement) -> None:
         if isinstance(settlement, Poison):
@@ -302,10 +314,18 @@ class MessageConsumer(Consumer[T]):
         )
         self.handler = handler
         self.in_flight: set[asyncio.Task[None]] = set()
+        # Per channel, its unsettled deliveries in delivery order (the channel kept for its identity).
+        self._delivered: dict[int, tuple[object, deque[Delivery]]] = {}
+        self._ack_flush: asyncio.Task[None] | None = None
+        self._acks_waiting = False
 
     async def _on_delivery(self, delivery: Delivery) -> None:
         if self.stopping:
             return  # left unacked: the broker gives it back when the channel closes
+        entry = self._delivered.get(id(delivery.channel))
+        if entry is None or entry[0] is not delivery.channel:
+            entry = self._delivered[id(delivery.channel)] = (delivery.channel, deque())
+        entry[1].append(delivery)
         task = asyncio.current_task()
         if task is not None:
             self.in_flight.add(task)
@@ -329,13 +349,48 @@ class MessageConsumer(Consumer[T]):
         except Exception as exc:
             log.exception("handler_failed", stage=self.stage, queue=delivery.queue, error=repr(exc)[:300])
             settlement = Settle.REQUEUE
-        await self.settle(delivery, settlement)
+        if settlement is Settle.ACK:
+            delivery.ack_due = True
+            self._acks_waiting = True
+            if self._ack_flush is None:
+                self._ack_flush = asyncio.get_running_loop().create_task(self._flush_acks())
+        else:
+            await self.settle(delivery, settlement)
+
+    async def _flush_acks(self) -> None:
+        """Ack what became due (see the module's ack rules). One flusher at a time: a multiple ack sent
+        ahead of an individual ack of a lower tag would ack that tag twice, which closes the channel."""
+        try:
+            while self._acks_waiting:
+                await asyncio.sleep(0)  # let the handlers finishing in this turn mark theirs
+                self._acks_waiting = False
+                for key, (channel, delivered) in list(self._delivered.items()):
+                    highest: Delivery | None = None
+                    while delivered and (delivered[0].settled or delivered[0].ack_due):
+                        first = delivered.popleft()
+                        if not first.settled:
+                            highest = first
+                    behind = [d for d in delivered if d.ack_due and not d.settled]
+                    if behind:
+                        self._delivered[key] = (channel, deque(d for d in delivered if not d.ack_due))
+                    elif not delivered:
+                        del self._delivered[key]
+                    if highest is not None:
+                        await self._settle(highest, "ack", multiple=True)
+                    for delivery in behind:
+                        await self._settle(delivery, "ack")
+        finally:
+            self._ack_flush = None
 
     async def stop(self, grace_s: float) -> None:
         """Take no new messages, let those in flight finish (they settle), leave the rest unacked."""
         await self.cancel()
         if self.in_flight:
             await asyncio.wait(list(self.in_flight), timeout=grace_s)
+        if self._ack_flush is not None:
+            await asyncio.wait([self._ack_flush], timeout=grace_s)
+        while self._ack_flush is not None:
+            await asyncio.shield(self._ack_flush)
 
 
 class BatchConsumer(Consumer[T]):

@@ -37,6 +37,7 @@ class Delivery:
     settler: Settler
     settled: bool = field(default=False)
     consumer: str = ""  # the consumer tag it was delivered to
+    ack_due: bool = field(default=False)  # its handler is done with it: acked on the next flush
 
 
 @dataclass(frozen=True, slots=True)

@@ -511,3 +511,75 @@ def test_every_message_leaves_the_queue_exactly_once(kinds: list[str], batch_siz
         assert broker.unacked(RESPONSES_0) == 0 and broker.ready(RESPONSES_0) == []
 
     asyncio.run(scenario())
+
+
+class HoldsSome(SenderLike):
+    """A sender-like handler that keeps the given logs in their handler until ``release`` is set."""
+
+    def __init__(self, publisher: Channel, held: set[int]) -> None:
+        super().__init__(publisher)
+        self.held = held
+        self.release = asyncio.Event()
+
+    async def __call__(self, item: DispatchMessage, delivery: Delivery) -> Settle:
+        if item.log_id in self.held:
+            await self.release.wait()
+        return await super().__call__(item, delivery)
+
+
+def consumer_channel(consumer: MessageConsumer[DispatchMessage]) -> MemoryChannel:
+    assert isinstance(consumer.channel, MemoryChannel)
+    return consumer.channel
+
+
+async def test_acks_that_fall_due_together_go_as_one_multiple_ack() -> None:
+    broker, publisher = await ready_broker()
+    consumer = await sender_consumer(broker, SenderLike(await broker.channel()), prefetch=50)
+    await put(publisher, DISPATCH_EXCHANGE, [wire.dispatch(dispatch(i)) for i in range(1, 31)])
+    await broker.settle_down()
+    acks = consumer_channel(consumer).acks
+    assert broker.unacked(DISPATCH_0) == 0 and broker.ready(DISPATCH_0) == []
+    assert len(acks) < 30 and acks[-1] == (30, True)
+
+
+async def test_a_slow_message_never_holds_back_the_acks_or_the_window_of_those_behind_it() -> None:
+    # Given a prefetch of 3 and a handler that keeps log 1 until released
+    broker, publisher = await ready_broker()
+    handler = HoldsSome(await broker.channel(), held={1})
+    consumer = await sender_consumer(broker, handler, prefetch=3)
+    # When 20 dispatches arrive
+    await put(publisher, DISPATCH_EXCHANGE, [wire.dispatch(dispatch(i)) for i in range(1, 21)])
+    for _ in range(3_000):  # up to 30 s: a guard against a stall, not a performance bound
+        if len(broker.ready(RESPONSES_0)) >= 19:
+            break
+        await asyncio.sleep(0.01)
+    for _ in range(10):
+        await asyncio.sleep(0)
+    # Then the 19 behind log 1 went through its window and were acked one by one meanwhile
+    assert len(broker.ready(RESPONSES_0)) == 19 and broker.unacked(DISPATCH_0) == 1
+    assert (1, True) not in consumer_channel(consumer).acks
+    # And once log 1 is done it is acked too, every message exactly once (a second ack of a tag
+    # would close the channel and redeliver)
+    handler.release.set()
+    await broker.settle_down()
+    assert broker.unacked(DISPATCH_0) == 0 and broker.ready(DISPATCH_0) == []
+    assert all(not redelivered for _, redelivered in handler.seen) and len(handler.seen) == 20
+
+
+@settings(deadline=None, max_examples=40)
+@given(held=st.sets(st.integers(1, 25), max_size=10), prefetch=st.integers(1, 30))
+def test_any_mix_of_slow_and_fast_messages_is_acked_exactly_once(held: set[int], prefetch: int) -> None:
+    async def scenario() -> None:
+        broker, publisher = await ready_broker()
+        handler = HoldsSome(await broker.channel(), held=held)
+        await sender_consumer(broker, handler, prefetch=prefetch)
+        await put(publisher, DISPATCH_EXCHANGE, [wire.dispatch(dispatch(i)) for i in range(1, 26)])
+        for _ in range(200):  # the fast ones go by while the slow ones are held
+            await asyncio.sleep(0)
+        handler.release.set()
+        await broker.settle_down()
+        assert broker.unacked(DISPATCH_0) == 0 and broker.ready(DISPATCH_0) == []
+        assert sorted(log_id for log_id, _ in handler.seen) == list(range(1, 26))
+        assert not any(redelivered for _, redelivered in handler.seen)
+
+    asyncio.run(scenario())

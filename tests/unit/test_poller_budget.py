@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.poller.budget import LaneBudget
+from services.poller.budget import REFILL_BELOW, LaneBudget
 from services.poller.wakeup import DueSignal
 from shared.bus.topology import Lane
 
@@ -72,6 +72,36 @@ def test_consumers_that_stop_shrink_the_allowance_to_the_floor_and_an_idle_lane_
     for n in range(1, 100):
         idle.observe(0, now + n * 0.1)
     assert idle.rate == rate
+
+
+@given(drain=st.floats(100, 5_000), budget_s=st.floats(0.5, 5))
+def test_a_draining_lane_is_refilled_in_a_few_large_batches_not_topped_up_every_cycle(
+    drain: float, budget_s: float
+) -> None:
+    budget = LaneBudget(budget_s=budget_s, floor=10, ceiling=1_000_000)
+    steady(budget, drain, seconds=10)  # the rate is known
+    refills: list[int] = []
+    depth, now = float(budget.allowed()), 10.0
+    while now < 40:
+        room = budget.room(int(depth))
+        if room:
+            refills.append(room)
+            budget.published(room)
+            depth += room
+        now += 0.1
+        depth = max(depth - drain * 0.1, 0.0)
+        budget.observe(int(depth), now)
+    # Each refill is at least the share drained before it, and there is about one per that share's time
+    assert min(refills) >= budget.allowed() * (1 - REFILL_BELOW) * 0.8
+    assert len(refills) <= 30 / (budget_s * (1 - REFILL_BELOW)) * 1.3 + 2
+
+
+def test_the_depth_is_asked_for_only_when_the_estimate_is_above_the_refill_level() -> None:
+    budget = LaneBudget(budget_s=2, floor=200, ceiling=20_000)
+    assert budget.allowed() == 200
+    assert not budget.needs_depth(0) and not budget.needs_depth(100)
+    assert budget.needs_depth(101)
+    assert budget.room(100) == 100 and budget.room(101) == 0
 
 
 def test_a_notification_wakes_the_lanes_of_its_priority() -> None:

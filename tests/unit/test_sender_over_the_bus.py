@@ -14,7 +14,7 @@ from shared.bus.memory import Fault, MemoryBroker
 from shared.bus.topology import DISPATCH, RESPONSES, Lane, Topology, lane_exchange, shard_queue
 from shared.core.circuit import CircuitEvent, CircuitPolicy, CircuitState
 from shared.core.models import DispatchMessage, OutcomeClass, OutcomeMessage
-from shared.runtime.settings import Settings
+from shared.runtime.settings import SENDER_LANES, Settings
 
 AT = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 SETTINGS = Settings(shards=1, standby_all=False, prefetch=10, urgent_prefetch=5)
@@ -79,11 +79,13 @@ class FakeLive:
         return (log_id, attempt) not in self.stale
 
 
-async def running_sender(broker: MemoryBroker, starts: FakeLive | None = None) -> tuple[Sender, FakeRouter]:
+async def running_sender(
+    broker: MemoryBroker, starts: FakeLive | None = None, settings: Settings = SETTINGS
+) -> tuple[Sender, FakeRouter]:
     router = FakeRouter()
-    sender = Sender(SETTINGS, broker, router, starts)  # type: ignore[arg-type]
+    sender = Sender(settings, broker, router, starts)  # type: ignore[arg-type]
     await sender.start()
-    await sender.subscribe(SETTINGS, asyncio.Event())
+    await sender.subscribe(settings, asyncio.Event())
     return sender, router
 
 
@@ -117,6 +119,28 @@ async def test_an_urgent_dispatch_is_attempted_while_the_bulk_lane_is_stuck_and_
         await broker.settle_down()
     assert broker.unacked(DISPATCH_0) == 0
     await sender.stop(grace_s=1)
+
+
+async def test_senders_of_one_lane_each_consume_only_their_lane() -> None:
+    # Given an urgent-only sender and a bulk-only sender
+    broker = MemoryBroker()
+    urgent, urgent_router = await running_sender(
+        broker, settings=SETTINGS.model_copy(update={"sender_lanes": ["urgent"]})
+    )
+    bulk, bulk_router = await running_sender(
+        broker, settings=SETTINGS.model_copy(update={"sender_lanes": ["bulk"]})
+    )
+    # When dispatches arrive in both lanes
+    await publish(broker, [dispatch(1, "+14155550001")])
+    await publish(broker, [dispatch(2, "+14155550002", priority=0)], Lane.URGENT)
+    await broker.settle_down()
+    # Then each was attempted by the sender of its lane and answered in its lane
+    assert urgent_router.calls == [2] and bulk_router.calls == [1]
+    assert [e.message_id for e in broker.ready(URGENT_RESPONSES_0)] == ["2-1"]
+    assert [e.message_id for e in broker.ready(RESPONSES_0)] == ["1-1"]
+    assert urgent.lanes == [Lane.URGENT] and bulk.lanes == [Lane.BULK]
+    await urgent.stop(grace_s=1)
+    await bulk.stop(grace_s=1)
 
 
 async def test_one_recipients_dispatches_are_attempted_in_order_and_each_acked_after_its_outcome() -> None:
@@ -181,3 +205,7 @@ async def test_without_the_database_a_dispatch_is_still_attempted() -> None:
     await broker.settle_down()
     assert router.calls == [1]
     assert [e.message_id for e in broker.ready(RESPONSES_0)] == ["1-1"]
+
+
+def test_the_lanes_a_sender_may_be_given_are_the_topologys_lanes() -> None:
+    assert set(SENDER_LANES) == {lane.value for lane in Lane}
