@@ -129,7 +129,7 @@ def add_senders(stack: Stack, settings: dict[str, str], shards: list[int], bulk:
     lanes = {"sender_lanes": '["bulk"]'} if urgent else {}
     for n, mine in enumerate(split(shards, bulk)):
         stack.add("sender", f"sender-{n}", **settings, **lanes, consume_shards=orjson.dumps(mine).decode())
-    for n, mine in enumerate(split(shards, urgent)):
+    for n, mine in enumerate(split(shards, urgent) if urgent else []):
         stack.add(
             "sender",
             f"sender-urgent-{n}",
