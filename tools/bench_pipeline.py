@@ -115,18 +115,27 @@ def build_stack(environment: Environment, config: PipelineConfig, run_name: str)
     mock = stack.add("mock_provider", **settings)
     settings["provider_url"] = f"http://127.0.0.1:{mock.port}"
     shards = list(range(config.shards))
-    for n in range(config.pollers):
-        stack.add("poller", f"poller-{n}", **settings)
+    add_pollers(stack, settings, config.pollers, urgent=config.urgent_senders > 0)
     add_senders(stack, settings, shards, config.senders, config.urgent_senders)
     for n, mine in enumerate(split(shards, config.responders)):
         stack.add("responder", f"responder-{n}", **settings, consume_shards=orjson.dumps(mine).decode())
     return stack
 
 
+def add_pollers(stack: Stack, settings: dict[str, str], bulk: int, *, urgent: bool) -> None:
+    """``bulk`` pollers and, with ``urgent``, one of the urgent lane alone (the lanes get processes of
+    their own: docs/ordering.md); without, every poller serves both lanes."""
+    lanes = {"lanes": '["bulk"]'} if urgent else {}
+    for n in range(bulk):
+        stack.add("poller", f"poller-{n}", **settings, **lanes)
+    if urgent:
+        stack.add("poller", "poller-urgent", **settings, lanes='["urgent"]')
+
+
 def add_senders(stack: Stack, settings: dict[str, str], shards: list[int], bulk: int, urgent: int) -> None:
     """``bulk`` senders, and ``urgent`` senders of the urgent lane alone (with none, every sender
     consumes both lanes); each set splits the shards between its members."""
-    lanes = {"sender_lanes": '["bulk"]'} if urgent else {}
+    lanes = {"lanes": '["bulk"]'} if urgent else {}
     for n, mine in enumerate(split(shards, bulk)):
         stack.add("sender", f"sender-{n}", **settings, **lanes, consume_shards=orjson.dumps(mine).decode())
     for n, mine in enumerate(split(shards, urgent) if urgent else []):
@@ -134,7 +143,7 @@ def add_senders(stack: Stack, settings: dict[str, str], shards: list[int], bulk:
             "sender",
             f"sender-urgent-{n}",
             **settings,
-            sender_lanes='["urgent"]',
+            lanes='["urgent"]',
             consume_shards=orjson.dumps(mine).decode(),
         )
 

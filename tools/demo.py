@@ -42,7 +42,7 @@ from rich.table import Table
 from shared.db.migrate import database_name
 from shared.db.pool import create_pool
 from shared.ops.management import Management
-from tools.bench_pipeline import add_senders
+from tools.bench_pipeline import add_pollers, add_senders
 from tools.demo_campaign import Campaign, build_campaign, create_campaign, insert_logs
 from tools.demo_env import DemoError, Routing, broker_view, demo_lock, dlq_depth, preflight, routing
 from tools.demo_outage import OutagePlan, OutageReport, Watchers, describe_plan, outage_report, outage_view
@@ -126,7 +126,7 @@ def build_stack(environment: Environment, run_dir: Path, options: DemoOptions) -
     # The provider's ledger of accepted sends, kept on disk for whoever wants to check what went out.
     mock = stack.add("mock_provider", mock_ledger_path=str(run_dir / LEDGER_FILE), **settings)
     settings["provider_url"] = f"http://127.0.0.1:{mock.port}"
-    stack.add("poller", **settings)
+    add_pollers(stack, settings, 1, urgent=options.urgent_senders > 0)
     shards = environment.settings.shards
     # Each sender owns some shards (single active consumer) and stands by for the others; the bulk
     # lane's senders and the urgent lane's have processes of their own (docs/ordering.md).

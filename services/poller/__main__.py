@@ -48,6 +48,7 @@ class Poller:
         self.broker = broker
         self.publish_channel: Channel | None = None
         self.depth_channel: Channel | None = None
+        self.lanes = [lane for lane in LANES if lane.value in settings.lanes]
         self.budgets = {
             lane: LaneBudget(
                 settings.dispatch_budget_s, settings.dispatch_min_backlog, settings.max_dispatch_depth
@@ -161,13 +162,13 @@ class Poller:
 
     async def run(self, stop: asyncio.Event) -> None:
         """One loop per lane, side by side: a long bulk claim never delays an urgent one."""
-        await asyncio.gather(*(self.run_lane(lane, stop) for lane in LANES))
+        await asyncio.gather(*(self.run_lane(lane, stop) for lane in self.lanes))
 
     async def run_lane(self, lane: Lane, stop: asyncio.Event) -> None:
         backoff = Backoff()
         while not stop.is_set():
             started = time.monotonic()
-            if self.signal is not None and lane is Lane.BULK:
+            if self.signal is not None and lane is self.lanes[-1]:  # one lane (re)opens the LISTEN
                 await self.signal.ensure_listening()
             try:
                 more = await self.poll_once(lane)
@@ -217,7 +218,7 @@ async def main(settings: Settings, health: Health, stop: asyncio.Event) -> None:
             "poller_ready",
             ordering=settings.ordering.value,
             batch_size=settings.batch_size,
-            lanes=[lane.value for lane in LANES],
+            lanes=[lane.value for lane in poller.lanes],
             budget_s=settings.dispatch_budget_s,
         )
         try:

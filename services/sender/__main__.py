@@ -71,7 +71,7 @@ class Sender:
         self.router = router
         self.starts = starts
         self.topology = Topology(shards=settings.shards, delivery_limit=settings.delivery_limit)
-        self.lanes = [lane for lane in LANES if lane.value in settings.sender_lanes]
+        self.lanes = [lane for lane in LANES if lane.value in settings.lanes]
         self.serializer = RecipientSerializer()
         max_bytes = settings.max_payload_bytes * 2
         prefetch = {Lane.URGENT: settings.urgent_prefetch, Lane.BULK: settings.prefetch}

@@ -11,8 +11,8 @@ from urllib.parse import quote, urlsplit, urlunsplit
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-SenderLane = Literal["urgent", "bulk"]  # shared.bus.topology.Lane's values (settings may not import it)
-SENDER_LANES: tuple[SenderLane, ...] = ("urgent", "bulk")
+LaneName = Literal["urgent", "bulk"]  # shared.bus.topology.Lane's values (settings may not import it)
+LANE_NAMES: tuple[LaneName, ...] = ("urgent", "bulk")
 
 
 class Ordering(StrEnum):
@@ -60,9 +60,10 @@ class Settings(BaseSettings):
     prefetch: int = Field(200, ge=1, le=5_000)
     # The urgent lane's prefetch (senders and responders consume that lane on a channel of its own).
     urgent_prefetch: int = Field(50, ge=1, le=5_000)
-    # The dispatch lanes a sender consumes. A sender of its own for ["urgent"] (beside senders for
-    # ["bulk"]) keeps an OTP off the event loop that a campaign's bulk sends keep busy (docs/ordering.md).
-    sender_lanes: list[SenderLane] = Field(default_factory=lambda: list(SENDER_LANES), min_length=1)
+    # The lanes this poller claims and publishes, or this sender consumes. A poller and a sender of their
+    # own for ["urgent"] (beside ones for ["bulk"]) keep an OTP off the event loops that a campaign's bulk
+    # work keeps busy (docs/ordering.md). Expired leases are reclaimed by the pollers of the bulk lane.
+    lanes: list[LaneName] = Field(default_factory=lambda: list(LANE_NAMES), min_length=1)
     # The poller is woken by LISTEN/NOTIFY when logs due now are inserted; it polls every poll_interval_s
     # anyway (retries, resumed campaigns), and cycles at most once per poll_min_interval_s (batching).
     poll_interval_s: float = Field(0.2, gt=0)

@@ -51,7 +51,15 @@ async def test_demo_runs_a_campaign_through_a_provider_outage_and_stops_cleanly(
     # Then the campaign completed and every process exited 0
     assert result.completed and not result.timed_out and not result.crashed, output.getvalue()
     assert result.exit_codes and set(result.exit_codes.values()) == {0}, result.exit_codes
-    assert set(result.exit_codes) == {"mock_provider", "poller", "sender-0", "sender-1", "responder"}
+    assert set(result.exit_codes) == {
+        "mock_provider",
+        "poller-0",
+        "poller-urgent",
+        "sender-0",
+        "sender-1",
+        "sender-urgent-0",
+        "responder",
+    }
     # ... the numbers add up
     summary = result.summary
     assert summary is not None

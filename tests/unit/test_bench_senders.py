@@ -1,4 +1,5 @@
-"""tools/bench_pipeline.add_senders: which sender processes a bench or demo stack runs, on which lanes."""
+"""tools/bench_pipeline.add_pollers and add_senders: which poller and sender processes a bench or
+demo stack runs, on which lanes."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any, cast
 import orjson
 import pytest
 
-from tools.bench_pipeline import add_senders
+from tools.bench_pipeline import add_pollers, add_senders
 from tools.stack import Stack
 
 
@@ -25,7 +26,7 @@ def senders(bulk: int, urgent: int, shards: int = 4) -> dict[str, dict[str, Any]
     add_senders(cast(Stack, stack), {"shards": str(shards)}, list(range(shards)), bulk, urgent)
     return {
         name: {
-            "lanes": orjson.loads(o["sender_lanes"]) if "sender_lanes" in o else None,
+            "lanes": orjson.loads(o["lanes"]) if "lanes" in o else None,
             "shards": orjson.loads(o["consume_shards"]),
         }
         for name, o in stack.added.items()
@@ -49,3 +50,20 @@ def test_with_urgent_senders_each_lane_has_its_own_senders_covering_every_shard(
         assert len(mine) == count
         assert sorted(shard for s in mine.values() for shard in s["shards"]) == [0, 1, 2, 3]
     assert len(added) == bulk + urgent
+
+
+class RecordingPollers(RecordingStack):
+    def add(self, service: str, name: str | None = None, **overrides: str) -> None:
+        assert service == "poller"
+        self.added[name or service] = overrides
+
+
+@pytest.mark.parametrize("urgent", [False, True])
+def test_an_urgent_lane_poller_runs_beside_the_bulk_ones_only_with_urgent_senders(urgent: bool) -> None:
+    stack = RecordingPollers()
+    add_pollers(cast(Stack, stack), {}, 2, urgent=urgent)
+    lanes = {name: o.get("lanes") for name, o in stack.added.items()}
+    if urgent:
+        assert lanes == {"poller-0": '["bulk"]', "poller-1": '["bulk"]', "poller-urgent": '["urgent"]'}
+    else:
+        assert lanes == {"poller-0": None, "poller-1": None}

@@ -14,7 +14,7 @@ from shared.bus.memory import Fault, MemoryBroker
 from shared.bus.topology import DISPATCH, RESPONSES, Lane, Topology, lane_exchange, shard_queue
 from shared.core.circuit import CircuitEvent, CircuitPolicy, CircuitState
 from shared.core.models import DispatchMessage, OutcomeClass, OutcomeMessage
-from shared.runtime.settings import SENDER_LANES, Settings
+from shared.runtime.settings import LANE_NAMES, Settings
 
 AT = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 SETTINGS = Settings(shards=1, standby_all=False, prefetch=10, urgent_prefetch=5)
@@ -125,10 +125,10 @@ async def test_senders_of_one_lane_each_consume_only_their_lane() -> None:
     # Given an urgent-only sender and a bulk-only sender
     broker = MemoryBroker()
     urgent, urgent_router = await running_sender(
-        broker, settings=SETTINGS.model_copy(update={"sender_lanes": ["urgent"]})
+        broker, settings=SETTINGS.model_copy(update={"lanes": ["urgent"]})
     )
     bulk, bulk_router = await running_sender(
-        broker, settings=SETTINGS.model_copy(update={"sender_lanes": ["bulk"]})
+        broker, settings=SETTINGS.model_copy(update={"lanes": ["bulk"]})
     )
     # When dispatches arrive in both lanes
     await publish(broker, [dispatch(1, "+14155550001")])
@@ -208,4 +208,4 @@ async def test_without_the_database_a_dispatch_is_still_attempted() -> None:
 
 
 def test_the_lanes_a_sender_may_be_given_are_the_topologys_lanes() -> None:
-    assert set(SENDER_LANES) == {lane.value for lane in Lane}
+    assert set(LANE_NAMES) == {lane.value for lane in Lane}
