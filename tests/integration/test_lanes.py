@@ -35,10 +35,26 @@ async def bulk_depth(amqp_url: str, shards: int = 4) -> int:
         await connection.close()
 
 
+def start_lane_pipeline(stack: Stack) -> None:
+    """A poller and a sender for each lane (SWITCHBOARD_LANES), as bench, demo and deploy files run."""
+    mock = stack.add("mock_provider", **STEADY)
+    settings = {**STEADY, "provider_url": f"http://127.0.0.1:{mock.port}"}
+    for lane in ("bulk", "urgent"):
+        stack.add("poller", f"poller-{lane}", **settings, lanes=f'["{lane}"]')
+        stack.add("sender", f"sender-{lane}", **settings, lanes=f'["{lane}"]')
+    stack.add("responder", **settings)
+
+
 @pytest.mark.e2e
-async def test_urgent_logs_reach_the_provider_before_a_bulk_backlog_drains(stack: Stack, pool) -> None:
-    # Given a pipeline with one sender and a steady 20 ms provider
-    start_pipeline(stack, senders=1, **STEADY)
+@pytest.mark.parametrize("processes", ["shared by the lanes", "one per lane"])
+async def test_urgent_logs_reach_the_provider_before_a_bulk_backlog_drains(
+    stack: Stack, pool, processes: str
+) -> None:
+    # Given a pipeline with one sender (or a poller and a sender per lane) and a steady 20 ms provider
+    if processes == "one per lane":
+        start_lane_pipeline(stack)
+    else:
+        start_pipeline(stack, senders=1, **STEADY)
     await stack.start()
     # ... and a bulk backlog of several thousand logs being drained
     bulk = [{"channel": "sms", "recipient": f"+3162{i:07d}", "priority": 1} for i in range(BACKLOG)]
