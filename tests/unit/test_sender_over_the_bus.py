@@ -127,9 +127,7 @@ async def test_senders_of_one_lane_each_consume_only_their_lane() -> None:
     urgent, urgent_router = await running_sender(
         broker, settings=SETTINGS.model_copy(update={"lanes": ["urgent"]})
     )
-    bulk, bulk_router = await running_sender(
-        broker, settings=SETTINGS.model_copy(update={"lanes": ["bulk"]})
-    )
+    bulk, bulk_router = await running_sender(broker, settings=SETTINGS.model_copy(update={"lanes": ["bulk"]}))
     # When dispatches arrive in both lanes
     await publish(broker, [dispatch(1, "+14155550001")])
     await publish(broker, [dispatch(2, "+14155550002", priority=0)], Lane.URGENT)
