@@ -27,6 +27,7 @@ from shared.ops.setup import (
     prepare_broker,
     prepare_database,
     rabbit_password_hash,
+    retire_pre_lane_topology,
     topology_for,
 )
 from shared.runtime.settings import Settings, get_settings
@@ -80,6 +81,8 @@ def topology_command(
         raise typer.Exit(1) from exc
     for name in recreated:
         console.print(f"[yellow]recreated[/] queue {name!r} with the code's arguments")
+    for line in _run(retire_pre_lane_topology(settings)).explain():
+        console.print(f"[yellow]upgrade:[/] {line}")
     console.print(f"[green]topology declared[/] on vhost {settings.vhost()!r} ({settings.shards} shards)")
     if users:
         users_command(user_prefix)

@@ -72,6 +72,19 @@ def lane_queue(stage: str, lane: Lane, shard: int) -> str:
 LANE_EXCHANGES = [lane_exchange(stage, lane) for stage in STAGES for lane in LANES]
 
 
+# Before the priority lanes each stage was one exchange named after it, with shard queues ``dispatch.0``.
+PRE_LANE_EXCHANGES = STAGES
+_PRE_LANE_QUEUE = re.compile(rf"^(?:{'|'.join(map(re.escape, STAGES))})\.[0-9]+$")
+
+
+def pre_lane_queues(names: list[str]) -> list[str]:
+    """The queues among ``names`` that the topology before the priority lanes declared (an upgraded
+    vhost still has them: nothing consumes them any more)."""
+    return sorted(
+        (n for n in names if _PRE_LANE_QUEUE.match(n)), key=lambda n: (n.split(".")[0], int(n.split(".")[1]))
+    )
+
+
 def shard_queues(shards: int, stages: tuple[str, ...] = STAGES) -> list[str]:
     """Every lane's shard queues of ``stages`` (``dispatch.urgent.0`` ... ``responses.bulk.<shards-1>``)."""
     return [lane_queue(stage, lane, n) for stage in stages for lane in LANES for n in range(shards)]

@@ -21,11 +21,14 @@ import orjson
 from shared.bus.amqp import connect, declare
 from shared.bus.topology import (
     DEAD_LETTER_QUEUE,
+    PRE_LANE_EXCHANGES,
+    RESPONSES,
     ROLE_TAGS,
     USER_PREFIX,
     QueueSpec,
     ServiceRole,
     Topology,
+    pre_lane_queues,
     service_user,
 )
 from shared.core.errors import ConfigurationError
@@ -214,6 +217,66 @@ async def prepare_broker(
     finally:
         await connection.close()
     return recreated
+
+
+@dataclass(frozen=True, slots=True)
+class Retirement:
+    """What :func:`retire_pre_lane_topology` did: queues deleted, and queues kept because they hold
+    messages or have consumers (with the broker's counts)."""
+
+    deleted: list[str]
+    kept: dict[str, tuple[int, int]]  # queue -> (messages, consumers)
+    exchanges_deleted: list[str]
+
+    def explain(self) -> list[str]:
+        before = "from before the priority lanes"
+        lines = [f"deleted exchange {name!r} ({before})" for name in self.exchanges_deleted]
+        lines += [f"deleted queue {name!r} ({before}, empty)" for name in self.deleted]
+        for name, (messages, consumers) in self.kept.items():
+            if name.startswith(RESPONSES):
+                then = (
+                    "they are provider outcomes not applied yet: run the responder of the previous release"
+                    " on it until it is empty (or shovel it into responses.bulk), then run this again"
+                )
+            else:
+                then = (
+                    "they are dispatches not sent yet: the poller publishes their logs again into the"
+                    " lanes when their leases expire, so purge it once no old sender consumes it, then run"
+                    " this again"
+                )
+            lines.append(f"kept queue {name!r} {before}: {messages} messages, {consumers} consumers; {then}")
+        return lines
+
+
+async def retire_pre_lane_topology(settings: Settings) -> Retirement:
+    """Delete the exchanges and shard queues of the topology before the priority lanes (an upgraded
+    vhost keeps them, and nothing consumes them any more). The exchanges go first, so that nothing can
+    route into the old queues between the count and the delete; then each queue, only when the broker
+    itself counts no message and no consumer in it."""
+    vhost = settings.vhost()
+    async with Management(settings) as management:
+        names = pre_lane_queues([q["name"] for q in await management.queues(vhost)])
+        exchanges = {e["name"] for e in await management.exchanges(vhost)}
+    old_exchanges = [name for name in PRE_LANE_EXCHANGES if name in exchanges]
+    if not names and not old_exchanges:
+        return Retirement([], {}, [])
+    deleted: list[str] = []
+    kept: dict[str, tuple[int, int]] = {}
+    connection = await connect(settings.amqp_url(), "setup")
+    try:
+        channel = await connection.channel()
+        for name in old_exchanges:
+            await channel.exchange_delete(name)
+        for name in names:
+            result = (await channel.declare_queue(name, passive=True)).declaration_result
+            if result.message_count or result.consumer_count:
+                kept[name] = (result.message_count or 0, result.consumer_count or 0)
+            else:
+                await channel.queue_delete(name)
+                deleted.append(name)
+    finally:
+        await connection.close()
+    return Retirement(deleted, kept, old_exchanges)
 
 
 # --- users ------------------------------------------------------------------------------------------

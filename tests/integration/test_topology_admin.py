@@ -182,3 +182,48 @@ async def test_users_get_least_privilege_and_passwords_from_the_environment(vhos
             )
             record = await management.user(service_user(role, prefix))
             assert record is not None and record["tags"] == ROLE_TAGS.get(role, [])
+
+
+async def test_an_upgraded_vhost_loses_the_empty_queues_and_the_exchanges_from_before_the_lanes(
+    vhost: AdminVhost,
+) -> None:
+    env, settings = vhost
+    # Given the topology of the release before the priority lanes: a consistent-hash exchange per stage
+    # with its shard queues, one of the outcome queues still holding an outcome
+    connection = await aio_pika.connect(settings.amqp_url())
+    try:
+        channel = await connection.channel()
+        for stage in ("dispatch", "responses"):
+            exchange = await channel.declare_exchange(stage, "x-consistent-hash", durable=True)
+            for shard in (0, 1):
+                queue = await channel.declare_queue(
+                    f"{stage}.{shard}", durable=True, arguments=OLD_SHARD_ARGUMENTS
+                )
+                await queue.bind(exchange, routing_key="1")
+        await channel.default_exchange.publish(aio_pika.Message(b"an outcome"), routing_key="responses.1")
+    finally:
+        await connection.close()
+
+    # When the topology is applied
+    result = admin(env, "topology", "--no-users")
+
+    # Then the old exchanges and empty queues are gone, and the queue with an outcome is kept, explained
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = " ".join(result.stderr.split())
+    assert "deleted exchange 'dispatch'" in out and "deleted exchange 'responses'" in out
+    assert "kept queue 'responses.1'" in out and "1 messages" in out and "run the responder" in out
+    async with Management(settings) as management:
+        queues = {q["name"] for q in await management.queues(settings.vhost())}
+        exchanges = {e["name"] for e in await management.exchanges(settings.vhost())}
+    assert {"dispatch.0", "dispatch.1", "responses.0"}.isdisjoint(queues) and "responses.1" in queues
+    assert {"dispatch", "responses"}.isdisjoint(exchanges) and "dispatch.bulk" in exchanges
+
+    # ... and once that queue is empty, applying the topology again removes it too
+    connection = await aio_pika.connect(settings.amqp_url())
+    try:
+        channel = await connection.channel()
+        await (await channel.get_queue("responses.1")).purge()
+    finally:
+        await connection.close()
+    again = admin(env, "topology", "--no-users")
+    assert again.returncode == 0 and "deleted queue 'responses.1'" in " ".join(again.stderr.split())

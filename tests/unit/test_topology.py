@@ -28,6 +28,7 @@ from shared.bus.topology import (
     lane_exchange,
     lane_of,
     lane_queue,
+    pre_lane_queues,
     shard_queue,
 )
 from shared.ops.setup import definitions_json
@@ -221,3 +222,15 @@ def test_service_permissions_are_least_privilege(
     pattern = getattr(Topology().permissions()[role], kind)
     assert all(re.search(pattern, name) for name in allowed)
     assert not any(re.search(pattern, name) for name in denied)
+
+
+def test_the_queues_from_before_the_lanes_are_told_from_todays() -> None:
+    names = [
+        *(q.name for q in Topology(shards=4).queues()),
+        "dispatch.10",
+        "responses.0",
+        "dispatch.2",
+        "dispatch.x",
+        "dlq",
+    ]
+    assert pre_lane_queues(names) == ["dispatch.2", "dispatch.10", "responses.0"]
