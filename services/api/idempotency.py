@@ -23,9 +23,24 @@ class StoredResponse:
     body: Any
 
 
+# Optional fields added to the request models after keys were first stored: left out of the digest
+# while unset, so that a retry of a request made before they existed replays instead of conflicting.
+FIELDS_ADDED_LATER = frozenset({"ordering_key"})
+
+
+def _as_first_digested(body: Any) -> Any:
+    if isinstance(body, dict):
+        return {
+            k: _as_first_digested(v) for k, v in body.items() if not (v is None and k in FIELDS_ADDED_LATER)
+        }
+    if isinstance(body, list):
+        return [_as_first_digested(v) for v in body]
+    return body
+
+
 def fingerprint(method: str, path: str, body: Any) -> str:
     """A digest of the request as understood (key order and whitespace do not matter)."""
-    canonical = orjson.dumps([method.upper(), path, body], option=orjson.OPT_SORT_KEYS)
+    canonical = orjson.dumps([method.upper(), path, _as_first_digested(body)], option=orjson.OPT_SORT_KEYS)
     return hashlib.sha256(canonical).hexdigest()
 
 
