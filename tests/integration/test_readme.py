@@ -37,7 +37,6 @@ SKIPPED = {
     "make test": "the test suite itself",
     "make chaos": "restarts RabbitMQ and PostgreSQL, which other test runs share; test_chaos.py runs it",
     "make bench": "minutes of load; tests/integration/test_bench.py runs it small",
-    "switchboard dlq show 1234": "an example id of a letter in the reader's own DLQ",
 }
 # Long-running: started in the background, the rest waits for the API's /readyz.
 BACKGROUND = ("make run",)
