@@ -95,7 +95,7 @@ async def test_demo_runs_a_campaign_through_a_provider_outage_and_stops_cleanly(
     saved = orjson.loads((result.run_dir / "summary.json").read_bytes())
     assert saved["ok"] is True and saved["summary"]["total"] == COUNT
     assert saved["outage"]["fallback"] == "mocksms2" and saved["providers"]
-    assert (result.run_dir / "poller.log").stat().st_size > 0
+    assert (result.run_dir / "poller-0.log").stat().st_size > 0
     assert (tmp_path / "latest").resolve() == result.run_dir.resolve()
     # ... and the architecture's invariants hold: nothing lost or sent twice, order kept, one dead letter each
     ledger = [orjson.loads(line) for line in (result.run_dir / LEDGER_FILE).read_bytes().splitlines()]
