@@ -330,8 +330,9 @@ async def run_chaos(config: ChaosConfig) -> tuple[InvariantReport, dict[str, Any
         console.print(f"[dim]starting RabbitMQ {services.rabbitmq.node} and PostgreSQL in {services.root}[/]")
         started = time.monotonic()
         await asyncio.to_thread(services.start)
+        services_start_s = round(time.monotonic() - started, 1)
         report, summary = await run_on(services, config)
-        summary["services_start_s"] = round(time.monotonic() - started, 1)
+        summary["services_start_s"] = services_start_s
         return report, summary
     finally:
         # Blocking on purpose: a second signal must not cut the servers' shutdown short. It waits for
