@@ -326,7 +326,7 @@ async def serve(
             routing=cache.config.version,
         )
         await stop.wait()
-        await sender.stop(grace_s=8.0)
+        await sender.stop(grace_s=settings.stop_grace_s)
     finally:
         await asyncio.gather(*(cancel_within(task, "sender background") for task in tasks))
         await board.close()
