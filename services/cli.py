@@ -69,7 +69,7 @@ def _process_command(process: Process) -> None:
             serve_api()
             return
         module = importlib.import_module(f"services.{process.package}.__main__")
-        serve(process.package, module.main)
+        serve(process.package, module.main, module.SETTINGS)
 
     run.__doc__ = process.summary
     app.command(process.command, help=process.summary, rich_help_panel=PROCESS_PANEL)(run)

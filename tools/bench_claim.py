@@ -18,8 +18,8 @@ from typing import Any
 import asyncpg
 
 from services.poller.claims import claim, claim_sql
+from services.poller.settings import Ordering
 from shared.bus.topology import lane_of
-from shared.runtime.settings import Ordering
 from tools.bench_common import ProgressFn, bounded, no_progress, truncate
 from tools.stack import Environment
 

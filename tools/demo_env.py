@@ -21,6 +21,7 @@ from shared.bus.topology import DEAD_LETTER_QUEUE, shard_queues
 from shared.core.errors import ChannelGone
 from shared.db.migrate import database_name
 from shared.ops.management import Management
+from shared.runtime.settings import ProviderChains
 from tools.demo_outage import OutagePlan, plan_outage, provider_order, routing_config
 from tools.stack import Environment
 
@@ -140,7 +141,7 @@ async def routing(
     """The providers the senders will use, and the outage to simulate (refused early if impossible)."""
     conn = await asyncpg.connect(environment.database_url, timeout=10)
     try:
-        config = await routing_config(conn, environment.settings)
+        config = await routing_config(conn, ProviderChains())
     finally:
         await conn.close()
     plan = None

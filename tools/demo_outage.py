@@ -20,7 +20,7 @@ from rich.text import Text
 
 from shared.core.routing import RoutingConfig
 from shared.db.routing_store import load_config
-from shared.runtime.settings import Settings
+from shared.runtime.settings import ProviderChains
 from tools.demo_campaign import TENANT
 from tools.demo_providers import ProviderWatch
 from tools.demo_report import OPEN_STATUSES, _n
@@ -42,7 +42,7 @@ class OutagePlan:
     fallback: str | None  # where they fall back to (the next provider of their chain)
 
 
-async def routing_config(conn: asyncpg.Connection, settings: Settings) -> RoutingConfig:
+async def routing_config(conn: asyncpg.Connection, settings: ProviderChains) -> RoutingConfig:
     """What the senders route by: the tables, or the settings' chains while no provider is configured."""
     config = await load_config(conn)
     return config if config.providers else RoutingConfig.from_chains(settings.provider_chains)

@@ -18,6 +18,8 @@ from rich.console import Console
 
 from services.api.settings import ApiSettings
 from services.dashboard.settings import DashboardSettings
+from services.mock_provider.settings import MockProviderSettings
+from services.receipts.settings import ReceiptsSettings
 from shared.db.migrate import database_name
 from shared.ops.management import Management
 from shared.runtime.settings import Settings
@@ -64,18 +66,18 @@ def on_port(stack: Stack, process: ManagedProcess, port: int, variable: str) -> 
 
 
 def build(run_dir: Path) -> Stack:
-    settings, api, dashboard = Settings(), ApiSettings(), DashboardSettings()
-    environment = default_environment(settings)
+    receipts, mock_provider = ReceiptsSettings(), MockProviderSettings()
+    api, dashboard = ApiSettings(), DashboardSettings()
+    environment = default_environment()
     environment.service_users = False  # the configured URL as it is: no dev-only users needed
     stack = Stack(environment, run_dir)
-    receipts_url = f"http://127.0.0.1:{settings.receipts_port}"
+    receipts_url = f"http://127.0.0.1:{receipts.receipts_port}"
     mock = stack.add("mock_provider", mock_receipt_url=receipts_url)
-    on_port(stack, mock, settings.mock_port, "SWITCHBOARD_MOCK_PORT")
-    common = {"provider_url": f"http://127.0.0.1:{mock.port}"}
-    stack.add("poller", **common)
-    stack.add("sender", **common)
-    stack.add("responder", **common)
-    stack.add("receipts", receipts_port=str(settings.receipts_port))
+    on_port(stack, mock, mock_provider.mock_port, "SWITCHBOARD_MOCK_PORT")
+    stack.add("poller")
+    stack.add("sender", provider_url=f"http://127.0.0.1:{mock.port}")
+    stack.add("responder")
+    stack.add("receipts", receipts_port=str(receipts.receipts_port))
     on_port(stack, stack.add("api"), api.api_port, "SWITCHBOARD_API_PORT")
     stack.add("dashboard", dashboard_port=str(dashboard.dashboard_port))
     for process in stack.processes.values():
@@ -94,13 +96,13 @@ async def run(log_root: Path) -> None:
         latest.symlink_to(run_dir.name)
     try:
         await stack.start(timeout=60)
-        api, dashboard = ApiSettings(), DashboardSettings()
+        api, dashboard, mock_provider = ApiSettings(), DashboardSettings(), MockProviderSettings()
         where = f"database {database_name(settings.database_dsn())!r}, vhost {settings.vhost()!r}"
         console.print(f"[green]running[/] against {where}")
         console.print(f"  API        http://127.0.0.1:{api.api_port}  (docs /docs, health /readyz)")
         console.print(f"  dashboard  http://127.0.0.1:{dashboard.dashboard_port}")
         console.print(
-            f"  provider   http://127.0.0.1:{settings.mock_port}/ledger  (the mock provider's sends)"
+            f"  provider   http://127.0.0.1:{mock_provider.mock_port}/ledger  (the mock provider's sends)"
         )
         shown = run_dir.relative_to(ROOT) if run_dir.is_relative_to(ROOT) else run_dir
         console.print(f"  logs       {shown}/<process>.log")

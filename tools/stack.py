@@ -129,8 +129,9 @@ def default_environment(base: Settings | None = None, **overrides: str) -> Envir
     }
     for key, value in overrides.items():
         env[key if key.startswith("SWITCHBOARD_") else f"SWITCHBOARD_{key.upper()}"] = value
+    # The overrides are for the processes; these settings need only the backends among them.
     fields: dict[str, Any] = {k.removeprefix("SWITCHBOARD_").lower(): v for k, v in env.items()}
-    settings = Settings(**fields)
+    settings = Settings(**{k: v for k, v in fields.items() if k in Settings.model_fields})
     return Environment(settings.vhost(), settings, env, service_users=True)
 
 

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from services.admin.passwords import ServicePasswords
+from services.admin.settings import AdminSettings
 from shared.bus.topology import USER_PREFIX, ServiceRole
 from shared.ops.cli_errors import one_line_errors
 from shared.ops.management import Management
@@ -30,7 +31,6 @@ from shared.ops.setup import (
     retire_pre_lane_topology,
     topology_for,
 )
-from shared.runtime.settings import Settings, get_settings
 
 app = typer.Typer(
     add_completion=False,
@@ -46,14 +46,14 @@ T = TypeVar("T")
 
 
 def _run(work: Coroutine[Any, Any, T]) -> T:
-    with one_line_errors(get_settings(), console):
+    with one_line_errors(AdminSettings(), console):
         return asyncio.run(work)
 
 
 @app.command("migrate")
 def migrate_command() -> None:
     """Create the database if needed and apply pending SQL migrations."""
-    applied = _run(prepare_database(get_settings()))
+    applied = _run(prepare_database(AdminSettings()))
     console.print(f"[green]migrations applied:[/] {', '.join(applied) if applied else 'none (up to date)'}")
 
 
@@ -73,7 +73,7 @@ def topology_command(
     user_prefix: Prefix = USER_PREFIX,
 ) -> None:
     """Create the vhost, apply policies, check and declare exchanges, queues and bindings, add users."""
-    settings = get_settings()
+    settings = AdminSettings()
     try:
         recreated = _run(prepare_broker(settings, recreate_conflicting=recreate_empty))
     except TopologyConflict as exc:
@@ -95,7 +95,7 @@ def users_command(user_prefix: Prefix = USER_PREFIX) -> None:
     Passwords come from SWITCHBOARD_RABBITMQ_<SERVICE>_PASSWORD; without one an existing user keeps its
     password and a new one gets the dev-only password documented in rabbitmq/README.md.
     """
-    settings = get_settings()
+    settings = AdminSettings()
     outcomes = _run(ensure_service_users(settings, ServicePasswords().by_role(), user_prefix))
     for outcome in outcomes:
         style = "yellow" if outcome.password == "dev-only default" else "green"
@@ -114,7 +114,7 @@ def check_command(
     ] = False,
 ) -> None:
     """Report, without changing anything, queues whose arguments or policies do not fit the code."""
-    settings = get_settings()
+    settings = AdminSettings()
     rows, problems = _run(_check(settings))
     if as_json:
         for row in rows:
@@ -144,7 +144,7 @@ CHECK_COLUMNS = (
 )
 
 
-async def _check(settings: Settings) -> tuple[list[dict[str, Any]], list[str]]:
+async def _check(settings: AdminSettings) -> tuple[list[dict[str, Any]], list[str]]:
     vhost, topology = settings.vhost(), topology_for(settings)
     async with Management(settings) as management:
         queues = {q["name"]: q for q in await management.queues(vhost)}
@@ -185,7 +185,7 @@ def definitions_command(
     ] = False,
 ) -> None:
     """Write RabbitMQ definitions generated from the topology in code (users with password hashes only)."""
-    settings = get_settings()
+    settings = AdminSettings()
     hashes = None
     if passwords_from_env:
         passwords = ServicePasswords().by_role()

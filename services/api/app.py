@@ -19,7 +19,6 @@ from services.api.routers import campaigns, contacts, health, messages, retries,
 from services.api.scheduler import run_scheduler
 from services.api.settings import ApiSettings
 from services.api.strict import query_names, reject_unknown_query
-from shared.runtime.settings import Settings
 
 DESCRIPTION = """Put messages into Switchboard and read their fate.
 
@@ -31,8 +30,8 @@ tenant's data. Errors have one shape: `{"error": {"code", "message", "details"}}
 NO_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False, "operation_spans": False}
 
 
-def create_app(settings: ApiSettings, shared: Settings) -> FastAPI:
-    context = ApiContext.create(settings, shared)
+def create_app(settings: ApiSettings) -> FastAPI:
+    context = ApiContext.create(settings)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -19,13 +19,12 @@ from rich.console import Console
 from rich.table import Table
 
 from services.api.keys import generate_key, hash_key
-from services.api.settings import DEV_PEPPER, ApiSettings, get_api_settings
+from services.api.settings import ApiSettings, get_api_settings
 from services.api.store import keys as store
 from shared.core.errors import BackendUnusable
 from shared.ops.cli_errors import one_line_errors
 from shared.runtime.hardening import InsecureConfiguration, check_secrets
 from shared.runtime.logs import configure_logging, get_logger
-from shared.runtime.settings import get_settings
 from shared.runtime.startup import EXIT_CONFIGURATION, Endpoint, explain
 
 T = TypeVar("T")
@@ -70,17 +69,16 @@ async def _database_problem(dsn: str, timeout: float) -> str | None:
 def serve() -> None:
     from services.api.app import create_app
 
-    settings, shared = get_api_settings(), get_settings()
-    configure_logging("api", shared.log_level, shared.log_format)
+    settings = get_api_settings()
+    configure_logging("api", settings.log_level, settings.log_format)
     log = get_logger("api")
-    dev_pepper = settings.api_key_pepper.get_secret_value() == DEV_PEPPER
     try:
-        check_secrets(shared, "api", ["SWITCHBOARD_API_KEY_PEPPER"] if dev_pepper else [])
+        check_secrets(settings, "api")
     except InsecureConfiguration as exc:
         log.error("refusing_to_start", reason=str(exc))
         print(f"api: {exc}", file=sys.stderr, flush=True)
         raise typer.Exit(EXIT_CONFIGURATION) from None
-    problem = asyncio.run(_database_problem(shared.database_dsn(), settings.api_db_connect_timeout_s))
+    problem = asyncio.run(_database_problem(settings.database_dsn(), settings.api_db_connect_timeout_s))
     if problem is not None:
         log.error("service_misconfigured", error=problem)
         print(f"api: {problem}", file=sys.stderr, flush=True)
@@ -92,7 +90,7 @@ def serve() -> None:
         scheduler=settings.api_scheduler_enabled,
     )
     config = uvicorn.Config(
-        create_app(settings, shared),
+        create_app(settings),
         host=settings.api_host,
         port=settings.api_port,
         log_config=None,
@@ -105,13 +103,13 @@ def serve() -> None:
 
 def _run(action: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
     async def go() -> T:
-        conn = await asyncpg.connect(get_settings().database_dsn())
+        conn = await asyncpg.connect(get_api_settings().database_dsn())
         try:
             return await action(conn)
         finally:
             await conn.close()
 
-    with one_line_errors(get_settings(), console):
+    with one_line_errors(get_api_settings(), console):
         return asyncio.run(go())
 
 

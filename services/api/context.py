@@ -15,7 +15,6 @@ from services.api.ratelimit import RateLimiter
 from services.api.settings import ApiSettings
 from services.api.store.keys import KeyRow, find_key
 from shared.runtime.logs import get_logger
-from shared.runtime.settings import Settings
 
 log = get_logger("api.auth")
 
@@ -34,18 +33,16 @@ class Principal:
 @dataclass
 class ApiContext:
     settings: ApiSettings
-    shared: Settings
     db: Database
     limiter: RateLimiter
     auth_throttle: AuthThrottle
     _keys: dict[str, tuple[KeyRow, float]] = field(default_factory=dict)
 
     @classmethod
-    def create(cls, settings: ApiSettings, shared: Settings) -> ApiContext:
+    def create(cls, settings: ApiSettings) -> ApiContext:
         return cls(
             settings=settings,
-            shared=shared,
-            db=Database(shared.database_dsn(), settings),
+            db=Database(settings.database_dsn(), settings),
             limiter=RateLimiter(
                 settings.api_rate_limit_per_s,
                 settings.api_rate_limit_burst,

@@ -12,13 +12,13 @@ from collections.abc import Iterable
 
 from shared.core.errors import DestinationRefused
 from shared.net.outbound import Resolve, allowed_for, resolve_and_check, system_resolve
-from shared.runtime.settings import Settings
+from shared.runtime.settings import OutboundPolicy
 
 CONCURRENT_LOOKUPS = 16
 
 
 async def refused_destinations(
-    settings: Settings, tenant: str, urls: Iterable[str], resolve: Resolve = system_resolve
+    settings: OutboundPolicy, tenant: str, urls: Iterable[str], resolve: Resolve = system_resolve
 ) -> dict[str, str]:
     """URL -> why, for each of ``urls`` the policy refuses for ``tenant``."""
     allowed = allowed_for(settings.outbound_networks(), tenant)

@@ -53,7 +53,7 @@ async def run_due_cron(context: ApiContext, report: TickReport) -> None:
             if campaign is None:
                 return
             run_at = campaign["next_run_at"]
-            count = await materialise(conn, campaign, run_at, context.shared.max_attempts)
+            count = await materialise(conn, campaign, run_at, context.settings.max_attempts)
             following: datetime | None = next_run(
                 campaign["cron"], campaign["timezone"], max(run_at, datetime.now(UTC))
             )

@@ -1,19 +1,18 @@
-"""The API's own settings (``SWITCHBOARD_API_*``); the database comes from :mod:`shared.runtime.settings`."""
+"""The API's settings: ``SWITCHBOARD_API_*`` and the shared groups it reads (routing, outbound, attempts)."""
 
 from __future__ import annotations
 
 from functools import lru_cache
 
 from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.runtime.settings import AttemptBudget, OutboundPolicy, ProviderChains
 
 DEV_PEPPER = "switchboard-dev-pepper"
 
 
-class ApiSettings(BaseSettings):
+class ApiSettings(ProviderChains, OutboundPolicy, AttemptBudget):
     """Where the API listens, how it hashes keys, and the limits it enforces."""
-
-    model_config = SettingsConfigDict(env_prefix="SWITCHBOARD_", extra="ignore")
 
     api_host: str = "127.0.0.1"
     api_port: int = Field(8080, ge=0, le=65535)
@@ -47,6 +46,12 @@ class ApiSettings(BaseSettings):
     # The campaign scheduler runs inside the API process (any number of replicas may run it).
     api_scheduler_enabled: bool = True
     api_scheduler_interval_s: float = Field(1.0, gt=0)
+
+    def own_development_secrets(self) -> list[str]:
+        found = super().own_development_secrets()
+        if self.api_key_pepper.get_secret_value() == DEV_PEPPER:
+            found.append("SWITCHBOARD_API_KEY_PEPPER")
+        return found
 
 
 @lru_cache(maxsize=1)

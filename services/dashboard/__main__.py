@@ -14,13 +14,13 @@ from shared.core.errors import ConfigurationError
 from shared.runtime.logs import get_logger
 from shared.runtime.probes import DatabaseProbe
 from shared.runtime.service import Health, run_service
-from shared.runtime.settings import Settings
 
 log = get_logger("dashboard")
+# The one settings class this process loads (`python -m services.dashboard`, `switchboard`).
+SETTINGS = DashboardSettings
 
 
-async def main(_: Settings, health: Health, stop: asyncio.Event) -> None:
-    settings = DashboardSettings()
+async def main(settings: DashboardSettings, health: Health, stop: asyncio.Event) -> None:
     token = settings.dashboard_token.get_secret_value()
     problem = exposure_problem(settings.dashboard_host, token)
     if problem is not None:
@@ -47,4 +47,4 @@ async def main(_: Settings, health: Health, stop: asyncio.Event) -> None:
 
 
 if __name__ == "__main__":
-    run_service("dashboard", main)
+    run_service("dashboard", main, SETTINGS)

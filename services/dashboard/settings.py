@@ -1,13 +1,13 @@
-"""The dashboard's own settings: the shared ``SWITCHBOARD_*`` ones plus where it serves its page."""
+"""The dashboard's settings: the common ``SWITCHBOARD_*`` ones, the management API, where it serves."""
 
 from __future__ import annotations
 
 from pydantic import Field, SecretStr
 
-from shared.runtime.settings import Settings
+from shared.runtime.settings import ManagementAccess
 
 
-class DashboardSettings(Settings):
+class DashboardSettings(ManagementAccess):
     dashboard_host: str = "127.0.0.1"
     dashboard_port: int = Field(8090, ge=0, le=65535)
     # Required whenever the dashboard listens beyond loopback: sent as "Authorization: Bearer <token>",

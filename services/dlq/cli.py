@@ -25,6 +25,7 @@ from services.dlq.entries import DlqEntry, EntryKind, body_fields
 from services.dlq.export import Exporter, ExportFormat
 from services.dlq.filters import EntryFilter
 from services.dlq.requeue import Verdict
+from services.dlq.settings import DlqSettings
 from services.dlq.stats import DlqStats
 from services.dlq.store import log_story
 from shared.bus.amqp import BROKER_ERRORS
@@ -33,7 +34,6 @@ from shared.core.models import utcnow
 from shared.db.pool import create_pool
 from shared.ops.cli_errors import explain_line, one_line_errors
 from shared.runtime.logs import configure_logging, get_logger
-from shared.runtime.settings import Settings, get_settings
 
 app = typer.Typer(
     add_completion=False,
@@ -135,23 +135,23 @@ def main(
     batch_size: Annotated[int, typer.Option(help="Dead letters per requeue transaction.")] = 200,
 ) -> None:
     # Keep stdout for results (``--json``): log lines go to stderr, with the progress bars.
-    shared = get_settings()
+    shared = DlqSettings()
     configure_logging("dlq", "INFO", shared.log_format, stream=sys.stderr)
     ctx.obj = ScanOptions(window=window, idle_s=idle, batch_size=batch_size)
 
 
 def _run(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    with one_line_errors(get_settings(), console):
+    with one_line_errors(DlqSettings(), console):
         try:
             return asyncio.run(work())
         except (*BROKER_ERRORS, ChannelGone, OSError, asyncpg.PostgresError) as exc:
-            if explain_line(exc, get_settings()) is not None:
+            if explain_line(exc, DlqSettings()) is not None:
                 raise
             console.print(f"[bold red]error:[/] {escape(repr(exc)[:500])}")
             raise typer.Exit(2) from exc
 
 
-async def _guarded(settings: Settings) -> None:
+async def _guarded(settings: DlqSettings) -> None:
     problem = await dlq_guard(settings)
     if problem and problem.startswith("refusing"):
         console.print(f"[bold red]{problem}[/]")
@@ -161,7 +161,7 @@ async def _guarded(settings: Settings) -> None:
 
 
 async def _scan(
-    settings: Settings,
+    settings: DlqSettings,
     options: ScanOptions,
     wanted: EntryFilter,
     on_match: Callable[[Delivery], Awaitable[None] | None],
@@ -227,7 +227,7 @@ def list_command(
         else:
             rows.append(delivery.entry)
 
-    report = _run(lambda: _scan(get_settings(), ctx.obj, wanted, on_match, "reading the dlq"))
+    report = _run(lambda: _scan(DlqSettings(), ctx.obj, wanted, on_match, "reading the dlq"))
     if not as_json:
         out.print(
             render.entries_table(
@@ -250,7 +250,7 @@ def show_command(
     ] = True,
 ) -> None:
     """One dead letter in full, with its log and attempt history from PostgreSQL."""
-    settings = get_settings()
+    settings = DlqSettings()
     wanted = EntryFilter.build(ids=[ident])
     found: list[tuple[DlqEntry, bytes]] = []
 
@@ -353,7 +353,7 @@ def requeue_command(
             newer_than=newer_than,
         ),
     )
-    settings = get_settings()
+    settings = DlqSettings()
     budget = attempts or settings.max_attempts
     options: ScanOptions = ctx.obj
 
@@ -415,7 +415,7 @@ def settle_command(
         older_than=None,
         newer_than=None,
     )
-    settings = get_settings()
+    settings = DlqSettings()
     options: ScanOptions = ctx.obj
 
     async def work() -> ScanReport:
@@ -479,7 +479,7 @@ def purge_command(
             newer_than=newer_than,
         ),
     )
-    settings = get_settings()
+    settings = DlqSettings()
     options: ScanOptions = ctx.obj
 
     async def work(dry: bool) -> ScanReport:
@@ -537,7 +537,7 @@ def export_command(
     with Exporter(path, fmt, reveal) as exporter:
         report = _run(
             lambda: _scan(
-                get_settings(),
+                DlqSettings(),
                 ctx.obj,
                 wanted,
                 lambda d: exporter.write(d.entry, d.body),
@@ -578,7 +578,7 @@ def stats_command(
     )
     stats, now = DlqStats(), utcnow()
     report = _run(
-        lambda: _scan(get_settings(), ctx.obj, wanted, lambda d: stats.add(d.entry, now), "counting")
+        lambda: _scan(DlqSettings(), ctx.obj, wanted, lambda d: stats.add(d.entry, now), "counting")
     )
     if as_json:
         sys.stdout.write(orjson.dumps(stats.as_dict()).decode() + "\n")

@@ -13,24 +13,26 @@ from services.mock_provider.app import MockProvider, build_app
 from services.mock_provider.behaviour import FailureMix, ReceiptMix
 from services.mock_provider.callbacks import Callbacks
 from services.mock_provider.ledger import Ledger
+from services.mock_provider.settings import MockProviderSettings
 from services.mock_provider.smtp import start_smtp, tls_context
 from shared.runtime.logs import get_logger
 from shared.runtime.service import Health, run_service
-from shared.runtime.settings import Settings
 
 log = get_logger("mock_provider")
+# The one settings class this process loads (`python -m services.mock_provider`, `switchboard`).
+SETTINGS = MockProviderSettings
 
 
 FAILURE_RATES = frozenset({"mock_transient_rate", "mock_permanent_rate", "mock_rate_limit_rate"})
 
 
-def welcome_sends(settings: Settings) -> int:
+def welcome_sends(settings: MockProviderSettings) -> int:
     """How many first sends to accept whatever the draw: none once a failure rate is set on purpose
     (a test or an operator asking for failures gets them from the first send)."""
     return 0 if FAILURE_RATES & settings.model_fields_set else settings.mock_welcome_sends
 
 
-async def main(settings: Settings, health: Health, stop: asyncio.Event) -> None:
+async def main(settings: MockProviderSettings, health: Health, stop: asyncio.Event) -> None:
     mix = FailureMix(
         transient_rate=settings.mock_transient_rate,
         permanent_rate=settings.mock_permanent_rate,
@@ -91,4 +93,4 @@ async def main(settings: Settings, health: Health, stop: asyncio.Event) -> None:
 
 
 if __name__ == "__main__":
-    run_service("mock_provider", main)
+    run_service("mock_provider", main, SETTINGS)

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from services.mock_provider.settings import MockClient
 from shared.core.providers import ProviderKind
-from shared.runtime.settings import Settings
 
 MOCK_ACCOUNT_SID = "ACmock"
 MOCK_PHONE_NUMBER_ID = "1000000001"
 MOCK_SIGNAL_NUMBER = "+15550000001"
 
 
-def mock_client_settings(kind: ProviderKind, settings: Settings) -> dict[str, Any]:
+def mock_client_settings(kind: ProviderKind, settings: MockClient) -> dict[str, Any]:
     token = settings.mock_auth_token.get_secret_value()
     if kind == ProviderKind.SMS_GATEWAY:
         return {"account_sid": MOCK_ACCOUNT_SID, "auth_token": token}

@@ -11,6 +11,7 @@ import asyncpg
 from services.poller.budget import LaneBudget
 from services.poller.claims import ClaimedLog, claim, expire_leases, reclaim_expired
 from services.poller.dispatch import publish_order, to_dispatch
+from services.poller.settings import PollerSettings
 from services.poller.wakeup import DueSignal
 from shared.bus import wire
 from shared.bus.amqp import AmqpBroker
@@ -21,9 +22,11 @@ from shared.runtime import metrics
 from shared.runtime.logs import get_logger
 from shared.runtime.resilience import Backoff, finish_or_cancel, retry_until_stopped, sleep_or_stop
 from shared.runtime.service import Health, backends, run_service
-from shared.runtime.settings import Settings
 
 log = get_logger("poller")
+# The one settings class this process loads (`python -m services.poller`, `switchboard`).
+SETTINGS = PollerSettings
+
 
 # Between two measurements of a lane's depth the poller counts what it published on top of the last
 # one (an upper bound: consumers only take messages away), so most cycles ask the broker nothing: it
@@ -36,7 +39,7 @@ DEPTH_MAX_AGE_S = 2.0
 class Poller:
     def __init__(
         self,
-        settings: Settings,
+        settings: PollerSettings,
         pool: asyncpg.Pool,
         broker: Broker,
         signal: DueSignal | None = None,
@@ -206,7 +209,7 @@ class Poller:
                 return
 
 
-async def main(settings: Settings, health: Health, stop: asyncio.Event) -> None:
+async def main(settings: PollerSettings, health: Health, stop: asyncio.Event) -> None:
     async with backends(settings, "poller", stop, health, pool_size=4) as opened:
         if opened is None:
             return
@@ -232,4 +235,4 @@ async def main(settings: Settings, health: Health, stop: asyncio.Event) -> None:
 
 
 if __name__ == "__main__":
-    run_service("poller", main)
+    run_service("poller", main, SETTINGS)

@@ -8,8 +8,8 @@ from typing import Any
 
 import asyncpg
 
+from services.poller.settings import Ordering
 from shared.bus.topology import Lane, lane_of
-from shared.runtime.settings import Ordering
 
 # The channel is the one the log is on now: its own, or the fallback channel it moved to.
 _RETURNING = """

@@ -21,6 +21,7 @@ from aiohttp import web
 from services.receipts.metrics import RECEIPTS
 from services.receipts.parse import Parsed, ReceiptError, parse_email, parse_json, parse_sms, parse_whatsapp
 from services.receipts.replay import ReplayStore, ReplayVerdict, report_id
+from services.receipts.settings import ReceiptsSettings
 from shared.bus import wire
 from shared.bus.amqp import AmqpBroker, RobustConnection
 from shared.bus.topology import RESPONSES, Lane, Topology, lane_exchange
@@ -29,9 +30,11 @@ from shared.core.models import ReceiptMessage
 from shared.runtime.logs import get_logger
 from shared.runtime.resilience import retry_until_stopped, sleep_or_stop
 from shared.runtime.service import Health, backends, run_service
-from shared.runtime.settings import Settings
 
 log = get_logger("receipts")
+# The one settings class this process loads (`python -m services.receipts`, `switchboard`).
+SETTINGS = ReceiptsSettings
+
 MAX_BODY = 1024 * 1024
 PRUNE_EVERY_S = 60.0
 # What a replay check may raise when PostgreSQL is away: the provider is asked to retry (503).
@@ -43,7 +46,7 @@ def try_again_later() -> web.Response:
 
 
 class Receiver:
-    def __init__(self, settings: Settings, replays: ReplayStore) -> None:
+    def __init__(self, settings: ReceiptsSettings, replays: ReplayStore) -> None:
         self.settings = settings
         self.channel: Channel | None = None
         self.replays = replays
@@ -161,14 +164,14 @@ def build_app(receiver: Receiver) -> web.Application:
     return app
 
 
-async def main(settings: Settings, health: Health, stop: asyncio.Event) -> None:
+async def main(settings: ReceiptsSettings, health: Health, stop: asyncio.Event) -> None:
     async with backends(settings, "receipts", stop, health, pool_size=8) as opened:
         if opened is not None:
             await serve(settings, health, stop, *opened)
 
 
 async def serve(
-    settings: Settings,
+    settings: ReceiptsSettings,
     health: Health,
     stop: asyncio.Event,
     pool: asyncpg.Pool,
@@ -196,4 +199,4 @@ async def serve(
 
 
 if __name__ == "__main__":
-    run_service("receipts", main)
+    run_service("receipts", main, SETTINGS)

@@ -11,6 +11,7 @@ import asyncpg
 
 from services.responder.plan import Defaults, WritePlan, plan_writes
 from services.responder.relay import letters_in_dlq, relay_dead_letters, resolve_in_doubt
+from services.responder.settings import ResponderSettings
 from services.responder.store import lock_logs, sent_attempts, write_plan
 from shared.bus import wire
 from shared.bus.amqp import AmqpBroker
@@ -34,9 +35,11 @@ from shared.runtime.resilience import (
     sleep_or_stop,
 )
 from shared.runtime.service import Health, backends, run_service
-from shared.runtime.settings import Settings
 
 log = get_logger("responder")
+# The one settings class this process loads (`python -m services.responder`, `switchboard`).
+SETTINGS = ResponderSettings
+
 # What arrives on ``responses``: a sender's outcome, or a provider's delivery report (receipts).
 Item = wire.Response
 
@@ -57,7 +60,7 @@ DATABASE_UNAVAILABLE = (
 class Responder:
     """Applies batches of outcomes and receipts (the :class:`BatchHandler` of its consumer)."""
 
-    def __init__(self, settings: Settings, pool: asyncpg.Pool, broker: Broker) -> None:
+    def __init__(self, settings: ResponderSettings, pool: asyncpg.Pool, broker: Broker) -> None:
         self.settings = settings
         self.pool = pool
         self.broker = broker  # also the DLQ reader of the in-doubt relay pass
@@ -248,7 +251,7 @@ class Responder:
             )
 
 
-async def main(settings: Settings, health: Health, stop: asyncio.Event) -> None:
+async def main(settings: ResponderSettings, health: Health, stop: asyncio.Event) -> None:
     async with backends(settings, "responder", stop, health, pool_size=4) as opened:
         if opened is None:
             return
@@ -275,4 +278,4 @@ async def main(settings: Settings, health: Health, stop: asyncio.Event) -> None:
 
 
 if __name__ == "__main__":
-    run_service("responder", main)
+    run_service("responder", main, SETTINGS)

@@ -18,6 +18,7 @@ from services.sender.ordering import RecipientSerializer
 from services.sender.pacing import PostgresPacing
 from services.sender.ratelimit import PostgresBucketStore, RateLimiter
 from services.sender.router import Router
+from services.sender.settings import SenderSettings
 from services.sender.starts import AttemptStarts, PostgresAttemptStarts
 from shared.bus import wire
 from shared.bus.amqp import AmqpBroker, RobustConnection
@@ -43,9 +44,10 @@ from shared.runtime import metrics
 from shared.runtime.logs import get_logger
 from shared.runtime.resilience import cancel_within, retry_until_stopped, sleep_or_stop
 from shared.runtime.service import Health, backends, run_service
-from shared.runtime.settings import Settings
 
 log = get_logger("sender")
+# The one settings class this process loads (`python -m services.sender`, `switchboard`).
+SETTINGS = SenderSettings
 
 
 SENDER_OUT = metrics.MESSAGES_OUT.labels(stage="sender")
@@ -64,7 +66,7 @@ class Sender:
     """Dispatch messages in, one provider attempt each, the outcome out (confirmed), then the ack."""
 
     def __init__(
-        self, settings: Settings, broker: Broker, router: Router, starts: AttemptStarts | None = None
+        self, settings: SenderSettings, broker: Broker, router: Router, starts: AttemptStarts | None = None
     ) -> None:
         self.settings = settings
         self.broker = broker
@@ -193,7 +195,7 @@ class Sender:
         await asyncio.gather(*(consumer.stop(grace_s) for consumer in self.dispatches.values()))
 
     async def subscribe(
-        self, settings: Settings, stop: asyncio.Event
+        self, settings: SenderSettings, stop: asyncio.Event
     ) -> dict[str, tuple[list[int], list[int]]]:
         """Every lane's shards (and standbys), the lanes side by side: a standby wait in one lane
         never delays the other."""
@@ -211,7 +213,7 @@ class Background:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: SenderSettings,
         pool: asyncpg.Pool,
         cache: RoutingCache,
         board: CircuitBoard,
@@ -264,7 +266,7 @@ START_KEEP_S = 24 * 3600.0
 START_PRUNE_EVERY_S = 60.0
 
 
-def circuit_policy(settings: Settings) -> CircuitPolicy:
+def circuit_policy(settings: SenderSettings) -> CircuitPolicy:
     return CircuitPolicy(
         window=settings.circuit_window,
         failure_ratio=settings.circuit_failure_ratio,
@@ -275,7 +277,7 @@ def circuit_policy(settings: Settings) -> CircuitPolicy:
     )
 
 
-async def main(settings: Settings, health: Health, stop: asyncio.Event) -> None:
+async def main(settings: SenderSettings, health: Health, stop: asyncio.Event) -> None:
     async with backends(settings, "sender", stop, health, pool_size=8) as opened:
         if opened is None:
             return
@@ -284,7 +286,7 @@ async def main(settings: Settings, health: Health, stop: asyncio.Event) -> None:
 
 
 async def serve(
-    settings: Settings, stop: asyncio.Event, pool: asyncpg.Pool, connection: RobustConnection
+    settings: SenderSettings, stop: asyncio.Event, pool: asyncpg.Pool, connection: RobustConnection
 ) -> None:
     replica = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     cache = RoutingCache(RoutingConfig.from_chains(settings.provider_chains), settings.routing_refresh_s)
@@ -334,4 +336,4 @@ async def serve(
 
 
 if __name__ == "__main__":
-    run_service("sender", main)
+    run_service("sender", main, SETTINGS)

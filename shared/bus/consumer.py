@@ -46,7 +46,7 @@ from shared.core.errors import BatchRefused, ChannelGone, MessageError
 from shared.runtime import metrics
 from shared.runtime.logs import get_logger
 from shared.runtime.resilience import retry_until_stopped, sleep_or_stop
-from shared.runtime.settings import Settings
+from shared.runtime.settings import ShardConsumer
 
 log = get_logger("bus.consumer")
 CANCEL_TIMEOUT_S = 5.0  # a consumer's basic.cancel on the way out
@@ -103,7 +103,7 @@ class BatchHandler(Protocol[T_contra, R]):
 
 async def subscribe_shards(
     subscribe: Callable[[list[int]], Awaitable[None]],
-    settings: Settings,
+    settings: ShardConsumer,
     stop: asyncio.Event,
     has_consumer: Callable[[int], Awaitable[bool]] | None = None,
 ) -> tuple[list[int], list[int]]:
@@ -196,7 +196,7 @@ class Consumer(Generic[T]):
         await self.subscribe([queue])
 
     async def subscribe_shards(
-        self, exchange: str, settings: Settings, stop: asyncio.Event
+        self, exchange: str, settings: ShardConsumer, stop: asyncio.Event
     ) -> tuple[list[int], list[int]]:
         """This replica's shards of ``exchange`` and, with ``standby_all``, the others as a standby."""
 

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from shared.core.errors import ConfigurationError
 from shared.runtime.logs import get_logger
-from shared.runtime.settings import DEV_RECEIPT_SECRET, DEV_VERIFY_TOKEN, DEV_WEBHOOK_SECRET, Settings
+from shared.runtime.settings import Settings
 
 DEV_PASSWORD_PREFIX = "switchboard-dev-"
 DEV_PASSWORDS = frozenset({"guest", "postgres", ""})
@@ -32,45 +32,21 @@ def _dev_password(url: str) -> bool:
     return password in DEV_PASSWORDS or password.startswith(DEV_PASSWORD_PREFIX)
 
 
-def development_secrets(settings: Settings, service: str) -> list[str]:
-    """The settings ``service`` uses that still hold a development value (names only)."""
+def development_secrets(settings: Settings) -> list[str]:
+    """The secrets the process of ``settings`` uses that still hold a development value (names only):
+    its backends' passwords, and those of its own settings class."""
     found: list[str] = []
     if _dev_password(settings.amqp_url()):
         found.append("SWITCHBOARD_RABBITMQ_URL (its password)")
     if (urlsplit(settings.database_dsn()).password or "").startswith(DEV_PASSWORD_PREFIX):
         found.append("SWITCHBOARD_DATABASE_URL (its password)")
-    if service in ("admin", "dashboard") and settings.rabbitmq_management_password.get_secret_value() in (
-        "guest",
-        "",
-    ):
-        found.append("SWITCHBOARD_RABBITMQ_MANAGEMENT_PASSWORD")
-    if service == "sender" and settings.webhook_signing_secret.get_secret_value() == DEV_WEBHOOK_SECRET:
-        found.append("SWITCHBOARD_WEBHOOK_SIGNING_SECRET")
-    if service == "receipts":
-        dev = {DEV_RECEIPT_SECRET, DEV_WEBHOOK_SECRET, DEV_VERIFY_TOKEN}
-        found += [
-            f"SWITCHBOARD_RECEIPT_SECRETS[{name}]"
-            for name, secret in sorted(settings.receipt_secrets.items())
-            if secret.get_secret_value() in dev
-        ]
-        found += [
-            f"SWITCHBOARD_RECEIPT_VERIFY_TOKENS[{name}]"
-            for name, token in sorted(settings.receipt_verify_tokens.items())
-            if token.get_secret_value() in dev or token == settings.receipt_secrets.get(name)
-        ]
-    return found
+    return found + settings.own_development_secrets()
 
 
-def missing_secrets(settings: Settings, service: str) -> list[str]:
-    if service == "receipts" and not settings.receipt_secrets:
-        return ["SWITCHBOARD_RECEIPT_SECRETS (one secret per provider)"]
-    return []
-
-
-def check_secrets(settings: Settings, service: str, extra_dev: list[str] | None = None) -> None:
+def check_secrets(settings: Settings, service: str) -> None:
     """Raise :class:`InsecureConfiguration` in production; warn (loudly) in development."""
-    dev = [*development_secrets(settings, service), *(extra_dev or [])]
-    missing = missing_secrets(settings, service)
+    dev = development_secrets(settings)
+    missing = settings.missing_secrets()
     log = get_logger("hardening")
     if settings.development:
         log.warning(

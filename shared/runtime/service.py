@@ -9,7 +9,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import asyncpg
 import typer
@@ -24,7 +24,7 @@ from shared.runtime.logs import configure_logging, get_logger
 from shared.runtime.metrics import READY
 from shared.runtime.probes import DatabaseProbe
 from shared.runtime.resilience import retry_until_stopped
-from shared.runtime.settings import Settings, get_settings
+from shared.runtime.settings import Settings
 from shared.runtime.startup import EXIT_CONFIGURATION, Endpoint
 
 ReadinessCheck = Callable[[], bool | Awaitable[bool]]
@@ -95,7 +95,9 @@ def early_stop_requested() -> bool:
     return bool(getattr(services, "EARLY_STOP", None))
 
 
-ServiceMain = Callable[[Settings, Health, asyncio.Event], Awaitable[None]]
+S = TypeVar("S", bound=Settings)
+# A service's main: its own settings class (services/<name>/settings.py), readiness, the stop event.
+ServiceMain = Callable[[S, Health, asyncio.Event], Awaitable[None]]
 
 
 def version() -> str:
@@ -105,11 +107,11 @@ def version() -> str:
         return "unknown"
 
 
-def serve(name: str, main: ServiceMain) -> None:
+def serve(name: str, main: ServiceMain[S], settings_type: type[S]) -> None:
     """Run ``main`` until it returns; SIGTERM/SIGINT set the stop event it watches. Exits 0 when clean,
     78 (EX_CONFIG) with one line on stderr when a backend refuses us for a reason retrying cannot fix,
     1 on a crash."""
-    settings = get_settings()
+    settings = settings_type()
     configure_logging(name, settings.log_level, settings.log_format)
     log = get_logger()
     try:
@@ -169,22 +171,24 @@ VersionOption = Annotated[
 ]
 
 
-def service_cli(name: str, main: ServiceMain, help_text: str | None) -> typer.Typer:
+def service_cli(
+    name: str, main: ServiceMain[S], settings_type: type[S], help_text: str | None
+) -> typer.Typer:
     """A one-command CLI for a service: ``--help`` and ``--version`` answer without starting anything."""
     app = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False)
 
     @app.command(help=help_text or f"Run the {name} process.")
     def run(_version: VersionOption = False) -> None:
-        serve(name, main)
+        serve(name, main, settings_type)
 
     return app
 
 
-def run_service(name: str, main: ServiceMain) -> None:
+def run_service(name: str, main: ServiceMain[S], settings_type: type[S]) -> None:
     """``python -m services.<name>``: parse the command line (``--help``, ``--version``), then serve."""
     module = sys.modules.get(main.__module__)
     help_text = inspect.cleandoc(module.__doc__) if module is not None and module.__doc__ else None
-    service_cli(name, main, help_text)(prog_name=f"python -m services.{name}")
+    service_cli(name, main, settings_type, help_text)(prog_name=f"python -m services.{name}")
 
 
 async def open_broker(settings: Settings, name: str, stop: asyncio.Event) -> RobustConnection | None:

@@ -46,7 +46,7 @@ async def api_key(environment: Environment) -> str:
 
 @pytest.fixture
 def api_schema(environment: Environment, api_key: str) -> Iterator[schemathesis.schemas.BaseSchema]:
-    app = create_app(api_settings(), environment.settings)
+    app = create_app(api_settings(environment.settings))
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     KEY["X-API-Key"] = api_key
     try:

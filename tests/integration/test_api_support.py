@@ -52,15 +52,18 @@ class Api:
         return {"X-API-Key": new.key}
 
 
-def api_settings(**overrides: Any) -> ApiSettings:
-    return ApiSettings(**{**TEST_SETTINGS, **overrides})
+def api_settings(shared: Settings | None = None, **overrides: Any) -> ApiSettings:
+    """The API's settings for a test: the backends of ``shared`` (the test environment's), the test
+    defaults above, then ``overrides``."""
+    backends = {} if shared is None else {name: getattr(shared, name) for name in Settings.model_fields}
+    return ApiSettings(**{**backends, **TEST_SETTINGS, **overrides})
 
 
 @asynccontextmanager
 async def running_api(shared: Settings, **overrides: Any) -> AsyncIterator[Api]:
     """The app with its lifespan run, and an httpx client that calls it in-process."""
-    settings = api_settings(**overrides)
-    app = create_app(settings, shared)
+    settings = api_settings(shared, **overrides)
+    app = create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://api", timeout=30) as client:

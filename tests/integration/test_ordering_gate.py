@@ -11,8 +11,8 @@ import pytest
 
 from services.poller.claims import claim
 from services.poller.gate import PAUSED, OpenLog, OpenStatus, claimable, ordering_group
+from services.poller.settings import Ordering
 from shared.bus.topology import LANES
-from shared.runtime.settings import Ordering
 from tools.stack import Environment
 
 RECIPIENTS = ["+31600000001", "+31600000002", "+31600000003"]

@@ -24,7 +24,7 @@ from shared.net.outbound import (
     resolve_and_check,
     system_resolve,
 )
-from shared.runtime.settings import Settings
+from shared.runtime.settings import OutboundPolicy
 
 INTERNAL_URLS = [
     "http://127.0.0.1/",
@@ -108,7 +108,7 @@ def test_other_schemes_and_hostless_urls_are_refused(url: str) -> None:
 
 
 def test_the_allowlist_opens_only_what_it_names_and_only_for_its_tenant() -> None:
-    settings = Settings(outbound_allowlist={"acme": ["10.1.2.0/24"], "*": ["127.0.0.1/32"]})
+    settings = OutboundPolicy(outbound_allowlist={"acme": ["10.1.2.0/24"], "*": ["127.0.0.1/32"]})
     networks = settings.outbound_networks()
     acme, other = allowed_for(networks, "acme"), allowed_for(networks, "globex")
     assert check_url("http://10.1.2.3/hook", acme).host == "10.1.2.3"
@@ -124,7 +124,7 @@ def test_the_allowlist_opens_only_what_it_names_and_only_for_its_tenant() -> Non
 
 def test_a_malformed_allowlist_is_a_settings_error() -> None:
     with pytest.raises(ValueError, match="outbound_allowlist"):
-        Settings(outbound_allowlist={"acme": ["not a network"]})
+        OutboundPolicy(outbound_allowlist={"acme": ["not a network"]})
 
 
 async def test_a_name_is_judged_by_every_address_it_resolves_to() -> None:

@@ -23,6 +23,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from services.receipts.__main__ import Receiver, build_app
 from services.receipts.replay import ReplayStore, report_id
+from services.receipts.settings import ReceiptsSettings
 from shared.core.models import ReceiptMessage
 from shared.core.signatures import (
     GATEWAY_HEADER,
@@ -34,7 +35,7 @@ from shared.core.signatures import (
 )
 from shared.db.pool import create_pool
 from shared.db.roles import DatabaseRole, url_for
-from shared.runtime.settings import DEV_RECEIPT_SECRET, DEV_WEBHOOK_SECRET, Settings
+from shared.runtime.settings import DEV_RECEIPT_SECRET, DEV_WEBHOOK_SECRET
 from shared.runtime.startup import EXIT_CONFIGURATION
 from tests.helpers import insert_logs, wait_until
 from tools.stack import ROOT, Environment, Stack, free_port
@@ -46,7 +47,7 @@ RECIPIENT = "+14155550100"
 class Recording(Receiver):
     """The real receiver with RabbitMQ replaced by a list: what it would publish."""
 
-    def __init__(self, settings: Settings, replays: ReplayStore) -> None:
+    def __init__(self, settings: ReceiptsSettings, replays: ReplayStore) -> None:
         super().__init__(settings, replays)
         self.published: list[ReceiptMessage] = []
         self.broker_up = True
@@ -57,7 +58,7 @@ class Recording(Receiver):
         return self.broker_up
 
 
-PRODUCTION = Settings(
+PRODUCTION = ReceiptsSettings(
     env="production", receipt_secrets=SECRETS, receipt_verify_tokens={"alpha": "alpha-verify"}
 )
 

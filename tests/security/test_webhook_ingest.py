@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncpg
 
-from shared.runtime.settings import Settings
 from tests.integration.test_api_support import csv_upload, running_api
 from tools.stack import Environment
 
@@ -68,10 +67,7 @@ async def test_a_batch_names_each_refused_message_and_inserts_nothing(
 
 
 async def test_the_allowlist_lets_its_tenant_through_and_nobody_else(environment: Environment) -> None:
-    shared = Settings.model_validate(
-        {**environment.settings.model_dump(), "outbound_allowlist": {"acme": ["10.0.0.0/24"]}}
-    )
-    async with running_api(shared) as api:
+    async with running_api(environment.settings, outbound_allowlist={"acme": ["10.0.0.0/24"]}) as api:
         acme, mallory = await api.key("acme"), await api.key("mallory")
         allowed = await api.client.post("/v1/messages", json=hook("http://10.0.0.5/hook"), headers=acme)
         refused = await api.client.post("/v1/messages", json=hook("http://10.0.0.5/hook"), headers=mallory)

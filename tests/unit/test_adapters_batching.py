@@ -18,9 +18,9 @@ from services.sender.adapters.base import SendRequest, SendResult
 from services.sender.adapters.batching import BatchingAdapter
 from services.sender.adapters.mockjson import MockJsonAdapter, result_from_answer, results_from_batch
 from services.sender.adapters.transport import HttpRequest, HttpResponse, MockTransport, TransportError
+from services.sender.settings import SenderSettings
 from shared.core.models import OutcomeClass
 from shared.core.routing import ProviderSpec
-from shared.runtime.settings import Settings
 
 P, T, R, S = OutcomeClass.PERMANENT, OutcomeClass.TRANSIENT, OutcomeClass.RECOVERABLE, OutcomeClass.SUCCESS
 
@@ -324,10 +324,12 @@ def test_max_batch_below_two_is_refused(max_batch: int) -> None:
 async def test_build_adapter_wraps_the_mock_json_adapter_only_when_batching_is_on() -> None:
     spec = ProviderSpec("m", "mock_json")
     transport = MockTransport(lambda _: HttpResponse(200))
-    batching = build_adapter(spec, Settings(provider_batch_max=50, provider_batch_in_flight=3), transport)
+    batching = build_adapter(
+        spec, SenderSettings(provider_batch_max=50, provider_batch_in_flight=3), transport
+    )
     assert isinstance(batching, BatchingAdapter) and isinstance(batching.inner, MockJsonAdapter)
     assert (batching.max_batch, batching.max_in_flight) == (50, 3)
-    assert isinstance(build_adapter(spec, Settings(provider_batch_max=1), transport), MockJsonAdapter)
+    assert isinstance(build_adapter(spec, SenderSettings(provider_batch_max=1), transport), MockJsonAdapter)
 
 
 @pytest.mark.parametrize(
@@ -339,7 +341,9 @@ async def test_build_adapter_wraps_the_mock_json_adapter_only_when_batching_is_o
 )
 def test_a_paced_provider_gets_bulk_requests_without_holding_any_back(spec: ProviderSpec) -> None:
     transport = MockTransport(lambda _: HttpResponse(200))
-    adapter = build_adapter(spec, Settings(provider_batch_max=50, provider_batch_in_flight=3), transport)
+    adapter = build_adapter(
+        spec, SenderSettings(provider_batch_max=50, provider_batch_in_flight=3), transport
+    )
     assert isinstance(adapter, BatchingAdapter) and adapter.max_in_flight is None
 
 

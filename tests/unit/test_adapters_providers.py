@@ -17,11 +17,11 @@ from services.sender.adapters.smtp import SmtpAdapter
 from services.sender.adapters.transport import HttpRequest, HttpResponse, MockTransport, TransportError
 from services.sender.adapters.webhook import WebhookAdapter
 from services.sender.adapters.whatsapp import WHATSAPP_ERRORS, WhatsAppCloudAdapter
+from services.sender.settings import SenderSettings
 from shared.core.errors import DestinationRefused
 from shared.core.models import OutcomeClass
 from shared.core.routing import ProviderSpec
 from shared.core.signatures import SWITCHBOARD_HEADER, verify_timestamped
-from shared.runtime.settings import Settings
 
 P, T, R, S = OutcomeClass.PERMANENT, OutcomeClass.TRANSIENT, OutcomeClass.RECOVERABLE, OutcomeClass.SUCCESS
 
@@ -245,7 +245,7 @@ async def test_https_only_refuses_plain_http_before_any_call() -> None:
 
 
 async def test_pool_builds_one_adapter_per_provider_and_rebuilds_on_change() -> None:
-    pool = AdapterPool(Settings(), MockTransport(lambda _: HttpResponse(200)))
+    pool = AdapterPool(SenderSettings(), MockTransport(lambda _: HttpResponse(200)))
     sms = ProviderSpec("gw", "sms_gateway", settings={"account_sid": "A"})
     assert pool.get(sms) is pool.get(sms)
     assert isinstance(pool.get(ProviderSpec("m", "smtp")).inner, SmtpAdapter)

@@ -10,9 +10,9 @@ import pytest
 from services.sender.adapters import SendRequest, build_adapter
 from services.sender.adapters.signal import SIGNAL_ERRORS, SignalCliAdapter, error_class
 from services.sender.adapters.transport import HttpRequest, HttpResponse, MockTransport, TransportError
+from services.sender.settings import SenderSettings
 from shared.core.models import OutcomeClass
 from shared.core.routing import ProviderSpec
-from shared.runtime.settings import Settings
 
 P, T, R, S = OutcomeClass.PERMANENT, OutcomeClass.TRANSIENT, OutcomeClass.RECOVERABLE, OutcomeClass.SUCCESS
 
@@ -113,5 +113,5 @@ async def test_refused_before_any_call_without_a_number_or_a_body() -> None:
 
 async def test_a_signal_adapter_is_built_for_the_signal_cli_kind() -> None:
     spec = ProviderSpec("sig", "signal_cli", settings={"number": "+1555"})
-    adapter = build_adapter(spec, Settings(), answer(201, {"timestamp": 1}))
+    adapter = build_adapter(spec, SenderSettings(), answer(201, {"timestamp": 1}))
     assert isinstance(adapter, SignalCliAdapter) and adapter.url == "http://127.0.0.1:8081/sig/v2/send"

@@ -16,7 +16,6 @@ from services.api import app as api_app
 from services.api.docs import ASSET_FILES, ASSETS_PATH
 from services.api.schemas import campaigns, messages, routing, templates
 from services.api.settings import ApiSettings
-from shared.runtime.settings import Settings
 
 MODELS: dict[str, type[BaseModel]] = {
     model.__name__: model
@@ -28,8 +27,11 @@ MODELS: dict[str, type[BaseModel]] = {
 
 @pytest.fixture(scope="module")
 def app() -> FastAPI:
-    shared = Settings(database_url="postgresql://nobody@127.0.0.1:1/none")  # type: ignore[arg-type]
-    return api_app.create_app(ApiSettings(api_scheduler_enabled=False), shared)
+    settings = ApiSettings(
+        database_url="postgresql://nobody@127.0.0.1:1/none",  # type: ignore[arg-type]
+        api_scheduler_enabled=False,
+    )
+    return api_app.create_app(settings)
 
 
 async def get(app: FastAPI, path: str) -> httpx.Response:

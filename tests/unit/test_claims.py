@@ -16,7 +16,7 @@ from services.poller.claims import (
     claim_sql,
     plan_claim,
 )
-from shared.runtime.settings import Ordering
+from services.poller.settings import Ordering
 
 
 @pytest.mark.parametrize(

@@ -231,6 +231,51 @@ def test_every_environment_variable_is_a_settings_field() -> None:
     assert not unknown, f"not a field of any settings class: {unknown}"
 
 
+def own_settings(package: str) -> list[type[BaseSettings]]:
+    """What a process reads: the ``*Settings`` class of services/<package>/settings.py (the migrate job,
+    ``admin``, also reads the database roles' passwords)."""
+    module = importlib.import_module(f"services.{package}.settings")
+    (own,) = [
+        c
+        for _, c in inspect.getmembers(module, inspect.isclass)
+        if issubclass(c, BaseSettings) and c.__module__ == module.__name__ and c.__name__.endswith("Settings")
+    ]
+    return [own, RolePasswords] if package == "admin" else [own]
+
+
+def variables_of(classes: list[type[BaseSettings]]) -> set[str]:
+    return {
+        f"{cls.model_config.get('env_prefix', '')}{name}".upper()
+        for cls in classes
+        for name in cls.model_fields
+    }
+
+
+def test_every_variable_a_process_is_given_is_a_field_of_its_own_settings() -> None:
+    # Given each process's environment in compose and Kubernetes (not the image's ENV: one image runs
+    # every process, so it sets each server's listen address for whichever process it runs)
+    given: list[tuple[str, str, set[str]]] = []
+    for app in compose_apps().values():
+        given.append((f"compose {app['name']}", app["command"][0], set(compose_env(app))))
+    for command, container in k8s_containers().items():
+        given.append((f"k8s {command}", container["args"][0], set(k8s_env(container))))
+    # Then the settings class that process loads reads every one of them (a variable another process
+    # reads, a typo or a leftover of the settings split would be ignored silently)
+    stray = {
+        where: sorted(
+            n for n in names if n.startswith("SWITCHBOARD_") and n not in variables_of(own_settings(p))
+        )
+        for where, p, names in given
+    }
+    assert not {k: v for k, v in stray.items() if v}, stray
+
+
+def test_each_process_loads_the_settings_class_of_its_package() -> None:
+    for package in long_running() - {"api"}:
+        main = importlib.import_module(f"services.{package}.__main__")
+        assert own_settings(package) == [main.SETTINGS], package
+
+
 def test_each_service_gets_the_same_environment_in_compose_and_kubernetes() -> None:
     containers = k8s_containers()
     for app in compose_apps().values():
@@ -365,7 +410,8 @@ def test_kubernetes_probes_and_services_use_declared_ports() -> None:
 
 def test_urls_between_services_point_at_their_ports() -> None:
     # Given the provider URL the senders use / Then it names the mock provider's service and port
-    provider = urlsplit(configmap()["SWITCHBOARD_PROVIDER_URL"])
+    provider = urlsplit(k8s_env(k8s_containers()["sender"])["SWITCHBOARD_PROVIDER_URL"] or "")
+    assert compose_env(compose_apps()["sender"])["SWITCHBOARD_PROVIDER_URL"] == provider.geturl()
     mock = compose_apps()["mock_provider"]
     assert provider.hostname == mock["name"]
     assert provider.port == int(compose_env(mock)["SWITCHBOARD_MOCK_PORT"] or 0)

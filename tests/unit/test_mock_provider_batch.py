@@ -262,8 +262,8 @@ async def test_a_mix_set_through_admin_config_ends_the_welcome() -> None:
 
 def test_failure_rates_set_on_purpose_turn_the_welcome_off() -> None:
     from services.mock_provider.__main__ import welcome_sends
-    from shared.runtime.settings import Settings
+    from services.mock_provider.settings import MockProviderSettings
 
-    assert welcome_sends(Settings()) == Settings().mock_welcome_sends > 0
-    assert welcome_sends(Settings(mock_permanent_rate=1.0)) == 0
-    assert welcome_sends(Settings(mock_welcome_sends=0)) == 0
+    assert welcome_sends(MockProviderSettings()) == MockProviderSettings().mock_welcome_sends > 0
+    assert welcome_sends(MockProviderSettings(mock_permanent_rate=1.0)) == 0
+    assert welcome_sends(MockProviderSettings(mock_welcome_sends=0)) == 0

@@ -14,12 +14,12 @@ from services.sender.adapters.sms import SmsGatewayAdapter
 from services.sender.adapters.smtp import SmtpAdapter
 from services.sender.adapters.transport import HttpResponse, MockTransport
 from services.sender.adapters.whatsapp import WhatsAppCloudAdapter
+from services.sender.settings import SenderSettings
 from shared.core.errors import ConfigurationError
 from shared.core.providers import KIND_SETTINGS, PROVIDER_KINDS, ProviderKind, provider_kind
 from shared.core.routing import KINDS_HONOURING_IDEMPOTENCY_KEYS, ProviderSpec
-from shared.runtime.settings import Settings
 
-SETTINGS_OF_TEST = Settings(provider_batch_max=1, mock_smtp_port=2525)
+SETTINGS_OF_TEST = SenderSettings(provider_batch_max=1, mock_smtp_port=2525)
 
 
 def transport() -> MockTransport:

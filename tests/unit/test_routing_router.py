@@ -14,10 +14,10 @@ from services.sender.bucket import Grant, Limit
 from services.sender.circuits import CircuitBoard
 from services.sender.ratelimit import RateLimiter
 from services.sender.router import Router
+from services.sender.settings import SenderSettings
 from shared.core.circuit import CircuitPolicy, CircuitState
 from shared.core.models import DispatchMessage, FallbackReason, OutcomeClass
 from shared.core.routing import ChannelPolicy, ProviderSpec, Route, RoutingConfig, Strategy
-from shared.runtime.settings import Settings
 
 NOW = datetime(2024, 1, 1, tzinfo=UTC)
 
@@ -199,7 +199,9 @@ async def test_a_provider_the_sender_cannot_build_is_a_recoverable_refusal_and_n
     # Given the real adapter pool and a first provider of a kind no adapter exists for
     config = routing()
     config.providers["a"] = ProviderSpec("a", "carrier_pigeon")
-    pool = AdapterPool(Settings(provider_batch_max=1), MockTransport(lambda _: HttpResponse(201, b"{}", {})))
+    pool = AdapterPool(
+        SenderSettings(provider_batch_max=1), MockTransport(lambda _: HttpResponse(201, b"{}", {}))
+    )
     r = Router(
         lambda: config,
         dict,

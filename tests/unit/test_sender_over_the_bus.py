@@ -8,16 +8,17 @@ from datetime import UTC, datetime
 
 from services.sender.__main__ import Sender
 from services.sender.circuits import CircuitBoard
+from services.sender.settings import SenderSettings
 from services.sender.starts import StartCheck
 from shared.bus import wire
 from shared.bus.memory import Fault, MemoryBroker
 from shared.bus.topology import DISPATCH, RESPONSES, Lane, Topology, lane_exchange, shard_queue
 from shared.core.circuit import CircuitEvent, CircuitPolicy, CircuitState
 from shared.core.models import DispatchMessage, OutcomeClass, OutcomeMessage
-from shared.runtime.settings import LANE_NAMES, Settings
+from shared.runtime.settings import LANE_NAMES
 
 AT = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
-SETTINGS = Settings(shards=1, standby_all=False, prefetch=10, urgent_prefetch=5)
+SETTINGS = SenderSettings(shards=1, standby_all=False, prefetch=10, urgent_prefetch=5)
 DISPATCH_EXCHANGE = lane_exchange(DISPATCH, Lane.BULK)
 RESPONSES_EXCHANGE = lane_exchange(RESPONSES, Lane.BULK)
 DISPATCH_0 = shard_queue(DISPATCH_EXCHANGE, 0)
@@ -80,7 +81,7 @@ class FakeLive:
 
 
 async def running_sender(
-    broker: MemoryBroker, starts: FakeLive | None = None, settings: Settings = SETTINGS
+    broker: MemoryBroker, starts: FakeLive | None = None, settings: SenderSettings = SETTINGS
 ) -> tuple[Sender, FakeRouter]:
     router = FakeRouter()
     sender = Sender(settings, broker, router, starts)  # type: ignore[arg-type]

@@ -6,11 +6,11 @@ from __future__ import annotations
 import asyncio
 
 from shared.bus.consumer import subscribe_shards
-from shared.runtime.settings import Settings
+from shared.runtime.settings import ShardConsumer
 
 
 async def test_a_failing_consumer_check_is_asked_again_instead_of_crashing() -> None:
-    settings = Settings(shards=4, consume_shards=[0, 1], standby_delay_s=0, standby_wait_s=10)
+    settings = ShardConsumer(shards=4, consume_shards=[0, 1], standby_delay_s=0, standby_wait_s=10)
     subscribed: list[list[int]] = []
     checks: dict[int, int] = {}
 
@@ -32,7 +32,7 @@ async def test_a_failing_consumer_check_is_asked_again_instead_of_crashing() -> 
 
 
 async def test_a_failing_standby_subscribe_is_retried() -> None:
-    settings = Settings(shards=2, consume_shards=[0], standby_delay_s=0, standby_wait_s=10)
+    settings = ShardConsumer(shards=2, consume_shards=[0], standby_delay_s=0, standby_wait_s=10)
     attempts: list[list[int]] = []
 
     async def subscribe(shards: list[int]) -> None:

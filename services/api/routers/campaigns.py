@@ -174,7 +174,7 @@ async def create_campaign(body: CampaignCreate, context: Context, principal: Cal
         if body.cron is None and not body.draft:
             row = await store.get_campaign(conn, principal.tenant, campaign_id)
             assert row is not None
-            await _materialise(conn, row, body.start_at or now, context.shared.max_attempts)
+            await _materialise(conn, row, body.start_at or now, context.settings.max_attempts)
         result = await _load(conn, principal.tenant, campaign_id)
     log.info(
         "campaign_created",
@@ -276,7 +276,7 @@ async def send_campaign(
         else:
             fresh = await store.get_campaign(conn, principal.tenant, campaign_id)
             assert fresh is not None
-            await _materialise(conn, fresh, start_at or now, context.shared.max_attempts)
+            await _materialise(conn, fresh, start_at or now, context.settings.max_attempts)
         result = await _load(conn, principal.tenant, campaign_id)
     log.info("campaign_sent", tenant=principal.tenant, campaign_id=campaign_id, status=status.value)
     return result

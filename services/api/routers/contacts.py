@@ -30,7 +30,7 @@ ListId = Annotated[int, Path(ge=1, le=MAX_BIGINT)]
 
 
 async def _drop_refused_webhooks(context: ApiContext, tenant: str, parsed: ContactFile) -> None:
-    refused = await refused_destinations(context.shared, tenant, [c.recipient for c in parsed.contacts])
+    refused = await refused_destinations(context.settings, tenant, [c.recipient for c in parsed.contacts])
     if not refused:
         return
     kept = [c for c in parsed.contacts if c.recipient not in refused]

@@ -62,7 +62,7 @@ def _new_log(context: ApiContext, message: SendMessage) -> store.NewLog:
         recipient=message.recipient,
         payload=message.payload,
         priority=message.priority,
-        max_attempts=message.max_attempts or context.shared.max_attempts,
+        max_attempts=message.max_attempts or context.settings.max_attempts,
         send_at=message.send_at,
         ordering_key=message.ordering_key,
         fallback_channels=tuple(c.value for c in message.fallback_channels),
@@ -75,7 +75,7 @@ async def _check_webhooks(
     hooks = [(n, m.recipient) for n, m in enumerate(messages) if m.channel == Channel.WEBHOOK]
     if not hooks:
         return
-    refused = await refused_destinations(context.shared, principal.tenant, [url for _, url in hooks])
+    refused = await refused_destinations(context.settings, principal.tenant, [url for _, url in hooks])
     if refused:
         details = [
             ErrorDetail(

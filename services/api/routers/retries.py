@@ -35,7 +35,7 @@ async def retry_failed(
         body.failed_from,
         body.failed_to,
     )
-    budget = body.max_attempts or context.shared.max_attempts
+    budget = body.max_attempts or context.settings.max_attempts
     request_hash = fingerprint("POST", PATH, body.model_dump(mode="json"))
     async with context.db.transaction() as conn:
         if idempotency_key is not None:

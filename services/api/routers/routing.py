@@ -201,7 +201,7 @@ async def _channels(
     if snapshot.providers:
         config, source = _config(snapshot, principal.tenant), "database"
     else:
-        config, source = RoutingConfig.from_chains(context.shared.provider_chains), "settings"
+        config, source = RoutingConfig.from_chains(context.settings.provider_chains), "settings"
     policies = {r["channel"]: r for r in snapshot.policies}
     views = []
     for ch in [channel] if channel else list(Channel):

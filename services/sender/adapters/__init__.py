@@ -21,10 +21,10 @@ from services.sender.adapters.smtp import SmtpAdapter
 from services.sender.adapters.transport import AiohttpTransport, HttpTransport
 from services.sender.adapters.webhook import WebhookAdapter
 from services.sender.adapters.whatsapp import WhatsAppCloudAdapter
+from services.sender.settings import SenderSettings
 from shared.core.errors import ConfigurationError
 from shared.core.providers import PROVIDER_KINDS, ProviderKind, provider_kind
 from shared.core.routing import ProviderSpec
-from shared.runtime.settings import Settings
 
 __all__ = [
     "ADAPTERS",
@@ -40,34 +40,50 @@ RETIRE_AFTER_S = 30.0  # a replaced adapter keeps serving calls in flight this l
 
 
 AdapterFactory = Callable[
-    [ProviderSpec, Mapping[str, Any], Settings, HttpTransport, HttpTransport], ProviderAdapter
+    [ProviderSpec, Mapping[str, Any], SenderSettings, HttpTransport, HttpTransport], ProviderAdapter
 ]
 
 
-def _endpoint(spec: ProviderSpec, settings: Settings) -> str:
+def _endpoint(spec: ProviderSpec, settings: SenderSettings) -> str:
     return str(spec.settings.get("base_url") or f"{settings.provider_url.rstrip('/')}/{spec.name}")
 
 
 def _sms(
-    spec: ProviderSpec, options: Mapping[str, Any], settings: Settings, http: HttpTransport, _: HttpTransport
+    spec: ProviderSpec,
+    options: Mapping[str, Any],
+    settings: SenderSettings,
+    http: HttpTransport,
+    _: HttpTransport,
 ) -> ProviderAdapter:
     return SmsGatewayAdapter(_endpoint(spec, settings), options, http)
 
 
 def _whatsapp(
-    spec: ProviderSpec, options: Mapping[str, Any], settings: Settings, http: HttpTransport, _: HttpTransport
+    spec: ProviderSpec,
+    options: Mapping[str, Any],
+    settings: SenderSettings,
+    http: HttpTransport,
+    _: HttpTransport,
 ) -> ProviderAdapter:
     return WhatsAppCloudAdapter(_endpoint(spec, settings), options, http)
 
 
 def _smtp(
-    spec: ProviderSpec, options: Mapping[str, Any], settings: Settings, _: HttpTransport, __: HttpTransport
+    spec: ProviderSpec,
+    options: Mapping[str, Any],
+    settings: SenderSettings,
+    _: HttpTransport,
+    __: HttpTransport,
 ) -> ProviderAdapter:
     return SmtpAdapter(options, "", 25, settings.provider_timeout_s)
 
 
 def _signal(
-    spec: ProviderSpec, options: Mapping[str, Any], settings: Settings, http: HttpTransport, _: HttpTransport
+    spec: ProviderSpec,
+    options: Mapping[str, Any],
+    settings: SenderSettings,
+    http: HttpTransport,
+    _: HttpTransport,
 ) -> ProviderAdapter:
     return SignalCliAdapter(_endpoint(spec, settings), options, http)
 
@@ -75,7 +91,7 @@ def _signal(
 def _webhook(
     spec: ProviderSpec,
     options: Mapping[str, Any],
-    settings: Settings,
+    settings: SenderSettings,
     _: HttpTransport,
     webhooks: HttpTransport,
 ) -> ProviderAdapter:
@@ -88,7 +104,11 @@ def _webhook(
 
 
 def _mock_json(
-    spec: ProviderSpec, options: Mapping[str, Any], settings: Settings, http: HttpTransport, _: HttpTransport
+    spec: ProviderSpec,
+    options: Mapping[str, Any],
+    settings: SenderSettings,
+    http: HttpTransport,
+    _: HttpTransport,
 ) -> ProviderAdapter:
     adapter = MockJsonAdapter(str(options.get("base_url") or settings.provider_url), http)
     if settings.provider_batch_max > 1:
@@ -108,7 +128,7 @@ ADAPTERS: Mapping[ProviderKind, AdapterFactory] = {
 }
 
 
-def adapter_options(kind: ProviderKind, spec: ProviderSpec, settings: Settings) -> Mapping[str, Any]:
+def adapter_options(kind: ProviderKind, spec: ProviderSpec, settings: SenderSettings) -> Mapping[str, Any]:
     """The provider's settings; one without an endpoint of its own is the local mock provider, and gets
     the mock's credentials for what it leaves out (services/mock_provider/clients.py)."""
     endpoint = PROVIDER_KINDS[kind].endpoint
@@ -118,7 +138,10 @@ def adapter_options(kind: ProviderKind, spec: ProviderSpec, settings: Settings) 
 
 
 def build_adapter(
-    spec: ProviderSpec, settings: Settings, transport: HttpTransport, webhooks: HttpTransport | None = None
+    spec: ProviderSpec,
+    settings: SenderSettings,
+    transport: HttpTransport,
+    webhooks: HttpTransport | None = None,
 ) -> ProviderAdapter:
     """``transport`` reaches the providers the operator configured; ``webhooks`` (guarded by the outbound
     policy) reaches the URLs tenants give. An unknown kind, or settings its adapter cannot work with,
@@ -130,7 +153,7 @@ def build_adapter(
     return factory(spec, adapter_options(kind, spec, settings), settings, transport, webhooks or transport)
 
 
-def batch_in_flight(spec: ProviderSpec, settings: Settings) -> int | None:
+def batch_in_flight(spec: ProviderSpec, settings: SenderSettings) -> int | None:
     """No holding back for a provider whose pace we keep (a rate limit or a per-identity gap): sends
     held while its calls are in flight would go together, beyond the pace they were let through at."""
     if spec.rate_per_s is not None or spec.pacing_gap_s > 0:
@@ -143,7 +166,7 @@ class AdapterPool:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: SenderSettings,
         transport: HttpTransport | None = None,
         webhooks: HttpTransport | None = None,
     ) -> None:
