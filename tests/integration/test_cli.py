@@ -73,7 +73,8 @@ def test_top_level_help_version_and_listing() -> None:
     [
         (["poller"], "database 'sb_no_such_database'"),
         (["api"], "database 'sb_no_such_database'"),
-        (["receipts"], "vhost 'sb-no-such-vhost'"),
+        # The receipts receiver opens PostgreSQL (its replay memory) before the broker, as the poller does
+        (["receipts"], "database 'sb_no_such_database'"),
         (["api-keys", "list"], "database 'sb_no_such_database'"),
         (["dlq", "stats"], "vhost 'sb-no-such-vhost'"),
     ],
