@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from services.dlq.browse import DlqBrowser
 from services.dlq.entries import EntryKind
 from services.poller.__main__ import Poller
+from services.poller.settings import PollerSettings
 from shared.bus import wire
 from shared.bus.memory import MemoryBroker
 from shared.bus.topology import DEAD_LETTER_EXCHANGE, DEAD_LETTER_QUEUE, DISPATCH, Lane, Topology, lane_queue
@@ -23,7 +24,6 @@ from shared.bus.transport import Delivery
 from shared.bus.wire import Envelope, Received
 from shared.core.errors import ChannelGone
 from shared.core.models import DeadLetter, DeadLetterReason, OutcomeClass, Status
-from shared.runtime.settings import Settings
 
 WHEN = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -230,7 +230,7 @@ async def test_another_reader_is_counted_and_what_it_holds_is_reported_incomplet
 async def test_the_poller_measures_a_lanes_depth_through_the_seam() -> None:
     # Given the topology and three dispatches waiting in bulk shards, one in an urgent shard
     broker = MemoryBroker()
-    config = Settings(shards=2)
+    config = PollerSettings(shards=2)
     poller = Poller(config, cast(asyncpg.Pool, None), broker)
     broker.declare(poller.topology)
     await poller.open_channels()
