@@ -46,6 +46,13 @@ def field_variables(text: str, field: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def _utf8_size(text: str, what: str) -> int:
+    try:
+        return len(text.encode())
+    except UnicodeEncodeError as exc:  # a lone surrogate (JSON allows "\ud800"): no UTF-8 for it
+        raise TemplateError(f"{what} is not valid Unicode text (a lone surrogate at {exc.start})") from exc
+
+
 def parse(fields: Mapping[str, str]) -> Template:
     if not fields:
         raise TemplateError("a template needs at least one field")
@@ -53,16 +60,17 @@ def parse(fields: Mapping[str, str]) -> Template:
     for name, text in fields.items():
         if not VARIABLE_NAME.fullmatch(name):
             raise TemplateError(f"field name {name!r} must be letters, digits and underscores")
+        _utf8_size(text, f"field {name!r}")
         variables.extend(field_variables(text, name))
     return Template(fields=dict(fields), variables=tuple(dict.fromkeys(variables)))
 
 
 def rendered_size(template: Template, values: Mapping[str, str]) -> int:
     """The UTF-8 size of the rendered fields' text, computed without rendering (every value present)."""
-    sizes = {name: len(str(value).encode()) for name, value in values.items()}
+    sizes = {name: _utf8_size(str(value), f"variable {name!r}") for name, value in values.items()}
     total = 0
-    for text in template.fields.values():
-        total += len(text.encode())
+    for field, text in template.fields.items():
+        total += _utf8_size(text, f"field {field!r}")
         for match in _PLACEHOLDER.finditer(text):
             total += sizes[match.group(1)] - len(match.group(0).encode())
     return total

@@ -48,6 +48,14 @@ def test_a_missing_variable_is_named() -> None:
         render(template, {"a": "1"})
 
 
-@given(st.text(alphabet=st.characters(blacklist_characters="{}"), max_size=200))
+@given(st.text(alphabet=st.characters(blacklist_characters="{}", blacklist_categories=("Cs",)), max_size=200))
 def test_text_without_braces_renders_to_itself(text: str) -> None:
     assert render(parse({"body": text}), {}) == {"body": text}
+
+
+def test_a_lone_surrogate_in_a_field_or_a_value_is_a_template_error_not_a_crash() -> None:
+    # JSON may carry "\ud800", which has no UTF-8 form: it could be neither measured nor stored
+    with pytest.raises(TemplateError, match="field 'body' is not valid Unicode"):
+        parse({"body": "hi \ud800"})
+    with pytest.raises(TemplateError, match="variable 'name' is not valid Unicode"):
+        render(parse({"body": "hi {{name}}"}), {"name": "\ud800"})
