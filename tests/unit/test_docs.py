@@ -10,6 +10,8 @@ from pathlib import Path
 from prometheus_client.metrics import MetricWrapperBase
 from pydantic_settings import BaseSettings
 
+from services.api.settings import ApiSettings
+from services.dashboard.settings import DashboardSettings
 from shared.runtime import metrics
 from shared.runtime.settings import Settings
 
@@ -40,6 +42,14 @@ def test_every_setting_is_in_the_configuration_table() -> None:
     # Then each appears
     missing = [v for v in variables if f"`{v}`" not in README]
     assert not missing, f"document these in README.md, section Configuration: {missing}"
+
+
+def test_the_apis_and_the_dashboards_own_settings_are_in_their_docs() -> None:
+    for cls, prefix, doc in ((ApiSettings, "api_", "api.md"), (DashboardSettings, "dashboard_", "deploy.md")):
+        text = (ROOT / "docs" / doc).read_text() + README
+        names = [f"SWITCHBOARD_{n.upper()}" for n in cls.model_fields if n.startswith(prefix)]
+        missing = [v for v in names if f"`{v}`" not in text]
+        assert names and not missing, f"document these in docs/{doc}: {missing}"
 
 
 def test_every_shared_metric_is_in_the_metrics_table() -> None:
