@@ -7,7 +7,6 @@ the test stops by its PID; the machine's shared PostgreSQL is never touched.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -18,19 +17,6 @@ from tools.private_services import PrivatePostgres
 from tools.stack import Environment, Stack, create_environment, destroy_environment, free_port
 
 PROCESSES = ("poller", "sender", "responder", "api", "dashboard")
-
-
-@pytest.fixture
-async def own_postgres() -> AsyncIterator[PrivatePostgres]:
-    if not PrivatePostgres.available():
-        pytest.skip("initdb/pg_ctl not installed")
-    server = PrivatePostgres()
-    try:
-        await asyncio.to_thread(server.init)
-        await asyncio.to_thread(server.start)
-        yield server
-    finally:
-        await asyncio.to_thread(server.close)
 
 
 async def readiness(client: httpx.AsyncClient, url: str) -> tuple[int, list[str]]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -26,19 +26,6 @@ from tools.stack import Stack, create_environment, destroy_environment
 
 GRACE_S = "2"
 PIPELINE = ("poller", "sender", "responder")
-
-
-@pytest.fixture
-async def own_postgres() -> AsyncIterator[PrivatePostgres]:
-    if not PrivatePostgres.available():
-        pytest.skip("initdb/pg_ctl not installed")
-    server = PrivatePostgres()
-    try:
-        await asyncio.to_thread(server.init)
-        await asyncio.to_thread(server.start)
-        yield server
-    finally:
-        await asyncio.to_thread(server.close)
 
 
 @contextmanager
