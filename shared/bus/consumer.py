@@ -375,10 +375,14 @@ class MessageConsumer(Consumer[T]):
                         self._delivered[key] = (channel, deque(d for d in delivered if not d.ack_due))
                     elif not delivered:
                         del self._delivered[key]
-                    if highest is not None:
-                        await self._settle(highest, "ack", multiple=True)
-                    for delivery in behind:
-                        await self._settle(delivery, "ack")
+                    acks = [(highest, True)] if highest is not None else []
+                    for delivery, multiple in [*acks, *((d, False) for d in behind)]:
+                        try:
+                            await self._settle(delivery, "ack", multiple=multiple)
+                        except Exception as exc:  # never lose the flusher: the broker redelivers on close
+                            log.error(
+                                "ack_failed", queue=delivery.queue, tag=delivery.tag, error=repr(exc)[:300]
+                            )
         finally:
             self._ack_flush = None
 

@@ -583,3 +583,34 @@ def test_any_mix_of_slow_and_fast_messages_is_acked_exactly_once(held: set[int],
         assert not any(redelivered for _, redelivered in handler.seen)
 
     asyncio.run(scenario())
+
+
+async def test_an_ack_that_fails_unexpectedly_loses_only_itself() -> None:
+    # Given a consumer whose next ack raises an error nobody expected, and log 1 held in its handler
+    broker, publisher = await ready_broker()
+    handler = HoldsSome(await broker.channel(), held={1})
+    consumer = await sender_consumer(broker, handler, prefetch=50)
+    settle = consumer._settle
+    failures = [RuntimeError("unexpected")]
+
+    async def flaky(delivery: Delivery, action: str, multiple: bool = False) -> bool:
+        if failures:
+            raise failures.pop()
+        return await settle(delivery, action, multiple)
+
+    consumer._settle = flaky  # type: ignore[method-assign]
+    # When logs 2 and 3 are done behind it (acked one by one: log 1 blocks a multiple ack)
+    await put(publisher, DISPATCH_EXCHANGE, [wire.dispatch(dispatch(i)) for i in (1, 2, 3)])
+    for _ in range(3_000):
+        if len(broker.ready(RESPONSES_0)) >= 2:
+            break
+        await asyncio.sleep(0.01)
+    for _ in range(20):
+        await asyncio.sleep(0)
+    # Then only the failed ack is missing: log 3 was acked after it
+    assert broker.unacked(DISPATCH_0) == 2  # log 1 (held) and log 2 (its ack failed)
+    # ... and once log 1 is done it is acked too; log 2 waits unacked for its channel to close (the broker
+    # then redelivers it, and the handlers are idempotent), as an unsettled message always did
+    handler.release.set()
+    await broker.settle_down()
+    assert broker.unacked(DISPATCH_0) == 1 and broker.ready(DISPATCH_0) == []
