@@ -18,4 +18,3 @@ async def plan(pool: asyncpg.Pool, sql: str, *args: object) -> str:
 async def test_search_by_recipient_and_provider_figures_use_their_indexes(pool: asyncpg.Pool) -> None:
     assert "logs_recipient_key_idx" in await plan(pool, queries.LOGS_BY_RECIPIENT, ["+14155550100"], 20)
     assert "attempts_recorded_idx" in await plan(pool, queries.PROVIDERS, 300.0)
-    assert "logs_status_updated_idx" in await plan(pool, queries.DEAD_LETTER_REASONS, 86400.0)
