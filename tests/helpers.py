@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 import httpx
 import orjson
+
+from shared.core.models import DeadLetter, DeadLetterReason, OutcomeClass, Status
 
 INSERT_SQL = """
 INSERT INTO communication_logs (tenant, campaign_id, channel, recipient, payload, priority, max_attempts,
@@ -109,3 +112,29 @@ async def publish_envelopes(amqp_url: str, exchange: str, envelopes: list[Any]) 
             raise errors[0]
     finally:
         await connection.close()
+
+
+DEAD_LETTERED_AT = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def dead_letter(**changes: object) -> DeadLetter:
+    """A responder's dead letter of an SMS whose attempts ran out; ``changes`` replace fields."""
+    fields: dict[str, object] = dict(
+        log_id=42,
+        attempt=3,
+        max_attempts=5,
+        tenant="acme",
+        campaign_id=7,
+        channel="sms",
+        recipient="+14155550123",
+        provider="mocksms",
+        status=Status.FAILED,
+        reason=DeadLetterReason.ATTEMPTS_EXHAUSTED,
+        error_class=OutcomeClass.TRANSIENT,
+        error_code="SERVER_ERROR",
+        error_message="upstream carrier error",
+        created_at=DEAD_LETTERED_AT,
+        dead_lettered_at=DEAD_LETTERED_AT,
+    )
+    fields.update(changes)
+    return DeadLetter.model_validate(fields)

@@ -23,25 +23,18 @@ from shared.bus.topology import DEAD_LETTER_EXCHANGE, DEAD_LETTER_QUEUE, DISPATC
 from shared.bus.transport import Delivery
 from shared.bus.wire import Envelope, Received
 from shared.core.errors import ChannelGone
-from shared.core.models import DeadLetter, DeadLetterReason, OutcomeClass, Status
+from shared.core.models import DeadLetter
+from tests.helpers import dead_letter
 
 WHEN = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def letter(log_id: int) -> DeadLetter:
-    return DeadLetter(
+    return dead_letter(
         log_id=log_id,
         attempt=2,
         max_attempts=2,
-        tenant="acme",
         campaign_id=None,
-        channel="sms",
-        recipient="+14155550123",
-        provider="mocksms",
-        status=Status.FAILED,
-        reason=DeadLetterReason.ATTEMPTS_EXHAUSTED,
-        error_class=OutcomeClass.TRANSIENT,
-        error_code="SERVER_ERROR",
         error_message="upstream",
         created_at=WHEN,
         dead_lettered_at=WHEN,

@@ -8,22 +8,19 @@ from services.dashboard.dlq import look
 from shared.bus import wire
 from shared.bus.memory import MemoryBroker
 from shared.bus.topology import DEAD_LETTER_EXCHANGE, DEAD_LETTER_QUEUE, Topology
-from shared.core.models import DeadLetter, DeadLetterReason, OutcomeClass, Status
+from shared.core.models import DeadLetter, DeadLetterReason, OutcomeClass
+from tests.helpers import dead_letter
 
 WHEN = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def letter(log_id: int, code: str) -> DeadLetter:
-    return DeadLetter(
+    return dead_letter(
         log_id=log_id,
         attempt=1,
         max_attempts=1,
         tenant="t",
         campaign_id=None,
-        channel="sms",
-        recipient="+14155550123",
-        provider="mocksms",
-        status=Status.FAILED,
         reason=DeadLetterReason.PERMANENT_ERROR,
         error_class=OutcomeClass.PERMANENT,
         error_code=code,

@@ -21,8 +21,9 @@ from services.dashboard.panels import (
 from services.dashboard.snapshot import QueueDepth
 from services.dlq.entries import DlqEntry, entry_of
 from shared.bus import wire
-from shared.core.models import DeadLetter, DeadLetterReason, OutcomeClass, Status
+from shared.core.models import DeadLetterReason, OutcomeClass, Status
 from shared.core.recipients import recipient_hash
+from tests.helpers import dead_letter
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -104,15 +105,12 @@ def test_campaign_progress_and_eta_from_the_last_minute() -> None:
 
 
 def _letter(log_id: int, reason: DeadLetterReason, code: str, status: Status, at: datetime) -> DlqEntry:
-    letter = DeadLetter(
+    letter = dead_letter(
         log_id=log_id,
         attempt=1,
         max_attempts=1,
         tenant="t",
         campaign_id=None,
-        channel="sms",
-        recipient="+14155550123",
-        provider="mocksms",
         status=status,
         reason=reason,
         error_class=OutcomeClass.PERMANENT,

@@ -13,36 +13,15 @@ from hypothesis import strategies as st
 from services.dlq.entries import EntryKind, body_fields, parse_entry
 from shared.bus import wire
 from shared.bus.wire import MESSAGE_TYPE_DEAD_LETTER, MESSAGE_TYPE_DISPATCH
-from shared.core.models import DeadLetter, DeadLetterReason, OutcomeClass, Status, encode
+from shared.core.models import encode
 from shared.core.recipients import mask
+from tests.helpers import dead_letter
 
 WHEN = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
 
-def letter(**changes: object) -> DeadLetter:
-    fields: dict[str, object] = dict(
-        log_id=42,
-        attempt=3,
-        max_attempts=5,
-        tenant="acme",
-        campaign_id=7,
-        channel="sms",
-        recipient="+14155550123",
-        provider="mocksms",
-        status=Status.FAILED,
-        reason=DeadLetterReason.ATTEMPTS_EXHAUSTED,
-        error_class=OutcomeClass.TRANSIENT,
-        error_code="SERVER_ERROR",
-        error_message="upstream carrier error",
-        created_at=WHEN,
-        dead_lettered_at=WHEN,
-    )
-    fields.update(changes)
-    return DeadLetter.model_validate(fields)
-
-
 def test_a_responder_dead_letter_is_read_with_its_whole_context() -> None:
-    dead = letter()
+    dead = dead_letter()
     entry = parse_entry(
         encode(dead),
         dict(wire.dead_letter(dead).headers),
