@@ -30,6 +30,8 @@ from shared.runtime.identity import connection_name
 
 # The connection a service holds (it reconnects by itself); other modules name the type through here.
 RobustConnection = AbstractRobustConnection
+# A plain channel of such a connection (setup tooling declares and deletes on one).
+PlainChannel = AbstractChannel
 
 # What a settle on a channel that went away raises (aio-pika checks first, aiormq on the wire).
 CHANNEL_LOST = (ChannelInvalidStateError, aiormq.exceptions.AMQPError, ConnectionError)

@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from shared.bus.amqp import connect, declare
+from shared.bus.amqp import PlainChannel, connect, declare
 from shared.bus.topology import (
     DEAD_LETTER_QUEUE,
     PRE_LANE_EXCHANGES,
@@ -148,6 +148,17 @@ async def _queue_arguments(management: Management, vhost: str) -> dict[str, dict
     return {q["name"]: q.get("arguments", {}) for q in await management.queues(vhost)}
 
 
+async def _in_use(channel: PlainChannel, names: Sequence[str]) -> dict[str, tuple[int, int]]:
+    """The queues among ``names`` that hold messages or have consumers, with (messages, consumers) as the
+    broker itself counts them (a passive declare; the management API's counts lag by seconds)."""
+    busy: dict[str, tuple[int, int]] = {}
+    for name in names:
+        result = (await channel.declare_queue(name, passive=True)).declaration_result
+        if result.message_count or result.consumer_count:
+            busy[name] = (result.message_count or 0, result.consumer_count or 0)
+    return busy
+
+
 async def recreate_empty(settings: Settings, conflicts: Sequence[ArgumentConflict]) -> list[str]:
     """Delete the conflicting queues so that :func:`prepare_broker` declares them anew.
 
@@ -160,15 +171,11 @@ async def recreate_empty(settings: Settings, conflicts: Sequence[ArgumentConflic
     connection = await connect(settings.amqp_url(), "setup")
     try:
         channel = await connection.channel()
-        refused = []
-        for name in names:
-            result = (await channel.declare_queue(name, passive=True)).declaration_result
-            if result.message_count or result.consumer_count:
-                refused.append(f"{name} ({result.message_count} messages, {result.consumer_count} consumers)")
-        if refused:
+        busy = await _in_use(channel, names)
+        if busy:
             raise TopologyConflict(
                 "not recreating queues that are in use: "
-                + ", ".join(refused)
+                + ", ".join(f"{name} ({m} messages, {c} consumers)" for name, (m, c) in busy.items())
                 + ". Stop the services and let the queues drain (or move their messages with a shovel) first."
             )
         for name in names:
@@ -260,20 +267,15 @@ async def retire_pre_lane_topology(settings: Settings) -> Retirement:
     old_exchanges = [name for name in PRE_LANE_EXCHANGES if name in exchanges]
     if not names and not old_exchanges:
         return Retirement([], {}, [])
-    deleted: list[str] = []
-    kept: dict[str, tuple[int, int]] = {}
     connection = await connect(settings.amqp_url(), "setup")
     try:
         channel = await connection.channel()
         for name in old_exchanges:
             await channel.exchange_delete(name)
-        for name in names:
-            result = (await channel.declare_queue(name, passive=True)).declaration_result
-            if result.message_count or result.consumer_count:
-                kept[name] = (result.message_count or 0, result.consumer_count or 0)
-            else:
-                await channel.queue_delete(name)
-                deleted.append(name)
+        kept = await _in_use(channel, names)
+        deleted = [name for name in names if name not in kept]
+        for name in deleted:
+            await channel.queue_delete(name)
     finally:
         await connection.close()
     return Retirement(deleted, kept, old_exchanges)
