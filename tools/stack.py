@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,19 +26,13 @@ from shared.db.roles import DatabaseRole, url_for
 from shared.ops.management import Management
 from shared.ops.setup import dev_password, ensure_service_users, prepare_broker, prepare_database
 from shared.runtime.settings import Settings
+from tools.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 SERVICE_ROLES = frozenset(role.value for role in ServiceRole)
 DATABASE_ROLES = frozenset(role.value for role in DatabaseRole)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _with_database(dsn: str, name: str) -> str:
@@ -141,6 +134,10 @@ async def destroy_environment(environment: Environment) -> None:
     await drop_database(environment.database_url)
 
 
+class ProcessExited(RuntimeError):
+    """A process of the stack exited while it was expected to become ready."""
+
+
 @dataclass
 class ManagedProcess:
     name: str
@@ -153,6 +150,9 @@ class ManagedProcess:
     starts: int = 0
     # In a session of its own, a terminal's Ctrl-C reaches only the parent, which then stops it in order.
     new_session: bool = False
+    port_variable: str = "SWITCHBOARD_METRICS_PORT"
+    # Where this start's output begins in the (appended) log.
+    log_offset: int = 0
 
     @property
     def pid(self) -> int | None:
@@ -165,6 +165,7 @@ class ManagedProcess:
         if self.alive():
             return
         self.log_file = self.log_path.open("ab")
+        self.log_offset = self.log_file.tell()
         self.popen = subprocess.Popen(
             [sys.executable, "-m", f"services.{self.service}"],
             cwd=ROOT,
@@ -188,6 +189,19 @@ class ManagedProcess:
             return self.popen.wait(timeout)
         except subprocess.TimeoutExpired:
             return None
+
+    def lost_its_port(self) -> bool:
+        """Whether this start exited because another process took its port (EADDRINUSE)."""
+        if self.alive():
+            return False
+        with self.log_path.open("rb") as log:
+            log.seek(self.log_offset)
+            output = log.read().lower()
+        return b"address already in use" in output or b"errno 98" in output
+
+    def move_to(self, port: int) -> None:
+        self.port = port
+        self.env[self.port_variable] = str(port)
 
     def close_log(self) -> None:
         if self.log_file is not None:
@@ -226,13 +240,13 @@ class Stack:
             k.lower() in ("database_url", "switchboard_database_url") for k in overrides
         ):
             env["SWITCHBOARD_DATABASE_URL"] = own_database
-        if service == "mock_provider":
-            env["SWITCHBOARD_MOCK_PORT"] = str(port)
-        elif service == "api":
-            env["SWITCHBOARD_API_PORT"] = str(port)
-        else:
-            env["SWITCHBOARD_METRICS_PORT"] = str(port)
-        process = ManagedProcess(name, service, env, self.log_dir / f"{name}.log", port)
+        port_variable = {"mock_provider": "SWITCHBOARD_MOCK_PORT", "api": "SWITCHBOARD_API_PORT"}.get(
+            service, "SWITCHBOARD_METRICS_PORT"
+        )
+        env[port_variable] = str(port)
+        process = ManagedProcess(
+            name, service, env, self.log_dir / f"{name}.log", port, port_variable=port_variable
+        )
         self.processes[name] = process
         return process
 
@@ -243,7 +257,20 @@ class Stack:
         targets = [self.processes[n] for n in (names or self.processes)]
         for process in targets:
             process.start()
-        await asyncio.gather(*(self.wait_ready(p.name, timeout) for p in targets))
+        await asyncio.gather(*(self._ready(p, timeout) for p in targets))
+
+    async def _ready(self, process: ManagedProcess, timeout: float, attempts: int = 3) -> None:
+        """Wait until ``process`` is ready; if another process took its port first, on a new port."""
+        for attempt in range(attempts):
+            try:
+                await self.wait_ready(process.name, timeout)
+                return
+            except ProcessExited:
+                if attempt == attempts - 1 or not process.lost_its_port():
+                    raise
+            process.move_to(free_port())
+            process.close_log()
+            process.start()
 
     async def wait_ready(self, name: str, timeout: float = 30.0) -> None:
         process = self.processes[name]
@@ -251,7 +278,7 @@ class Stack:
         async with httpx.AsyncClient(timeout=2.0) as client:
             while time.monotonic() < deadline:
                 if not process.alive():
-                    raise RuntimeError(
+                    raise ProcessExited(
                         f"{name} exited with {process.popen.returncode if process.popen else None}; "
                         f"see {process.log_path}"
                     )
@@ -272,7 +299,7 @@ class Stack:
         process = self.processes[name]
         process.close_log()
         process.start()
-        await self.wait_ready(name, timeout)
+        await self._ready(process, timeout)
 
     def stop(self, *names: str, timeout: float = 15.0) -> dict[str, int | None]:
         """SIGTERM, wait, SIGKILL what still runs. Returns each exit code (None: it had to be killed)."""

@@ -12,7 +12,8 @@ import pytest
 
 from shared.runtime.settings import Settings
 from tests.integration.test_api_support import Api, api_for, running_api, sms
-from tools.stack import Environment, free_port
+from tools.ports import free_port
+from tools.stack import Environment
 
 
 class TcpProxy:

@@ -14,7 +14,8 @@ from shared.bus.topology import DEAD_LETTER_QUEUE
 from shared.ops.management import Management
 from tests.helpers import insert_logs, status_counts, wait_until
 from tests.integration.test_pipeline import campaign, start_pipeline
-from tools.stack import ROOT, Stack, free_port
+from tools.ports import free_port
+from tools.stack import ROOT, Stack
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

@@ -69,6 +69,17 @@ async def test_the_operator_finds_providers_lanes_campaigns_dead_letters_process
             return codes.count("INVALID_NUMBER") >= 6
 
         await wait_until(letters_seen, timeout=90, what="the dead letters in the dashboard's look")
+
+        async def processes_listed() -> bool:  # the management API lists a connection after its stats
+            rows = (await client.get(f"{url}/api/snapshot")).json()["processes"] or []
+            connected = {(r["process"], r["pid"]) for r in rows if r["broker_connections"]}
+            wanted = {
+                (stack.processes[n].service, stack.processes[n].pid)
+                for n in ("poller", "sender-0", "responder")
+            }
+            return wanted <= connected
+
+        await wait_until(processes_listed, timeout=60, what="each process's broker connection listed")
         snap = (await client.get(f"{url}/api/snapshot")).json()
         found = (await client.get(f"{url}/api/search", params={"q": str(invalid)})).json()
         by_recipient = (await client.get(f"{url}/api/search", params={"q": "+1 415 555 0007"})).json()

@@ -31,7 +31,8 @@ import pytest
 from shared.db.migrate import drop_database
 from shared.runtime.settings import Settings
 from tests.integration.test_readme import Command, shell_commands
-from tools.stack import ROOT, free_port
+from tools.ports import free_port
+from tools.stack import ROOT
 
 DOCS = ROOT / "docs"
 API_PORT = "8080"

@@ -13,8 +13,12 @@ from tools.stack import Stack
 
 @pytest.mark.e2e
 async def test_strict_mode_keeps_creation_order_per_recipient_through_retries(stack: Stack, pool) -> None:
-    # Given a strict-ordering pipeline whose provider fails a quarter of the calls transiently
-    start_pipeline(stack, ordering="strict", backoff_base_s="0.1", backoff_cap_s="0.5")
+    # Given a strict-ordering pipeline whose provider fails a quarter of the calls transiently (the
+    # breaker told to stay closed: at 30 % failures, some window of 20 calls reaches its 50 % now and
+    # then, and 30 s of ALL_PROVIDERS_UNAVAILABLE deferrals is not what this test is about)
+    start_pipeline(
+        stack, ordering="strict", backoff_base_s="0.1", backoff_cap_s="0.5", circuit_failure_ratio="1.0"
+    )
     await stack.start()
     async with httpx.AsyncClient() as client:
         response = await client.post(

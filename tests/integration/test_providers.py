@@ -23,7 +23,8 @@ from shared.core.models import OutcomeClass
 from shared.db.routing_store import write_config
 from shared.runtime.settings import DEV_WEBHOOK_SECRET
 from tests.helpers import all_terminal, insert_logs, ledger, status_counts, wait_until
-from tools.stack import Stack, free_port
+from tools.ports import free_port
+from tools.stack import Stack
 
 TOKEN = "mock-token"  # Settings.mock_auth_token's default, which the adapters also default to
 LOOPBACK_ALLOWED = {"*": (ip_network("127.0.0.0/8"),)}

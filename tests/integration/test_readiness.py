@@ -13,8 +13,9 @@ import httpx
 import pytest
 
 from tests.helpers import wait_until
+from tools.ports import free_port
 from tools.private_services import PrivatePostgres
-from tools.stack import Environment, Stack, create_environment, destroy_environment, free_port
+from tools.stack import Environment, Stack, create_environment, destroy_environment
 
 PROCESSES = ("poller", "sender", "responder", "api", "dashboard")
 

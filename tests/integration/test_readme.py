@@ -26,7 +26,7 @@ import pytest
 from shared.db.migrate import drop_database
 from shared.ops.management import Management
 from shared.runtime.settings import Settings
-from tools.stack import free_port
+from tools.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"

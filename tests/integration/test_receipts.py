@@ -19,7 +19,8 @@ from shared.core.signatures import SWITCHBOARD_HEADER, sign_timestamped
 from shared.runtime.settings import DEV_VERIFY_TOKEN
 from tests.helpers import all_terminal, drain_queue, insert_logs, publish_envelopes, wait_until
 from tests.integration.test_providers import QUIET, configure, route, sms, smtp, start_stack, whatsapp
-from tools.stack import Stack, free_port
+from tools.ports import free_port
+from tools.stack import Stack
 
 RESPONSES_EXCHANGE = lane_exchange(RESPONSES, Lane.BULK)
 

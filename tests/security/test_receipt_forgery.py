@@ -38,7 +38,8 @@ from shared.db.roles import DatabaseRole, url_for
 from shared.runtime.settings import DEV_RECEIPT_SECRET, DEV_WEBHOOK_SECRET
 from shared.runtime.startup import EXIT_CONFIGURATION
 from tests.helpers import insert_logs, wait_until
-from tools.stack import ROOT, Environment, Stack, free_port
+from tools.ports import free_port
+from tools.stack import ROOT, Environment, Stack
 
 SECRETS = {"alpha": "alpha-secret-1", "beta": "beta-secret-2"}
 RECIPIENT = "+14155550100"

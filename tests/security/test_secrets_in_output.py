@@ -17,7 +17,8 @@ from services.dashboard.app import build_app
 from services.dashboard.auth import exposure_problem
 from services.dashboard.collect import _describe
 from shared.core.redact import mask_event, mask_url_credentials
-from tools.stack import ROOT, free_port
+from tools.ports import free_port
+from tools.stack import ROOT
 
 PASSWORD = "Pa55-w0rd-LEAK"
 COMMANDS = [

@@ -31,7 +31,7 @@ from shared.core.models import DispatchMessage, OutcomeClass
 from shared.core.routing import ChannelPolicy, ProviderSpec, Route, RoutingConfig, Strategy
 from shared.net.outbound import resolve_and_check
 from tests.unit.test_routing_router import NOW, DryStore, NoPacing
-from tools.stack import free_port
+from tools.ports import free_port
 
 SECRET_BODY = "root:x:0:0 internal-secret-body"
 BIG = 8 * 1024 * 1024

@@ -18,7 +18,7 @@ from services.mock_provider.smtp import start_smtp
 from services.sender.adapters import SendRequest
 from services.sender.adapters.smtp import SMTP_BASIC, SMTP_ENHANCED, SmtpAdapter, build_message, classify_smtp
 from shared.core.models import OutcomeClass
-from tools.stack import free_port
+from tools.ports import free_port
 
 P, T, R, S = OutcomeClass.PERMANENT, OutcomeClass.TRANSIENT, OutcomeClass.RECOVERABLE, OutcomeClass.SUCCESS
 TOKEN = "smtp-secret"

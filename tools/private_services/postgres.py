@@ -10,7 +10,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from tools.private_services.process import PrivateServiceError, free_port, tail, wait_gone
+from tools.ports import free_port
+from tools.private_services.process import PrivateServiceError, tail, wait_gone
 
 POSTGRES_BINS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)  # the newest first
 

@@ -1,4 +1,4 @@
-"""Processes of a private server: free ports, waiting for a PID to go, stopping a session of our own."""
+"""Processes of a private server: open ports, waiting for a PID to go, stopping a session of our own."""
 
 from __future__ import annotations
 
@@ -13,13 +13,6 @@ from pathlib import Path
 
 class PrivateServiceError(RuntimeError):
     """A private server did not start or stop; the message ends with the tail of its log."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def port_open(port: int) -> bool:

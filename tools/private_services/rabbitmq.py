@@ -14,7 +14,8 @@ from urllib.parse import quote
 
 import httpx
 
-from tools.private_services.process import PrivateServiceError, free_port, port_open, stop_session, tail
+from tools.ports import free_port
+from tools.private_services.process import PrivateServiceError, port_open, stop_session, tail
 
 RABBITMQ_BIN = Path("/usr/lib/rabbitmq/bin")  # the scripts themselves: /usr/sbin's wrappers switch user
 RABBITMQ_PLUGINS = ("rabbitmq_consistent_hash_exchange", "rabbitmq_management")
