@@ -1,13 +1,17 @@
 """Static checks of deploy/: the Dockerfile, compose.yaml and the Kubernetes manifests (no container engine).
 
 The list of services comes from the filesystem (every ``services/<name>/__main__.py``), so a new
-process without a container makes these tests fail.
+process without a container makes these tests fail. One command may run as several services (the
+poller and the sender run once per priority lane): compose services and Kubernetes workloads are known
+by their names, and the two deployments are paired by what they run, the command and the lanes.
 """
 
 from __future__ import annotations
 
 import importlib
 import inspect
+import itertools
+import json
 import os
 import re
 import runpy
@@ -24,9 +28,9 @@ import pytest
 import yaml
 from pydantic_settings import BaseSettings
 
-from shared.bus.topology import DISPATCH, RESPONSES, STAGES, shard_queues
+from shared.bus.topology import DISPATCH, LANES, RESPONSES, STAGES, Lane, lane_queue, shard_queues
 from shared.db.roles import ROLE_PREFIX, DatabaseRole, RolePasswords, role_name
-from shared.runtime.settings import Settings
+from shared.runtime.settings import LANE_NAMES, LaneChoice, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -43,6 +47,10 @@ PORT_SETTINGS = {
     "mock_provider": "mock_port",
     "dashboard": "dashboard_port",
 }
+# The label that tells which priority lane a poller's or sender's pods serve.
+LANE_LABEL = "switchboard/lane"
+# What a service runs: its command and, for a process that serves priority lanes, those lanes.
+Run = tuple[str, frozenset[str] | None]
 
 
 # ---- inventory -------------------------------------------------------------------------------------
@@ -63,20 +71,28 @@ def compose() -> dict[str, Any]:
 
 
 def compose_apps() -> dict[str, dict[str, Any]]:
-    """Compose services running the Switchboard image, by package: ``{package: service}``."""
+    """Compose services running the Switchboard image, by service name, each with its ``command`` (a
+    tool service's entrypoint included), its ``package`` (the command's first word) and its ``lanes``."""
     apps: dict[str, dict[str, Any]] = {}
     for name, service in compose()["services"].items():
         if name in INFRASTRUCTURE:
             continue
         # A tool service puts its command in its entrypoint (`run --rm dlq list` -> `switchboard dlq list`).
         command = [*service.get("entrypoint", [])[1:], *service["command"]]
-        package = command[0]
-        apps[package if package not in apps else f"{package}:{name}"] = {
-            "name": name,
-            **service,
-            "command": command,
-        }
+        apps[name] = {"name": name, **service, "command": command, "package": command[0]}
+        apps[name]["lanes"] = lanes_of(command[0], compose_env(apps[name]))
     return apps
+
+
+def compose_runs() -> dict[Run, dict[str, Any]]:
+    """The compose services that start with the system (not the on-demand tools), by what they run."""
+    runs: dict[Run, dict[str, Any]] = {}
+    for app in compose_apps().values():
+        if "profiles" not in app:
+            run = (" ".join(app["command"]), app["lanes"])
+            assert run not in runs, f"compose runs {run} twice: {runs[run]['name']} and {app['name']}"
+            runs[run] = app
+    return runs
 
 
 @cache
@@ -97,16 +113,50 @@ def pod_spec(workload: dict[str, Any]) -> dict[str, Any]:
 
 
 def k8s_containers() -> dict[str, dict[str, Any]]:
-    """Containers of Deployments and Jobs, by the command they run (``"poller"``, ``"admin migrate"``)."""
+    """The container of each Deployment and Job, by the workload's name, with its ``workload``, its
+    ``package`` (the first argument) and its ``lanes``."""
     found = {}
     for workload in k8s_kind("Deployment") + k8s_kind("Job"):
-        for container in pod_spec(workload)["containers"]:
-            found[" ".join(container["args"])] = {"workload": workload, **container}
+        name = workload["metadata"]["name"]
+        (container,) = pod_spec(workload)["containers"]
+        found[name] = {"workload": workload, "name": name, **container, "package": container["args"][0]}
+        found[name]["lanes"] = lanes_of(container["args"][0], k8s_env(container))
     return found
 
 
+def k8s_runs() -> dict[Run, dict[str, Any]]:
+    """The containers of Deployments and Jobs, by what they run."""
+    runs: dict[Run, dict[str, Any]] = {}
+    for container in k8s_containers().values():
+        run = (" ".join(container["args"]), container["lanes"])
+        assert run not in runs, f"k8s runs {run} twice: {runs[run]['name']} and {container['name']}"
+        runs[run] = container
+    return runs
+
+
 def k8s_deployments() -> dict[str, dict[str, Any]]:
-    return {pod_spec(d)["containers"][0]["args"][0]: d for d in k8s_kind("Deployment")}
+    """Deployments by name."""
+    return {d["metadata"]["name"]: d for d in k8s_kind("Deployment")}
+
+
+def package_of(workload: dict[str, Any]) -> str:
+    package: str = pod_spec(workload)["containers"][0]["args"][0]
+    return package
+
+
+def runs_of(deployment: str) -> dict[Run, dict[str, Any]]:
+    return compose_runs() if deployment == "compose" else k8s_runs()
+
+
+def lanes_of(package: str, env: dict[str, str | None]) -> frozenset[str] | None:
+    """The priority lanes a process serves (``SWITCHBOARD_LANES``, a JSON list; every lane when unset),
+    or None for a process that does not choose lanes."""
+    if package not in service_packages() or not issubclass(own_settings(package)[0], LaneChoice):
+        return None
+    given = env.get("SWITCHBOARD_LANES")
+    lanes = frozenset(json.loads(given) if given is not None else LANE_NAMES)
+    assert lanes and lanes <= set(LANE_NAMES), f"{package}: SWITCHBOARD_LANES={given!r}"
+    return lanes
 
 
 @cache
@@ -196,12 +246,12 @@ def test_the_service_inventory_comes_from_the_filesystem() -> None:
 
 
 def test_every_long_running_service_has_a_compose_service() -> None:
-    missing = long_running() - set(compose_apps())
+    missing = long_running() - {a["package"] for a in compose_runs().values()}
     assert not missing, f"add these services to deploy/compose.yaml: {sorted(missing)}"
 
 
 def test_every_long_running_service_has_a_kubernetes_deployment() -> None:
-    missing = long_running() - set(k8s_deployments())
+    missing = long_running() - {package_of(d) for d in k8s_deployments().values()}
     assert not missing, (
         f"add a Deployment (and Service, PodDisruptionBudget) to deploy/k8s/: {sorted(missing)}"
     )
@@ -209,13 +259,16 @@ def test_every_long_running_service_has_a_kubernetes_deployment() -> None:
 
 def test_every_container_runs_a_service_that_exists() -> None:
     packages = service_packages() | CLI_PACKAGES
-    assert {a["command"][0] for a in compose_apps().values()} <= packages
-    assert {c["args"][0] for c in k8s_containers().values()} <= packages
+    assert {a["package"] for a in compose_apps().values()} <= packages
+    assert {c["package"] for c in k8s_containers().values()} <= packages
 
 
-def test_compose_and_kubernetes_run_the_same_commands() -> None:
-    compose_commands = {" ".join(a["command"]) for a in compose_apps().values() if "profiles" not in a}
-    assert compose_commands == set(k8s_containers())
+def test_compose_and_kubernetes_run_the_same_commands_in_the_same_lanes() -> None:
+    # Given what each compose service and each Kubernetes workload runs: its command and its lanes
+    # (compose_runs and k8s_runs fail on two services running the same command in the same lanes)
+    in_compose, in_k8s = set(compose_runs()), set(k8s_runs())
+    # Then both deployments run the same set of them
+    assert in_compose == in_k8s, f"compose only: {in_compose - in_k8s}, k8s only: {in_k8s - in_compose}"
 
 
 def test_every_environment_variable_is_a_settings_field() -> None:
@@ -256,9 +309,9 @@ def test_every_variable_a_process_is_given_is_a_field_of_its_own_settings() -> N
     # every process, so it sets each server's listen address for whichever process it runs)
     given: list[tuple[str, str, set[str]]] = []
     for app in compose_apps().values():
-        given.append((f"compose {app['name']}", app["command"][0], set(compose_env(app))))
-    for command, container in k8s_containers().items():
-        given.append((f"k8s {command}", container["args"][0], set(k8s_env(container))))
+        given.append((f"compose {app['name']}", app["package"], set(compose_env(app))))
+    for name, container in k8s_containers().items():
+        given.append((f"k8s {name}", container["package"], set(k8s_env(container))))
     # Then the settings class that process loads reads every one of them (a variable another process
     # reads, a typo or a leftover of the settings split would be ignored silently)
     stray = {
@@ -277,12 +330,10 @@ def test_each_process_loads_the_settings_class_of_its_package() -> None:
 
 
 def test_each_service_gets_the_same_environment_in_compose_and_kubernetes() -> None:
-    containers = k8s_containers()
-    for app in compose_apps().values():
-        if "profiles" in app:
-            continue
-        command = " ".join(app["command"])
-        in_compose, in_k8s = compose_env(app), k8s_env(containers[command])
+    containers = k8s_runs()
+    for run, app in compose_runs().items():
+        command = f"{app['name']} ({run[0]})"
+        in_compose, in_k8s = compose_env(app), k8s_env(containers[run])
         assert set(in_compose) == set(in_k8s), f"{command}: {set(in_compose) ^ set(in_k8s)}"
         for name, value in in_compose.items():
             # Secrets come from .env and a Secret: neither side may hard-code them.
@@ -358,13 +409,13 @@ def test_ports_match_the_settings_everywhere() -> None:
     # The image's default and its health check use the same metrics port
     assert f"SWITCHBOARD_METRICS_PORT={metrics_port}" in dockerfile()
     assert re.search(rf"^EXPOSE .*\b{metrics_port}\b", dockerfile(), re.M)
-    containers = k8s_containers()
-    for app in compose_apps().values():
-        package, command = app["command"][0], " ".join(app["command"])
+    containers = k8s_runs()
+    for run, app in compose_runs().items():
+        package = app["package"]
         if package in CLI_PACKAGES:
             continue
         env = compose_env(app)
-        container = containers[command]
+        container = containers[run]
         ports = {p["name"]: p["containerPort"] for p in container["ports"]}
         if package in OWN_PORT_HEALTH:  # metrics and health on its own http port, no metrics server
             assert (
@@ -409,13 +460,16 @@ def test_kubernetes_probes_and_services_use_declared_ports() -> None:
 
 
 def test_urls_between_services_point_at_their_ports() -> None:
-    # Given the provider URL the senders use / Then it names the mock provider's service and port
-    provider = urlsplit(k8s_env(k8s_containers()["sender"])["SWITCHBOARD_PROVIDER_URL"] or "")
-    assert compose_env(compose_apps()["sender"])["SWITCHBOARD_PROVIDER_URL"] == provider.geturl()
-    mock = compose_apps()["mock_provider"]
-    assert provider.hostname == mock["name"]
-    assert provider.port == int(compose_env(mock)["SWITCHBOARD_MOCK_PORT"] or 0)
-    assert provider.hostname in {s["metadata"]["name"] for s in k8s_kind("Service")}
+    # Given the provider URL of each sender (one per lane) / Then it names the mock provider's service, port
+    (mock,) = [a for a in compose_runs().values() if a["package"] == "mock_provider"]
+    senders = [(run, app) for run, app in compose_runs().items() if app["package"] == "sender"]
+    assert senders
+    for run, app in senders:
+        provider = urlsplit(k8s_env(k8s_runs()[run])["SWITCHBOARD_PROVIDER_URL"] or "")
+        assert compose_env(app)["SWITCHBOARD_PROVIDER_URL"] == provider.geturl(), app["name"]
+        assert provider.hostname == mock["name"]
+        assert provider.port == int(compose_env(mock)["SWITCHBOARD_MOCK_PORT"] or 0)
+        assert provider.hostname in {s["metadata"]["name"] for s in k8s_kind("Service")}
     management = urlsplit(configmap()["SWITCHBOARD_RABBITMQ_MANAGEMENT_URL"])
     assert (management.hostname, management.port) == ("rabbitmq", 15672)
     assert "15672:15672" in compose()["services"]["rabbitmq"]["ports"]
@@ -611,15 +665,16 @@ def test_the_health_check_asks_the_metrics_port(tmp_path: Path) -> None:
 
 def test_compose_starts_migrations_first_and_every_process_after() -> None:
     apps = compose_apps()
-    assert apps["admin"]["command"] == ["admin", "migrate"]
-    assert apps["admin"]["restart"] == "no"
-    for package, app in apps.items():
+    assert apps["migrate"]["command"] == ["admin", "migrate"]
+    assert apps["migrate"]["restart"] == "no"
+    for name, app in apps.items():
+        package = app["package"]
         if package in CLI_PACKAGES or package == "mock_provider":
             continue
-        assert app["depends_on"]["migrate"]["condition"] == "service_completed_successfully", package
-        assert app["depends_on"]["rabbitmq"]["condition"] == "service_healthy", package
+        assert app["depends_on"]["migrate"]["condition"] == "service_completed_successfully", name
+        assert app["depends_on"]["rabbitmq"]["condition"] == "service_healthy", name
         replicas = app.get("deploy", {}).get("replicas", 1)
-        assert replicas >= (1 if package == "dashboard" else 2), f"{package}: run at least two replicas"
+        assert replicas >= (1 if package == "dashboard" else 2), f"{name}: run at least two replicas"
 
 
 def test_compose_loads_the_definitions_and_plugins_into_rabbitmq() -> None:
@@ -685,21 +740,21 @@ def test_broker_accounts_exist_in_the_definitions() -> None:
         assert any((user, vhost) in permitted for vhost in vhosts), f"{user} has no permissions on the vhost"
 
 
-def database_users() -> dict[str, str]:
-    """The PostgreSQL user of every process compose and Kubernetes connect, by where it is given."""
-    users: dict[str, str] = {}
+def database_users() -> dict[str, tuple[str, str]]:
+    """The PostgreSQL user of every process compose and Kubernetes connect, by where it is given
+    (``"compose poller-urgent"``, ``"k8s migrate"``): ``(package, user)``."""
+    users: dict[str, tuple[str, str]] = {}
     for app in compose_apps().values():
         url = (app.get("environment") or {}).get("SWITCHBOARD_DATABASE_URL")
         if url is not None:
-            users[f"compose {app['name']}"] = (
-                urlsplit(re.sub(r"\$\{[^}]*\}", "secret", str(url))).username or ""
-            )
+            user = urlsplit(re.sub(r"\$\{[^}]*\}", "secret", str(url))).username or ""
+            users[f"compose {app['name']}"] = (app["package"], user)
     secret = next(iter(k8s_kind("Secret")))["stringData"]
-    for command, container in k8s_containers().items():
+    for name, container in k8s_containers().items():
         for entry in container.get("env", []):
             if entry["name"] == "SWITCHBOARD_DATABASE_URL":
                 key = entry["valueFrom"]["secretKeyRef"]["key"]
-                users[f"k8s {command}"] = urlsplit(secret[key]).username or ""
+                users[f"k8s {name}"] = (container["package"], urlsplit(secret[key]).username or "")
     return users
 
 
@@ -709,26 +764,35 @@ def test_each_process_connects_to_postgresql_as_its_own_role() -> None:
     owner = compose()["services"]["postgres"]["environment"]["POSTGRES_USER"]
     roles = {role_name(role) for role in DatabaseRole}
     # Then only the migrate job is the owner, every other process is a role of shared/db/roles.py...
-    for where, user in users.items():
-        if where.endswith("admin migrate") or where == "compose migrate":
+    for where, (package, user) in users.items():
+        if package == "admin":
             assert user == owner, f"{where} runs migrations and creates the roles: it needs the owner"
         else:
             assert user in roles, f"{where} connects as {user!r}, not as a service role"
-    # ... named after the process itself, and no two processes share one
+    # ... named after the process itself (the services of one process, e.g. one per lane, share it),
+    # and no two processes share one
     for deployment in ("compose", "k8s"):
-        services = {w: u for w, u in users.items() if w.startswith(deployment) and u != owner}
-        for where, user in services.items():
-            assert user == f"{ROLE_PREFIX}{where.split()[1]}", f"{where} connects as {user}"
-        assert len(set(services.values())) == len(services), f"{deployment}: a role is shared: {services}"
+        services = {w: pu for w, pu in users.items() if w.startswith(deployment) and pu[1] != owner}
+        for where, (package, user) in services.items():
+            assert user == f"{ROLE_PREFIX}{package}", f"{where} connects as {user}"
+        by_role: dict[str, set[str]] = {}
+        for package, user in services.values():
+            by_role.setdefault(user, set()).add(package)
+        assert all(len(p) == 1 for p in by_role.values()), f"{deployment}: a role is shared: {by_role}"
     # ... and every long-running process that uses PostgreSQL is covered on both sides
-    assert {w.split()[1] for w in users if w.startswith("k8s")} >= {"poller", "sender", "responder", "api"}
+    assert {p for w, (p, _) in users.items() if w.startswith("k8s")} >= {
+        "poller",
+        "sender",
+        "responder",
+        "api",
+    }
 
 
 def test_the_migrate_job_sets_the_password_of_every_role_the_processes_use() -> None:
     # Given the role passwords the migrate job gets (admin migrate creates or updates the roles)
-    migrate = compose_apps()["admin"]
+    migrate = compose_apps()["migrate"]
     given = {n for n in compose_env(migrate) if n.startswith("SWITCHBOARD_POSTGRES_")}
-    in_k8s = {n for n in k8s_env(k8s_containers()["admin migrate"]) if n.startswith("SWITCHBOARD_POSTGRES_")}
+    in_k8s = {n for n in k8s_env(k8s_containers()["migrate"]) if n.startswith("SWITCHBOARD_POSTGRES_")}
     expected = {f"SWITCHBOARD_POSTGRES_{role.value.upper()}_PASSWORD" for role in DatabaseRole}
     # Then it gets one per role, as a secret, on both sides
     assert given == in_k8s == expected
@@ -766,9 +830,12 @@ def test_kustomization_lists_every_manifest() -> None:
 
 def test_every_deployment_has_probes_resources_and_a_disruption_budget() -> None:
     budgets = {b["metadata"]["name"]: b for b in k8s_kind("PodDisruptionBudget")}
-    for package, workload in k8s_deployments().items():
+    compose_by_run = compose_runs()
+    for run, container in k8s_runs().items():
+        workload, package = container["workload"], container["name"]
+        if workload["kind"] != "Deployment":
+            continue
         name = workload["metadata"]["name"]
-        container = pod_spec(workload)["containers"][0]
         assert {"cpu", "memory"} <= set(container["resources"]["requests"]), package
         assert {"cpu", "memory"} <= set(container["resources"]["limits"]), package
         assert {"startupProbe", "livenessProbe", "readinessProbe"} <= set(container), package
@@ -776,7 +843,7 @@ def test_every_deployment_has_probes_resources_and_a_disruption_budget() -> None
         assert budget["spec"]["selector"] == workload["spec"]["selector"], package
         if workload["spec"]["replicas"] > 1:
             assert budget["spec"].get("minAvailable", 0) >= 1, package
-        compose_replicas = compose_apps()[package].get("deploy", {}).get("replicas", 1)
+        compose_replicas = compose_by_run[run].get("deploy", {}).get("replicas", 1)
         assert workload["spec"]["replicas"] == compose_replicas, f"{package}: replicas differ from compose"
 
 
@@ -788,30 +855,174 @@ def test_the_migration_job_runs_the_admin_migrate_command() -> None:
     assert "SWITCHBOARD_DATABASE_URL" in k8s_env(container)
 
 
-@pytest.mark.parametrize(("target", "stage"), [("sender", DISPATCH), ("responder", RESPONSES)])
-def test_keda_scales_on_the_depth_of_the_shards_a_service_consumes(target: str, stage: str) -> None:
-    # Given the ScaledObject for the service
-    (scaled,) = [s for s in k8s_kind("ScaledObject") if s["spec"]["scaleTargetRef"]["name"] == target]
-    assert k8s_deployments()[target]["metadata"]["name"] == target
-    (trigger,) = scaled["spec"]["triggers"]
-    meta = trigger["metadata"]
-    assert trigger["type"] == "rabbitmq" and meta["mode"] == "QueueLength" and meta["protocol"] == "http"
-    assert meta["useRegex"] == "true" and meta["operation"] == "sum"
-    # Then its queue pattern matches exactly that stage's shard queues, in every lane
+# The shard queues each shard-consuming process reads.
+CONSUMED_STAGE = {"sender": DISPATCH, "responder": RESPONSES}
+
+
+def consumed_queues(container: dict[str, Any], shards: int) -> set[str]:
+    """The shard queues a sender or responder container consumes: its stage's, in its lanes."""
+    lanes = container["lanes"] if container["lanes"] is not None else set(LANE_NAMES)
+    stage = CONSUMED_STAGE[container["package"]]
+    return {lane_queue(stage, Lane(lane), n) for lane in lanes for n in range(shards)}
+
+
+@pytest.mark.parametrize("package", sorted(CONSUMED_STAGE))
+def test_keda_scales_on_the_depth_of_the_shards_a_service_consumes(package: str) -> None:
+    # Given the ScaledObjects for the Deployments that run the service (at least one is scaled)
+    containers = k8s_containers()
+    scaled_objects = [
+        s
+        for s in k8s_kind("ScaledObject")
+        if containers[s["spec"]["scaleTargetRef"]["name"]]["package"] == package
+    ]
+    assert scaled_objects, f"no ScaledObject scales a {package} Deployment"
     shards = int(configmap()["SWITCHBOARD_SHARDS"])
-    pattern = re.compile(meta["queueName"])
-    assert all(pattern.search(q) for q in shard_queues(shards, (stage,)))
-    others = shard_queues(1, tuple(s for s in STAGES if s != stage))
-    assert not any(
-        pattern.search(q) for q in [*others, "dlq", f"{stage}.bulk.x", f"x{stage}.bulk.0", f"{stage}.0"]
-    )
-    # ... on the vhost the processes use, and never beyond one active consumer per shard
-    assert meta["vhostName"] == Settings().vhost()
-    assert 1 <= scaled["spec"]["minReplicaCount"] <= scaled["spec"]["maxReplicaCount"] <= shards
-    auth = next(
-        a
-        for a in k8s_kind("TriggerAuthentication")
-        if a["metadata"]["name"] == trigger["authenticationRef"]["name"]
-    )
-    secret_keys = set(next(iter(k8s_kind("Secret")))["stringData"])
-    assert {ref["key"] for ref in auth["spec"]["secretTargetRef"]} <= secret_keys
+    every_queue = set(shard_queues(shards, STAGES))
+    for scaled in scaled_objects:
+        target = containers[scaled["spec"]["scaleTargetRef"]["name"]]
+        assert scaled["spec"]["scaleTargetRef"]["kind"] == "Deployment"
+        (trigger,) = scaled["spec"]["triggers"]
+        meta = trigger["metadata"]
+        assert trigger["type"] == "rabbitmq" and meta["mode"] == "QueueLength" and meta["protocol"] == "http"
+        assert meta["useRegex"] == "true" and meta["operation"] == "sum"
+        # Then its queue pattern matches exactly the shard queues the target consumes, in its lanes only
+        pattern = re.compile(meta["queueName"])
+        consumed = consumed_queues(target, shards)
+        matched = {q for q in every_queue if pattern.search(q)}
+        assert matched == consumed, f"{target['name']}: matches {sorted(matched ^ consumed)} wrongly"
+        stage = CONSUMED_STAGE[package]
+        assert not any(
+            pattern.search(q) for q in ["dlq", f"{stage}.bulk.x", f"x{stage}.bulk.0", f"{stage}.0"]
+        )
+        # ... on the vhost the processes use, and never beyond one active consumer per shard
+        assert meta["vhostName"] == Settings().vhost()
+        assert 1 <= scaled["spec"]["minReplicaCount"] <= scaled["spec"]["maxReplicaCount"] <= shards
+        auth = next(
+            a
+            for a in k8s_kind("TriggerAuthentication")
+            if a["metadata"]["name"] == trigger["authenticationRef"]["name"]
+        )
+        secret_keys = set(next(iter(k8s_kind("Secret")))["stringData"])
+        assert {ref["key"] for ref in auth["spec"]["secretTargetRef"]} <= secret_keys
+
+
+def test_shard_consumers_keda_does_not_scale_keep_a_standby() -> None:
+    # Given the sender and responder Deployments no ScaledObject targets (the urgent lane's senders)
+    scaled = {s["spec"]["scaleTargetRef"]["name"] for s in k8s_kind("ScaledObject")}
+    assert scaled <= set(k8s_deployments()), f"a ScaledObject targets no Deployment: {scaled}"
+    shards = int(configmap()["SWITCHBOARD_SHARDS"])
+    fixed = [d for n, d in k8s_deployments().items() if package_of(d) in CONSUMED_STAGE and n not in scaled]
+    # Then each runs one active consumer and a standby, and no more than the shards can use
+    for workload in fixed:
+        assert 2 <= workload["spec"]["replicas"] <= shards, workload["metadata"]["name"]
+
+
+# ---- priority lanes: a poller and a sender of their own for each lane ---------------------------------
+
+
+def laned_packages() -> set[str]:
+    """The processes that choose their lanes (their settings are a LaneChoice)."""
+    return {p for p in long_running() if issubclass(own_settings(p)[0], LaneChoice)}
+
+
+def lanes_by_package(deployment: str) -> dict[str, list[frozenset[str]]]:
+    found: dict[str, list[frozenset[str]]] = {}
+    for (_, lanes), app in runs_of(deployment).items():
+        if lanes is not None:
+            found.setdefault(app["package"], []).append(lanes)
+    return found
+
+
+def test_the_processes_that_choose_lanes_are_the_poller_and_the_sender() -> None:
+    assert laned_packages() == {"poller", "sender"}
+    assert {lane.value for lane in LANES} == set(LANE_NAMES)
+
+
+@pytest.mark.parametrize("deployment", ["compose", "k8s"])
+def test_an_urgent_lane_poller_and_sender_run_beside_bulk_lane_ones(deployment: str) -> None:
+    # Given the lanes of every poller and sender service the deployment runs
+    found = lanes_by_package(deployment)
+    # Then each of them has a service for the urgent lane alone and one for the bulk lane alone, and
+    # none serves both (an urgent message there would wait on an event loop bulk sends keep busy)
+    for package in sorted(laned_packages()):
+        lanes = found.get(package, [])
+        assert frozenset({Lane.URGENT.value}) in lanes, f"{deployment}: no {package} of the urgent lane alone"
+        assert frozenset({Lane.BULK.value}) in lanes, f"{deployment}: no {package} of the bulk lane alone"
+        assert all(len(set_) == 1 for set_ in lanes), f"{deployment}: a {package} serves both lanes: {lanes}"
+
+
+@pytest.mark.parametrize("deployment", ["compose", "k8s"])
+def test_the_pollers_and_the_senders_together_serve_every_lane(deployment: str) -> None:
+    # Given the lanes of every poller and sender service the deployment runs
+    found = lanes_by_package(deployment)
+    # Then the pollers claim every lane (only a poller of the bulk lane reclaims expired leases, of
+    # every lane) and the senders consume every lane (else its shard queues fill up unconsumed)
+    for package in sorted(laned_packages()):
+        served = set().union(*found.get(package, []))
+        assert served == set(LANE_NAMES), f"{deployment}: no {package} serves {set(LANE_NAMES) - served}"
+
+
+def test_the_lane_label_names_the_lanes_a_deployment_serves() -> None:
+    for name, workload in k8s_deployments().items():
+        labels = workload["spec"]["template"]["metadata"]["labels"]
+        lanes = k8s_containers()[name]["lanes"]
+        if lanes is None:
+            assert LANE_LABEL not in labels, name
+            continue
+        (lane,) = lanes
+        assert labels[LANE_LABEL] == lane, f"{name} serves {lane}, its pods say {labels.get(LANE_LABEL)}"
+        assert workload["spec"]["selector"]["matchLabels"][LANE_LABEL] == lane, name
+
+
+# ---- Kubernetes selectors ---------------------------------------------------------------------------
+
+
+def match_labels(selector: dict[str, Any]) -> dict[str, str]:
+    """A label selector's matchLabels (the manifests use no matchExpressions: disjointness stays simple)."""
+    assert not selector.get("matchExpressions"), selector
+    labels: dict[str, str] = selector["matchLabels"]
+    return labels
+
+
+def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return all(labels.get(key) == value for key, value in selector.items())
+
+
+def test_deployment_selectors_are_pairwise_disjoint() -> None:
+    # Given every Deployment's selector and pod labels
+    deployments = {
+        name: (match_labels(d["spec"]["selector"]), d["spec"]["template"]["metadata"]["labels"])
+        for name, d in k8s_deployments().items()
+    }
+    # Then each selects its own pods...
+    for name, (selector, labels) in deployments.items():
+        assert selector and selects(selector, labels), f"{name}: its selector does not match its pods"
+    # ... and no pod can match two of them: two selectors always ask one label for different values
+    # (a Deployment that selects another's pods fights it over them)
+    for (a, (sel_a, labels_a)), (b, (sel_b, labels_b)) in itertools.combinations(deployments.items(), 2):
+        assert not selects(sel_a, labels_b) and not selects(sel_b, labels_a), (
+            f"{a} and {b} select each other's pods"
+        )
+        assert any(k in sel_b and sel_b[k] != v for k, v in sel_a.items()), f"{a} and {b}: selectors overlap"
+
+
+def test_services_budgets_and_spread_constraints_select_one_deployments_pods() -> None:
+    # Given the pod labels of every Deployment
+    pods = {name: d["spec"]["template"]["metadata"]["labels"] for name, d in k8s_deployments().items()}
+    selectors: list[tuple[str, dict[str, str]]] = [
+        (f"Service {s['metadata']['name']}", s["spec"]["selector"]) for s in k8s_kind("Service")
+    ]
+    selectors += [
+        (f"PodDisruptionBudget {b['metadata']['name']}", match_labels(b["spec"]["selector"]))
+        for b in k8s_kind("PodDisruptionBudget")
+    ]
+    for name, workload in k8s_deployments().items():
+        for constraint in pod_spec(workload).get("topologySpreadConstraints", []):
+            selectors.append((f"{name}'s spread", match_labels(constraint["labelSelector"])))
+            # (a spread constraint counts the Deployment's own pods: the urgent ones spread among themselves)
+            assert match_labels(constraint["labelSelector"]) == match_labels(workload["spec"]["selector"])
+    # Then each selects the pods of exactly one Deployment, named like it
+    for what, selector in selectors:
+        matched = [name for name, labels in pods.items() if selects(selector, labels)]
+        assert len(matched) == 1, f"{what} selects the pods of {matched}"
+        assert what.split()[-1] == matched[0] or what.startswith(f"{matched[0]}'s"), (what, matched)
