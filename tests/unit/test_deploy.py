@@ -119,7 +119,8 @@ def k8s_containers() -> dict[str, dict[str, Any]]:
     for workload in k8s_kind("Deployment") + k8s_kind("Job"):
         name = workload["metadata"]["name"]
         (container,) = pod_spec(workload)["containers"]
-        found[name] = {"workload": workload, "name": name, **container, "package": container["args"][0]}
+        # (``name`` is the workload's: the container's own name is the process's in both lanes)
+        found[name] = {**container, "workload": workload, "name": name, "package": container["args"][0]}
         found[name]["lanes"] = lanes_of(container["args"][0], k8s_env(container))
     return found
 
@@ -832,19 +833,18 @@ def test_every_deployment_has_probes_resources_and_a_disruption_budget() -> None
     budgets = {b["metadata"]["name"]: b for b in k8s_kind("PodDisruptionBudget")}
     compose_by_run = compose_runs()
     for run, container in k8s_runs().items():
-        workload, package = container["workload"], container["name"]
+        workload, name = container["workload"], container["name"]
         if workload["kind"] != "Deployment":
             continue
-        name = workload["metadata"]["name"]
-        assert {"cpu", "memory"} <= set(container["resources"]["requests"]), package
-        assert {"cpu", "memory"} <= set(container["resources"]["limits"]), package
-        assert {"startupProbe", "livenessProbe", "readinessProbe"} <= set(container), package
+        assert {"cpu", "memory"} <= set(container["resources"]["requests"]), name
+        assert {"cpu", "memory"} <= set(container["resources"]["limits"]), name
+        assert {"startupProbe", "livenessProbe", "readinessProbe"} <= set(container), name
         budget = budgets[name]
-        assert budget["spec"]["selector"] == workload["spec"]["selector"], package
+        assert budget["spec"]["selector"] == workload["spec"]["selector"], name
         if workload["spec"]["replicas"] > 1:
-            assert budget["spec"].get("minAvailable", 0) >= 1, package
+            assert budget["spec"].get("minAvailable", 0) >= 1, name
         compose_replicas = compose_by_run[run].get("deploy", {}).get("replicas", 1)
-        assert workload["spec"]["replicas"] == compose_replicas, f"{package}: replicas differ from compose"
+        assert workload["spec"]["replicas"] == compose_replicas, f"{name}: replicas differ from compose"
 
 
 def test_the_migration_job_runs_the_admin_migrate_command() -> None:
