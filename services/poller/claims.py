@@ -20,18 +20,17 @@ RETURNING l.id, l.attempts, l.tenant, l.campaign_id, coalesce(l.delivery_channel
 
 # Strict ordering (services/poller/gate.py is the same rule in Python): a due log is claimable when no
 # log of its group is in flight and no open log comes before it (due time, then id), a paused one aside.
-# Two probes so that each is one short index range: logs_open_group_idx and logs_processing_group_idx.
+# One probe of logs_open_group_idx per candidate answers both: the range of its group's open logs, which
+# ends at the first row that blocks it. Two probes (one of them on the PROCESSING rows alone) let the
+# planner, whenever its statistics still counted no PROCESSING rows, materialise every in-flight row and
+# compare each candidate with all of them (measured: 66 ms of a 74 ms claim at 1 500 in flight).
 STRICT_GATE = """
   AND NOT EXISTS (
       SELECT 1 FROM communication_logs e
       WHERE e.ordering_group = c.ordering_group
         AND e.status IN ('PENDING', 'PROCESSING')
-        AND (e.due_at, e.id) < (c.due_at, c.id)
-        AND e.next_attempt_at < 'infinity')
-  AND NOT EXISTS (
-      SELECT 1 FROM communication_logs e
-      WHERE e.ordering_group = c.ordering_group
-        AND e.status = 'PROCESSING')
+        AND (e.status = 'PROCESSING'
+             OR ((e.due_at, e.id) < (c.due_at, c.id) AND e.next_attempt_at < 'infinity')))
 """
 
 

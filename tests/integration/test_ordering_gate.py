@@ -8,8 +8,9 @@ import random
 
 import asyncpg
 import pytest
+from orjson import loads as orjson_loads
 
-from services.poller.claims import claim
+from services.poller.claims import claim, claim_sql
 from services.poller.gate import PAUSED, OpenLog, OpenStatus, claimable, ordering_group
 from services.poller.settings import Ordering
 from shared.bus.topology import LANES
@@ -156,3 +157,51 @@ async def test_inserting_due_logs_notifies_the_pollers(environment: Environment,
         assert heard.empty()
     finally:
         await listener.close()
+
+
+def plan_nodes(node: dict[str, object]) -> list[dict[str, object]]:
+    children = node.get("Plans") or []
+    assert isinstance(children, list)
+    return [node, *(n for child in children for n in plan_nodes(child))]
+
+
+@pytest.mark.parametrize("aged", [False, True])
+async def test_the_strict_claim_probes_one_index_per_candidate_even_on_stale_statistics(
+    pool: asyncpg.Pool, aged: bool
+) -> None:
+    async with pool.acquire() as conn:
+        transaction = conn.transaction()
+        await transaction.start()
+        try:
+            # Given 20 000 due logs, each its own group, analysed while none was in flight...
+            await conn.execute(
+                """INSERT INTO communication_logs (channel, recipient, priority, next_attempt_at)
+                   SELECT 'sms', '+3162' || lpad(i::text, 7, '0'), 1, now() - interval '1 hour'
+                   FROM generate_series(1, 20000) AS i"""
+            )
+            await conn.execute("ANALYZE communication_logs")
+            # ...and then 1 500 of them claimed, which the statistics do not know yet
+            await conn.execute(
+                """UPDATE communication_logs SET status = 'PROCESSING', attempts = 1,
+                          lease_until = now() + interval '60 s'
+                   WHERE id IN (SELECT id FROM communication_logs ORDER BY id LIMIT 1500)"""
+            )
+            # When the planner plans a strict claim of 500
+            (plan,) = orjson_loads(
+                await conn.fetchval(
+                    "EXPLAIN (FORMAT JSON) " + claim_sql(Ordering.STRICT, aged),
+                    500,
+                    30.0,
+                    60.0 if aged else 1,
+                )
+            )
+        finally:
+            await transaction.rollback()
+    # Then each candidate is checked by one probe of its group's open logs, never against a set of
+    # every in-flight row (a Materialize or a hash of them, compared with each of 500 candidates)
+    (picked,) = [n for n in plan_nodes(plan["Plan"]) if n.get("Alias") == "picked"]
+    nodes = plan_nodes(picked)  # the selection; how the update then finds its 500 rows is the planner's
+    assert not [n["Node Type"] for n in nodes if n["Node Type"] in ("Materialize", "Hash", "Seq Scan")]
+    indexes = {n.get("Index Name") for n in nodes if n.get("Relation Name") == "communication_logs"}
+    assert indexes <= {"logs_due_idx", "logs_claim_idx", "logs_open_group_idx", "communication_logs_pkey"}
+    assert "logs_open_group_idx" in indexes
