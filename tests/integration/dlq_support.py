@@ -111,6 +111,7 @@ async def reject_into_dlq(amqp_url: str, body: bytes, queue: str = "dispatch.bul
     connection = await aio_pika.connect(amqp_url)
     try:
         channel = await connection.channel()
+        before = await wait_depth(channel, DEAD_LETTER_QUEUE, at_least=0)
         await channel.default_exchange.publish(aio_pika.Message(body), routing_key=queue)
         target = await channel.get_queue(queue, ensure=False)
         taken: asyncio.Future[aio_pika.abc.AbstractIncomingMessage] = (
@@ -125,7 +126,8 @@ async def reject_into_dlq(amqp_url: str, body: bytes, queue: str = "dispatch.bul
         message = await asyncio.wait_for(taken, 10)
         await target.cancel(tag)
         await message.reject(requeue=False)
-        await wait_depth(channel, DEAD_LETTER_QUEUE, at_least=1)
+        # The broker dead-letters it on its own time: wait until the DLQ holds one more than before.
+        await wait_depth(channel, DEAD_LETTER_QUEUE, at_least=before + 1)
     finally:
         await connection.close()
 
@@ -144,8 +146,10 @@ async def wait_depth(
     while True:
         declared = await channel.declare_queue(queue, passive=True)
         count = declared.declaration_result.message_count or 0
-        if count >= at_least or asyncio.get_running_loop().time() > deadline:
+        if count >= at_least:
             return count
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError(f"{queue} holds {count} messages after {timeout}s, not {at_least}")
         await asyncio.sleep(0.1)
 
 
