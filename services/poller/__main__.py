@@ -8,7 +8,7 @@ import time
 
 import asyncpg
 
-from services.poller.budget import LaneBudget
+from services.poller.budget import LaneBudget, claim_room, poll_again
 from services.poller.claims import ClaimedLog, claim, expire_leases, reclaim_expired
 from services.poller.dispatch import publish_order, to_dispatch
 from services.poller.settings import PollerSettings
@@ -60,6 +60,8 @@ class Poller:
         }
         self.depths: dict[Lane, int] = dict.fromkeys(LANES, 0)
         self.depths_at: dict[Lane, float] = dict.fromkeys(LANES, -DEPTH_REFRESH_S)
+        for lane in self.lanes:  # a served lane's reclaim counter reads 0, not "no data", until it counts
+            metrics.RECLAIMED.labels(lane=lane.value)
 
     async def open_channels(self) -> None:
         self.publish_channel = await self.broker.channel()
@@ -128,9 +130,10 @@ class Poller:
         return published
 
     async def poll_once(self, lane: Lane) -> bool:
-        """One cycle of ``lane``; True when it had more due work than it took (poll again at once).
+        """One cycle of ``lane``; True when it filled the lane's room (poll again at once).
 
-        The bulk lane's cycle also re-publishes rows whose lease ran out, into their own lanes.
+        Within the room the lane's budget leaves (at most ``batch_size``), the lane's own expired leases
+        come first (older work, re-published with the same attempt), then new claims with what is left.
         """
         s = self.settings
         await self.measure(lane)
@@ -139,29 +142,32 @@ class Poller:
             metrics.BACKPRESSURE.set(1 if room <= 0 else 0)
         reclaimed: list[ClaimedLog] = []
         rows: list[ClaimedLog] = []
-        async with self.pool.acquire() as conn:
-            if lane is Lane.BULK:
-                reclaimed = await reclaim_expired(conn, batch_size=s.batch_size, lease_s=s.lease_s)
-                room -= sum(1 for row in reclaimed if lane_of(row.priority) is lane)
-            if room > 0:
+        if room > 0:
+            async with self.pool.acquire() as conn:
+                reclaimed = await reclaim_expired(conn, lane=lane, limit=room, lease_s=s.lease_s)
                 rows = await claim(
                     conn,
                     lane=lane,
-                    batch_size=room,
+                    batch_size=claim_room(room, len(reclaimed)),
                     lease_s=s.lease_s,
                     ordering=s.ordering,
                     starvation_after_s=s.starvation_after_s,
                     starvation_share=s.starvation_share,
                 )
         if reclaimed:
-            metrics.RECLAIMED.inc(len(reclaimed))
-            log.info("leases_reclaimed", count=len(reclaimed), log_ids=[r.id for r in reclaimed[:20]])
+            metrics.RECLAIMED.labels(lane=lane.value).inc(len(reclaimed))
+            log.info(
+                "leases_reclaimed",
+                lane=lane.value,
+                count=len(reclaimed),
+                log_ids=[r.id for r in reclaimed[:20]],
+            )
         metrics.CLAIM_BATCH.observe(len(rows))
         metrics.MESSAGES_IN.labels(stage="poller").inc(len(rows))
         batch = reclaimed + rows
         if batch:
             await self.publish(batch)
-        return (room > 0 and len(rows) >= room) or len(reclaimed) >= s.batch_size
+        return poll_again(room, len(batch))
 
     async def run(self, stop: asyncio.Event) -> None:
         """One loop per lane, side by side: a long bulk claim never delays an urgent one."""

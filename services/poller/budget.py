@@ -9,6 +9,10 @@ The lane is refilled only once it has drained below ``refill_below`` of its allo
 full allowance: a few large claims and publishes instead of a small top-up every cycle (each cycle is a
 claim statement, a publish window and depth queries, whatever its size; topping up 30 logs at a time
 cost the poller, PostgreSQL and RabbitMQ more CPU per log than the senders).
+
+A lane's room covers everything its cycle publishes: first the lane's expired leases (older work, sent
+again with the same attempt), then new claims with what is left (:func:`claim_room`). After an outage
+that left thousands of leases expired they therefore go out at the lane's drain rate, not all at once.
 """
 
 from __future__ import annotations
@@ -62,3 +66,16 @@ class LaneBudget:
         if depth > allowed * REFILL_BELOW:
             return 0
         return allowed - depth
+
+
+def claim_room(room: int, reclaimed: int) -> int:
+    """How many new logs a lane's cycle may claim once it reclaimed ``reclaimed`` expired leases within
+    its ``room`` (the cycle reclaims at most ``room``, and nothing when ``room <= 0``)."""
+    return max(room - max(reclaimed, 0), 0) if room > 0 else 0
+
+
+def poll_again(room: int, taken: int) -> bool:
+    """Whether the lane's next cycle starts at once: only when it had room and filled it (``taken``,
+    reclaimed plus claimed, reached ``room``), so that more due work may be waiting; never when the lane
+    had no room (a full lane waits for its consumers, it does not spin)."""
+    return room > 0 and taken >= room

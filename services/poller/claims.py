@@ -57,12 +57,14 @@ WHERE l.id = picked.id
 {_RETURNING}"""
 
 
+# Expired leases of one lane (its priorities in $3), oldest lease first: a range scan of logs_lease_idx
+# that stops after $1 rows of the lane. Each lane's cycle reclaims its own, within its room.
 RECLAIM_SQL = f"""
 UPDATE communication_logs AS l
 SET lease_until = now() + make_interval(secs => $2), updated_at = now()
 FROM (
     SELECT c.id FROM communication_logs c
-    WHERE c.status = 'PROCESSING' AND c.lease_until < now()
+    WHERE c.status = 'PROCESSING' AND c.lease_until < now() AND c.priority = ANY($3::smallint[])
     ORDER BY c.lease_until
     LIMIT $1
     FOR UPDATE SKIP LOCKED
@@ -161,8 +163,14 @@ async def claim(
     return claimed
 
 
-async def reclaim_expired(conn: asyncpg.Connection, *, batch_size: int, lease_s: float) -> list[ClaimedLog]:
-    rows = await conn.fetch(RECLAIM_SQL, batch_size, lease_s)
+async def reclaim_expired(
+    conn: asyncpg.Connection, *, lane: Lane, limit: int, lease_s: float
+) -> list[ClaimedLog]:
+    """Renew up to ``limit`` expired leases of ``lane``'s logs, oldest first, keeping their attempt
+    numbers: the caller publishes them again (a duplicate downstream is answered as a replay)."""
+    if limit <= 0:
+        return []
+    rows = await conn.fetch(RECLAIM_SQL, limit, lease_s, list(lane_priorities(lane)))
     return [ClaimedLog.from_record(r) for r in rows]
 
 

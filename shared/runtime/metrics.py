@@ -12,7 +12,9 @@ CLAIM_BATCH = Histogram(
     "switchboard_claim_batch_size", "Rows claimed per poll", buckets=(0, 1, 10, 50, 100, 250, 500, 1000, 5000)
 )
 RECLAIMED = Counter(
-    "switchboard_leases_reclaimed_total", "PROCESSING rows re-published after their lease ran out"
+    "switchboard_leases_reclaimed_total",
+    "PROCESSING rows re-published after their lease ran out, by the lane whose cycle reclaimed them",
+    ["lane"],
 )
 BACKPRESSURE = Gauge("switchboard_backpressure", "1 while the poller pauses because dispatch queues are deep")
 LANE_DRAIN_RATE = Gauge(

@@ -193,6 +193,6 @@ class AttemptBudget(Settings):
 class LaneChoice(Settings):
     """The lanes this poller claims and publishes, or this sender consumes. A poller and a sender of their
     own for ["urgent"] (beside ones for ["bulk"]) keep an OTP off the event loops that a campaign's bulk
-    work keeps busy (docs/ordering.md). Expired leases are reclaimed by the pollers of the bulk lane."""
+    work keeps busy (docs/ordering.md). A poller reclaims the expired leases of the lanes it serves."""
 
     lanes: list[LaneName] = Field(default_factory=lambda: list(LANE_NAMES), min_length=1)

@@ -91,7 +91,8 @@ def test_aged_claim_looks_only_at_lower_priorities_past_the_threshold() -> None:
 def test_reclaim_keeps_the_attempt_number() -> None:
     sql = " ".join(RECLAIM_SQL.split())
     assert "attempts" not in sql.split("RETURNING")[0]
-    assert "c.status = 'PROCESSING' AND c.lease_until < now()" in sql
+    assert "c.status = 'PROCESSING' AND c.lease_until < now() AND c.priority = ANY($3::smallint[])" in sql
+    assert "ORDER BY c.lease_until LIMIT $1" in sql
     assert "FOR UPDATE SKIP LOCKED" in sql
 
 

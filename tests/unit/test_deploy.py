@@ -955,8 +955,8 @@ def test_an_urgent_lane_poller_and_sender_run_beside_bulk_lane_ones(deployment: 
 def test_the_pollers_and_the_senders_together_serve_every_lane(deployment: str) -> None:
     # Given the lanes of every poller and sender service the deployment runs
     found = lanes_by_package(deployment)
-    # Then the pollers claim every lane (only a poller of the bulk lane reclaims expired leases, of
-    # every lane) and the senders consume every lane (else its shard queues fill up unconsumed)
+    # Then the pollers claim every lane (and reclaim its expired leases: a lane's own pollers do) and
+    # the senders consume every lane (else its shard queues fill up unconsumed)
     for package in sorted(laned_packages()):
         served = set().union(*found.get(package, []))
         assert served == set(LANE_NAMES), f"{deployment}: no {package} serves {set(LANE_NAMES) - served}"

@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.poller.budget import REFILL_BELOW, LaneBudget
+from services.poller.budget import REFILL_BELOW, LaneBudget, claim_room, poll_again
 from services.poller.wakeup import DueSignal
 from shared.bus.topology import Lane
 
@@ -115,3 +115,57 @@ def test_a_notification_wakes_the_lanes_of_its_priority() -> None:
         event.clear()
     signal._on_lost(None)  # notifications may have been missed: every lane polls
     assert all(event.is_set() for event in signal.events.values())
+
+
+# ---- expired leases within a lane's room (services/poller/budget.py: claim_room, poll_again) ----------
+
+
+@given(room=st.integers(-100, 10_000), reclaimed=st.integers(0, 10_000))
+def test_reclaims_come_out_of_the_room_and_new_claims_get_what_is_left(room: int, reclaimed: int) -> None:
+    # Given a cycle that reclaimed what its room allowed (never more than the room, nothing without room)
+    reclaimed = min(reclaimed, max(room, 0))
+    left = claim_room(room, reclaimed)
+    # Then new claims never take the lane past its room, and get all of what the reclaims left
+    assert left >= 0
+    assert reclaimed + left == max(room, 0)
+
+
+def test_a_lane_without_room_neither_claims_nor_polls_again_at_once() -> None:
+    for room in (-50, 0):
+        assert claim_room(room, 0) == 0
+        assert not poll_again(room, 0)
+
+
+def test_a_cycle_polls_again_at_once_only_when_it_filled_its_room() -> None:
+    # Filled by reclaims alone, by reclaims and claims, or by claims alone: more may be waiting
+    assert poll_again(100, 100)
+    assert claim_room(100, 100) == 0
+    assert poll_again(100, 30 + claim_room(100, 30))
+    # Room left over: nothing more was due, wait for the next wake-up
+    assert not poll_again(100, 30 + 20)
+    assert not poll_again(100, 0)
+
+
+def test_after_an_outage_expired_leases_go_out_at_the_lanes_drain_rate_not_at_once() -> None:
+    # Given a lane its senders drain at 100 logs/s, a 2 s budget, 50 000 expired leases and new logs due
+    budget = LaneBudget(budget_s=2.0, floor=200, ceiling=20_000)
+    expired, depth, now, batch_size = 50_000, 0.0, 0.0, 500
+    budget.observe(0, now)
+    while expired and now < 10_000:
+        # When each 0.2 s cycle reclaims within its room, then claims with what is left
+        room = min(budget.room(int(depth)), batch_size)
+        reclaimed = min(expired, max(room, 0))
+        claimed = claim_room(room, reclaimed)
+        expired -= reclaimed
+        # Then no new log is claimed while expired leases take the room (they are older work)...
+        assert claimed == 0 or expired == 0
+        budget.published(reclaimed + claimed)
+        depth += reclaimed + claimed
+        # ...the broker never holds more than the lane's allowance...
+        assert depth <= budget.allowed()
+        now += 0.2
+        depth = max(depth - 100 * 0.2, 0.0)
+        budget.observe(int(depth), now)
+    # ...and the 50 000 go out in about 50 000 / 100 s, not in one burst
+    assert expired == 0
+    assert now >= 50_000 / 100 * 0.9
