@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -138,3 +139,29 @@ def dead_letter(**changes: object) -> DeadLetter:
     )
     fields.update(changes)
     return DeadLetter.model_validate(fields)
+
+
+def plan_nodes(node: dict[str, Any]) -> list[dict[str, Any]]:
+    """A plan node of ``EXPLAIN (FORMAT JSON)`` and every node under it."""
+    return [node, *(n for child in node.get("Plans") or [] for n in plan_nodes(child))]
+
+
+async def selection_plan(conn: asyncpg.Connection, sql: str, *args: Any) -> list[dict[str, Any]]:
+    """The plan nodes of a claim or reclaim statement's selection (its ``picked`` subquery): how the
+    rows are found, apart from how the update then reaches them."""
+    (plan,) = orjson.loads(await conn.fetchval("EXPLAIN (FORMAT JSON) " + sql, *args))
+    (picked,) = [n for n in plan_nodes(plan["Plan"]) if n.get("Alias") == "picked"]
+    return plan_nodes(picked)
+
+
+@contextlib.asynccontextmanager
+async def rolled_back(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+    """A connection inside a transaction that is rolled back at the end: rows, updates and ANALYZE
+    statistics of a test leave nothing behind for the next one."""
+    async with pool.acquire() as conn:
+        transaction = conn.transaction()
+        await transaction.start()
+        try:
+            yield conn
+        finally:
+            await transaction.rollback()

@@ -8,12 +8,12 @@ import random
 
 import asyncpg
 import pytest
-from orjson import loads as orjson_loads
 
 from services.poller.claims import claim, claim_sql
 from services.poller.gate import PAUSED, OpenLog, OpenStatus, claimable, ordering_group
 from services.poller.settings import Ordering
 from shared.bus.topology import LANES
+from tests.helpers import rolled_back, selection_plan
 from tools.stack import Environment
 
 RECIPIENTS = ["+31600000001", "+31600000002", "+31600000003"]
@@ -96,17 +96,12 @@ async def test_the_claim_statement_lets_through_exactly_what_the_pure_gate_does(
     pool: asyncpg.Pool, seed: int
 ) -> None:
     rng = random.Random(seed)
-    async with pool.acquire() as conn:
+    async with rolled_back(pool) as conn:
         # Given open logs of three recipients (some with a user's ordering key) in every state
-        transaction = conn.transaction()
-        await transaction.start()
-        try:
-            await build_scenario(conn, rng)
-            expected = await gate_in_python(conn)
-            # When the poller claims every lane, Then it takes exactly what the pure gate lets through
-            assert await gate_in_sql(conn) == expected
-        finally:
-            await transaction.rollback()
+        await build_scenario(conn, rng)
+        expected = await gate_in_python(conn)
+        # When the poller claims every lane, Then it takes exactly what the pure gate lets through
+        assert await gate_in_sql(conn) == expected
 
 
 async def test_migration_stamps_due_time_and_ordering_group(pool: asyncpg.Pool) -> None:
@@ -159,48 +154,28 @@ async def test_inserting_due_logs_notifies_the_pollers(environment: Environment,
         await listener.close()
 
 
-def plan_nodes(node: dict[str, object]) -> list[dict[str, object]]:
-    children = node.get("Plans") or []
-    assert isinstance(children, list)
-    return [node, *(n for child in children for n in plan_nodes(child))]
-
-
 @pytest.mark.parametrize("aged", [False, True])
 async def test_the_strict_claim_probes_one_index_per_candidate_even_on_stale_statistics(
     pool: asyncpg.Pool, aged: bool
 ) -> None:
-    async with pool.acquire() as conn:
-        transaction = conn.transaction()
-        await transaction.start()
-        try:
-            # Given 20 000 due logs, each its own group, analysed while none was in flight...
-            await conn.execute(
-                """INSERT INTO communication_logs (channel, recipient, priority, next_attempt_at)
-                   SELECT 'sms', '+3162' || lpad(i::text, 7, '0'), 1, now() - interval '1 hour'
-                   FROM generate_series(1, 20000) AS i"""
-            )
-            await conn.execute("ANALYZE communication_logs")
-            # ...and then 1 500 of them claimed, which the statistics do not know yet
-            await conn.execute(
-                """UPDATE communication_logs SET status = 'PROCESSING', attempts = 1,
-                          lease_until = now() + interval '60 s'
-                   WHERE id IN (SELECT id FROM communication_logs ORDER BY id LIMIT 1500)"""
-            )
-            # When the planner plans a strict claim of 500
-            (plan,) = orjson_loads(
-                await conn.fetchval(
-                    "EXPLAIN (FORMAT JSON) " + claim_sql(Ordering.STRICT, aged),
-                    500,
-                    30.0,
-                    60.0 if aged else 1,
-                )
-            )
-        finally:
-            await transaction.rollback()
+    async with rolled_back(pool) as conn:
+        # Given 20 000 due logs, each its own group, analysed while none was in flight...
+        await conn.execute(
+            """INSERT INTO communication_logs (channel, recipient, priority, next_attempt_at)
+               SELECT 'sms', '+3162' || lpad(i::text, 7, '0'), 1, now() - interval '1 hour'
+               FROM generate_series(1, 20000) AS i"""
+        )
+        await conn.execute("ANALYZE communication_logs")
+        # ...and then 1 500 of them claimed, which the statistics do not know yet
+        await conn.execute(
+            """UPDATE communication_logs SET status = 'PROCESSING', attempts = 1,
+                      lease_until = now() + interval '60 s'
+               WHERE id IN (SELECT id FROM communication_logs ORDER BY id LIMIT 1500)"""
+        )
+        # When the planner plans a strict claim of 500
+        nodes = await selection_plan(conn, claim_sql(Ordering.STRICT, aged), 500, 30.0, 60.0 if aged else 1)
     # Then each candidate is checked by one probe of its group's open logs, never against a set of
     # every in-flight row (a Materialize or a hash of them, compared with each of 500 candidates)
-    (picked,) = [n for n in plan_nodes(plan["Plan"]) if n.get("Alias") == "picked"]
-    nodes = plan_nodes(picked)  # the selection; how the update then finds its 500 rows is the planner's
     assert not [n["Node Type"] for n in nodes if n["Node Type"] in ("Materialize", "Hash", "Seq Scan")]
     indexes = {n.get("Index Name") for n in nodes if n.get("Relation Name") == "communication_logs"}
     assert indexes <= {"logs_due_idx", "logs_claim_idx", "logs_open_group_idx", "communication_logs_pkey"}

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import asyncpg
 import pytest
-from orjson import loads as orjson_loads
 
 from services.poller.__main__ import Poller
 from services.poller.claims import RECLAIM_SQL, lane_priorities, reclaim_expired
 from services.poller.settings import PollerSettings
 from shared.bus.memory import MemoryBroker
 from shared.bus.topology import DISPATCH, Lane, lane_queue
+from tests.helpers import rolled_back, selection_plan
 
 SHARDS = 2
 EXPIRED_PER_PRIORITY = 600  # 600 urgent, 1 200 bulk (priorities 1 and 2)
@@ -126,46 +126,29 @@ async def test_reclaim_takes_nothing_without_room_and_keeps_to_its_limit(pool: a
     assert await expired(pool) == {2: 20}
 
 
-def plan_nodes(node: dict[str, object]) -> list[dict[str, object]]:
-    children = node.get("Plans") or []
-    assert isinstance(children, list)
-    return [node, *(n for child in children for n in plan_nodes(child))]
-
-
 @pytest.mark.parametrize("lane", [Lane.URGENT, Lane.BULK])
 async def test_the_reclaim_statement_reads_only_expired_leases_through_the_lease_index(
     pool: asyncpg.Pool, lane: Lane
 ) -> None:
-    async with pool.acquire() as conn:
-        transaction = conn.transaction()
-        await transaction.start()
-        try:
-            # Given 100 000 logs, most of them finished, 2 000 with live leases and 10 000 expired ones
-            # of both lanes
-            await conn.execute(
-                """INSERT INTO communication_logs (channel, recipient, priority, status)
-                   SELECT 'sms', '+3166' || lpad(i::text, 7, '0'), (i % 3)::smallint, 'SENT'
-                   FROM generate_series(1, 100000) AS i"""
-            )
-            await conn.execute(
-                """UPDATE communication_logs SET status = 'PROCESSING', attempts = 1,
-                          lease_until = CASE WHEN id % 50 < 10 THEN now() - make_interval(secs => id % 600)
-                                             ELSE now() + interval '60 s' END
-                   WHERE id % 50 < 12"""
-            )
-            await conn.execute("ANALYZE communication_logs")
-            # When the planner plans a reclaim of 500 for the lane
-            (plan,) = orjson_loads(
-                await conn.fetchval(
-                    "EXPLAIN (FORMAT JSON) " + RECLAIM_SQL, 500, 60.0, list(lane_priorities(lane))
-                )
-            )
-        finally:
-            await transaction.rollback()
+    async with rolled_back(pool) as conn:
+        # Given 100 000 logs, most of them finished, 2 000 with live leases and 10 000 expired ones
+        # of both lanes
+        await conn.execute(
+            """INSERT INTO communication_logs (channel, recipient, priority, status)
+               SELECT 'sms', '+3166' || lpad(i::text, 7, '0'), (i % 3)::smallint, 'SENT'
+               FROM generate_series(1, 100000) AS i"""
+        )
+        await conn.execute(
+            """UPDATE communication_logs SET status = 'PROCESSING', attempts = 1,
+                      lease_until = CASE WHEN id % 50 < 10 THEN now() - make_interval(secs => id % 600)
+                                         ELSE now() + interval '60 s' END
+               WHERE id % 50 < 12"""
+        )
+        await conn.execute("ANALYZE communication_logs")
+        # When the planner plans a reclaim of 500 for the lane
+        nodes = await selection_plan(conn, RECLAIM_SQL, 500, 60.0, list(lane_priorities(lane)))
     # Then it finds the candidates through logs_lease_idx (PROCESSING rows by lease_until), never by a
     # scan of the table
-    (picked,) = [n for n in plan_nodes(plan["Plan"]) if n.get("Alias") == "picked"]
-    nodes = plan_nodes(picked)
     assert not [n["Node Type"] for n in nodes if n["Node Type"] == "Seq Scan"]
     assert {n["Index Name"] for n in nodes if "Index Name" in n} == {"logs_lease_idx"}
     # (an index scan in lease order, or a bitmap of the expired leases sorted: both read only those)
