@@ -25,7 +25,7 @@ from shared.ops.management import Management
 from shared.runtime.settings import Settings
 from shared.runtime.startup import SETUP_COMMAND
 from tools.signals import run_harness
-from tools.stack import ROOT, ManagedProcess, Stack, default_environment
+from tools.stack import ROOT, Stack, default_environment
 
 console = Console(stderr=True)
 STOP_ORDER = ("api", "dashboard", "poller", "sender", "responder", "receipts", "mock_provider")
@@ -58,13 +58,6 @@ async def check_prepared(settings: Settings) -> None:
         )
 
 
-def on_port(stack: Stack, process: ManagedProcess, port: int, variable: str) -> ManagedProcess:
-    """Give ``process`` a fixed port (the one the README's commands use) instead of a free one."""
-    process.port = port
-    process.env[variable] = str(port)
-    return process
-
-
 def build(run_dir: Path) -> Stack:
     receipts, mock_provider = ReceiptsSettings(), MockProviderSettings()
     api, dashboard = ApiSettings(), DashboardSettings()
@@ -73,12 +66,12 @@ def build(run_dir: Path) -> Stack:
     stack = Stack(environment, run_dir)
     receipts_url = f"http://127.0.0.1:{receipts.receipts_port}"
     mock = stack.add("mock_provider", mock_receipt_url=receipts_url)
-    on_port(stack, mock, mock_provider.mock_port, "SWITCHBOARD_MOCK_PORT")
+    mock.pin(mock_provider.mock_port)  # the README's fixed ports, not free ones
     stack.add("poller")
     stack.add("sender", provider_url=f"http://127.0.0.1:{mock.port}")
     stack.add("responder")
     stack.add("receipts", receipts_port=str(receipts.receipts_port))
-    on_port(stack, stack.add("api"), api.api_port, "SWITCHBOARD_API_PORT")
+    stack.add("api").pin(api.api_port)
     stack.add("dashboard", dashboard_port=str(dashboard.dashboard_port))
     for process in stack.processes.values():
         process.new_session = True  # Ctrl-C reaches this harness only; it stops them in order

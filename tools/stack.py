@@ -151,6 +151,8 @@ class ManagedProcess:
     # In a session of its own, a terminal's Ctrl-C reaches only the parent, which then stops it in order.
     new_session: bool = False
     port_variable: str = "SWITCHBOARD_METRICS_PORT"
+    # A port the caller chose (the README's fixed ports), never moved when it is taken.
+    pinned: bool = False
     # Where this start's output begins in the (appended) log.
     log_offset: int = 0
 
@@ -191,17 +193,25 @@ class ManagedProcess:
             return None
 
     def lost_its_port(self) -> bool:
-        """Whether this start exited because another process took its port (EADDRINUSE)."""
+        """Whether this start exited because another process took the port the stack gave it: a line of
+        its output names EADDRINUSE and that port (a fixed port of its own settings does not count)."""
         if self.alive():
             return False
         with self.log_path.open("rb") as log:
             log.seek(self.log_offset)
-            output = log.read().lower()
-        return b"address already in use" in output or b"errno 98" in output
+            lines = log.read().lower().splitlines()
+        port = f"{self.port})".encode()  # ('127.0.0.1', <port>): as asyncio's bind error names it
+        return any(b"address already in use" in line and port in line for line in lines)
 
     def move_to(self, port: int) -> None:
         self.port = port
         self.env[self.port_variable] = str(port)
+
+    def pin(self, port: int) -> ManagedProcess:
+        """Run on ``port`` (chosen by the caller, not the stack) and fail rather than move if it is taken."""
+        self.move_to(port)
+        self.pinned = True
+        return self
 
     def close_log(self) -> None:
         if self.log_file is not None:
@@ -266,7 +276,7 @@ class Stack:
                 await self.wait_ready(process.name, timeout)
                 return
             except ProcessExited:
-                if attempt == attempts - 1 or not process.lost_its_port():
+                if attempt == attempts - 1 or process.pinned or not process.lost_its_port():
                     raise
             process.move_to(free_port())
             process.close_log()

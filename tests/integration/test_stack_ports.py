@@ -3,7 +3,7 @@ import socket
 import httpx
 import pytest
 
-from tools.stack import Stack
+from tools.stack import ProcessExited, Stack
 
 
 @pytest.mark.e2e
@@ -21,3 +21,18 @@ async def test_a_process_whose_port_was_taken_starts_again_on_another(stack: Sta
     assert process.env["SWITCHBOARD_MOCK_PORT"] == str(process.port)
     async with httpx.AsyncClient() as client:
         assert (await client.get(f"{stack.url('mock_provider')}/readyz")).status_code == 200
+
+
+@pytest.mark.e2e
+async def test_a_pinned_port_that_is_taken_fails_the_start_instead_of_moving(stack: Stack) -> None:
+    # Given a process on a port its caller chose (as `make run` pins the README's ports), already taken
+    process = stack.add("mock_provider")
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        pinned = squatter.getsockname()[1]
+        process.pin(pinned)
+        # When the stack starts it / Then the start fails, once, on that port
+        with pytest.raises(ProcessExited):
+            await stack.start()
+    assert process.port == pinned and process.starts == 1
