@@ -21,8 +21,9 @@ from services.api.templating import RenderTooLarge, parse, render
 from services.dlq.entries import parse_entry
 from services.dlq.export import Exporter, ExportFormat
 from shared.bus import wire
-from shared.core.models import DeadLetter, DeadLetterReason, OutcomeClass, Status, encode, utcnow
+from shared.core.models import DeadLetterReason, OutcomeClass, encode, utcnow
 from shared.db.routing_store import resolve
+from tests.helpers import dead_letter
 from tests.integration.test_api_support import csv_upload, running_api
 from tools.stack import Environment
 
@@ -175,16 +176,14 @@ async def test_a_contact_file_is_parsed_off_the_event_loop(
 
 
 def test_the_csv_export_neutralises_formulas(tmp_path: Path) -> None:
-    letter = DeadLetter(
+    letter = dead_letter(
         log_id=1,
         attempt=1,
-        max_attempts=5,
         tenant="mallory",
         campaign_id=None,
         channel="webhook",
         recipient="https://93.184.216.34/x",
         provider="hooks",
-        status=Status.FAILED,
         reason=DeadLetterReason.PERMANENT_ERROR,
         error_class=OutcomeClass.PERMANENT,
         error_code='=HYPERLINK("http://evil","click")',

@@ -26,6 +26,7 @@ from shared.core.models import (
     Status,
 )
 from shared.core.recipients import routing_key
+from tests.helpers import dead_letter
 
 AT = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
@@ -69,16 +70,11 @@ def receipt() -> ReceiptMessage:
 
 
 def letter() -> DeadLetter:
-    return DeadLetter(
+    return dead_letter(
         log_id=7,
         attempt=2,
-        max_attempts=5,
-        tenant="acme",
         campaign_id=None,
-        channel="sms",
         recipient="+447911123456",
-        provider="mocksms",
-        status=Status.FAILED,
         reason=DeadLetterReason.PERMANENT_ERROR,
         error_class=OutcomeClass.PERMANENT,
         error_code="INVALID_NUMBER",
