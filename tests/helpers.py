@@ -7,12 +7,16 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 import httpx
 import orjson
 
+from services.poller.__main__ import Poller
+from services.poller.settings import PollerSettings
+from shared.bus.memory import MemoryBroker
+from shared.bus.topology import DISPATCH, Lane, lane_queue
 from shared.core.models import DeadLetter, DeadLetterReason, OutcomeClass, Status
 
 INSERT_SQL = """
@@ -165,3 +169,19 @@ async def rolled_back(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
             yield conn
         finally:
             await transaction.rollback()
+
+
+async def poller_on_memory_broker(
+    settings: PollerSettings, pool: asyncpg.Pool | None = None
+) -> tuple[Poller, MemoryBroker]:
+    """A poller whose broker is the in-memory double, its topology declared and its channels open."""
+    broker = MemoryBroker()
+    poller = Poller(settings, cast(asyncpg.Pool, pool), broker)
+    broker.declare(poller.topology)
+    await poller.open_channels()
+    return poller, broker
+
+
+def ready_dispatches(broker: MemoryBroker, lane: Lane, shards: int) -> int:
+    """Dispatches waiting in ``lane``'s shard queues of the memory broker."""
+    return sum(len(broker.queues[lane_queue(DISPATCH, lane, shard)].ready) for shard in range(shards))

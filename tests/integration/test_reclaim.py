@@ -11,8 +11,8 @@ from services.poller.__main__ import Poller
 from services.poller.claims import RECLAIM_SQL, lane_priorities, reclaim_expired
 from services.poller.settings import PollerSettings
 from shared.bus.memory import MemoryBroker
-from shared.bus.topology import DISPATCH, Lane, lane_queue
-from tests.helpers import rolled_back, selection_plan
+from shared.bus.topology import Lane
+from tests.helpers import poller_on_memory_broker, ready_dispatches, rolled_back, selection_plan
 
 SHARDS = 2
 EXPIRED_PER_PRIORITY = 600  # 600 urgent, 1 200 bulk (priorities 1 and 2)
@@ -49,16 +49,12 @@ async def expired(pool: asyncpg.Pool) -> dict[int, int]:
 
 
 async def a_poller(pool: asyncpg.Pool, lanes: list[str]) -> tuple[Poller, MemoryBroker]:
-    broker = MemoryBroker()
     settings = PollerSettings(shards=SHARDS, batch_size=500, dispatch_min_backlog=ROOM, lanes=lanes)
-    poller = Poller(settings, pool, broker)
-    broker.declare(poller.topology)
-    await poller.open_channels()
-    return poller, broker
+    return await poller_on_memory_broker(settings, pool)
 
 
 def published(broker: MemoryBroker, lane: Lane) -> int:
-    return sum(len(broker.queues[lane_queue(DISPATCH, lane, shard)].ready) for shard in range(SHARDS))
+    return ready_dispatches(broker, lane, SHARDS)
 
 
 async def test_each_lane_reclaims_only_its_own_expired_leases_and_at_most_its_room(

@@ -6,16 +6,14 @@ lane depth."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
-import asyncpg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from services.dlq.browse import DlqBrowser
 from services.dlq.entries import EntryKind
-from services.poller.__main__ import Poller
 from services.poller.settings import PollerSettings
 from shared.bus import wire
 from shared.bus.memory import MemoryBroker
@@ -24,7 +22,7 @@ from shared.bus.transport import Delivery
 from shared.bus.wire import Envelope, Received
 from shared.core.errors import ChannelGone
 from shared.core.models import DeadLetter
-from tests.helpers import dead_letter
+from tests.helpers import dead_letter, poller_on_memory_broker
 
 WHEN = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -222,11 +220,7 @@ async def test_another_reader_is_counted_and_what_it_holds_is_reported_incomplet
 
 async def test_the_poller_measures_a_lanes_depth_through_the_seam() -> None:
     # Given the topology and three dispatches waiting in bulk shards, one in an urgent shard
-    broker = MemoryBroker()
-    config = PollerSettings(shards=2)
-    poller = Poller(config, cast(asyncpg.Pool, None), broker)
-    broker.declare(poller.topology)
-    await poller.open_channels()
+    poller, broker = await poller_on_memory_broker(PollerSettings(shards=2))
     for queue, count in ((lane_queue(DISPATCH, Lane.BULK, 0), 2), (lane_queue(DISPATCH, Lane.BULK, 1), 1)):
         broker.queues[queue].ready.extend(_stored(count))
     broker.queues[lane_queue(DISPATCH, Lane.URGENT, 1)].ready.extend(_stored(1))

@@ -20,6 +20,7 @@ from services.poller.settings import PollerSettings
 from shared.bus.memory import MemoryBroker, Stored
 from shared.bus.topology import DISPATCH, Lane, lane_queue
 from shared.bus.wire import Envelope
+from tests.helpers import poller_on_memory_broker, ready_dispatches
 
 URGENT_OR_BULK = {Lane.URGENT: 0, Lane.BULK: 1}
 
@@ -79,17 +80,13 @@ async def a_poller(
 ) -> tuple[Poller, MemoryBroker]:
     monkeypatch.setattr(poller_main, "reclaim_expired", db.reclaim_expired)
     monkeypatch.setattr(poller_main, "claim", db.claim)
-    broker = MemoryBroker()
     # An idle lane is allowed its minimum backlog (200): room min(200, batch_size) while it is empty
     settings = PollerSettings(shards=2, batch_size=batch_size, dispatch_min_backlog=200)
-    poller = Poller(settings, cast(asyncpg.Pool, _Pool()), broker)
-    broker.declare(poller.topology)
-    await poller.open_channels()
-    return poller, broker
+    return await poller_on_memory_broker(settings, cast(asyncpg.Pool, _Pool()))
 
 
 def ready(broker: MemoryBroker, lane: Lane) -> int:
-    return sum(len(broker.queues[lane_queue(DISPATCH, lane, shard)].ready) for shard in range(2))
+    return ready_dispatches(broker, lane, shards=2)
 
 
 @pytest.mark.parametrize("lane", [Lane.URGENT, Lane.BULK])
